@@ -1,0 +1,174 @@
+package mailroute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/mailroute/go-mailroute/internal/dnsname"
+	"github.com/mailroute/go-mailroute/internal/mx"
+)
+
+// Mailer sends mail the way its Router decides. It is safe for concurrent
+// use; make one and share it. Close releases its connections.
+type Mailer struct {
+	cfg      Config
+	hostname string
+	router   Router
+	mx       *mx.Cache
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+// New checks cfg and returns a Mailer. Everything that can be checked
+// without the network is checked here: the host name, the rules, the relay
+// address, the options.
+func New(cfg Config) (*Mailer, error) {
+	m := &Mailer{cfg: cfg, closed: make(chan struct{})}
+
+	host := cfg.Hostname
+	if host == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("mailroute: Config.Hostname is empty and the system host name is unknown: %w", err)
+		}
+		host = h
+	}
+	name, err := checkHostname(host)
+	if err != nil {
+		return nil, fmt.Errorf("mailroute: Config.Hostname: %w", err)
+	}
+	m.hostname = name
+
+	switch r := cfg.Router.(type) {
+	case nil:
+		m.router = DefaultRouter
+	case Rules:
+		if m.router, err = compileRules(r); err != nil {
+			return nil, err
+		}
+	default:
+		m.router = r
+	}
+
+	if cfg.Smarthost != nil {
+		if err := cfg.Smarthost.check(); err != nil {
+			return nil, err
+		}
+	}
+	if err := cfg.Direct.check(); err != nil {
+		return nil, err
+	}
+
+	m.mx = &mx.Cache{
+		Resolver:     resolverOrDefault(cfg.Resolver),
+		TTL:          cfg.MXCacheTTL,
+		TemporaryTTL: cfg.MXCacheTemporaryTTL,
+	}
+	return m, nil
+}
+
+// checkHostname validates an EHLO name: a host name (normalised to
+// A-labels) or an address literal.
+func checkHostname(h string) (string, error) {
+	if addr, ok, err := dnsname.ParseLiteral(h); ok {
+		if err != nil {
+			return "", err
+		}
+		return dnsname.FormatLiteral(addr), nil
+	}
+	return dnsname.Normalize(h)
+}
+
+// ErrClosed is returned by a Mailer after Close.
+var ErrClosed = errors.New("mailroute: Mailer is closed")
+
+// Route returns the route mail to a domain or address would take, with the
+// evidence, without sending anything: a dry run of the Mailer's routing,
+// through the same MX cache delivery uses. An address literal
+// ("user@[192.0.2.1]") always goes Direct.
+func (m *Mailer) Route(ctx context.Context, domainOrAddress string) (Route, error) {
+	domain := domainOrAddress
+	if i := strings.LastIndexByte(domain, '@'); i >= 0 {
+		domain = domain[i+1:]
+	}
+	d, err := parseDestination(domain)
+	if err != nil {
+		return Route{}, err
+	}
+	d.cache = m.mx
+	if c, ok := m.router.(*compiledRules); ok && !d.IsLiteral() {
+		// A call on the concrete type lets d stay on this stack, so a rule
+		// hit costs no allocation at all.
+		r, err := c.Route(ctx, &d)
+		return checkDecision(&d, r, err)
+	}
+	heap := d
+	return m.route(ctx, &heap)
+}
+
+// Destination returns the destination for a domain or an address's domain
+// as the Mailer sees it: normalised, and bound to the Mailer's MX cache, so
+// its MX method answers from the same lookups routing and delivery use.
+func (m *Mailer) Destination(domainOrAddress string) (*Destination, error) {
+	domain := domainOrAddress
+	if i := strings.LastIndexByte(domain, '@'); i >= 0 {
+		domain = domain[i+1:]
+	}
+	return m.destination(domain)
+}
+
+// destination makes the Destination for a domain or literal, bound to the
+// Mailer's MX cache.
+func (m *Mailer) destination(domain string) (*Destination, error) {
+	d, err := parseDestination(domain)
+	if err != nil {
+		return nil, err
+	}
+	d.cache = m.mx
+	return &d, nil
+}
+
+func (m *Mailer) route(ctx context.Context, d *Destination) (Route, error) {
+	if d.IsLiteral() {
+		return Route{Via: Direct, Reason: d.Domain + " is an address literal"}, nil
+	}
+	r, err := m.router.Route(ctx, d)
+	return checkDecision(d, r, err)
+}
+
+// checkDecision turns a router's "no decision" into an error.
+func checkDecision(d *Destination, r Route, err error) (Route, error) {
+	if err != nil {
+		return Route{}, err
+	}
+	if r.Via != Direct && r.Via != Smarthost {
+		return Route{}, fmt.Errorf("%w for %s: the router made no decision", ErrNoRoute, d.Domain)
+	}
+	return r, nil
+}
+
+func parseDestination(domain string) (Destination, error) {
+	if addr, ok, err := dnsname.ParseLiteral(domain); ok {
+		if err != nil {
+			return Destination{}, err
+		}
+		return Destination{Domain: dnsname.FormatLiteral(addr), Literal: addr}, nil
+	}
+	n, err := dnsname.Normalize(domain)
+	if err != nil {
+		return Destination{}, err
+	}
+	return Destination{Domain: n}, nil
+}
+
+// Close releases the Mailer's connections. It is safe to call more than
+// once.
+func (m *Mailer) Close() error {
+	m.closeOnce.Do(func() { close(m.closed) })
+	return nil
+}

@@ -25,8 +25,8 @@ func startDNS(t *testing.T) (*dnstest.Server, *ServerResolver) {
 		"multi.test. MX 10 a2.multi.test.",
 		"multi.test. MX 30 c.multi.test.",
 	)
-	s.Host("implicit.test", "127.0.0.7", "::1")           // NODATA for MX, has addresses
-	s.Add("nodata.test. TXT \"v=spf1 -all\"")            // exists, no MX, no address
+	s.Host("implicit.test", "127.0.0.7", "::1") // NODATA for MX, has addresses
+	s.Add("nodata.test. TXT \"v=spf1 -all\"")   // exists, no MX, no address
 	s.NullMX("nullmx.test")
 	s.Add("cname.test. CNAME real.test.", "real.test. MX 5 mx.real.test.")
 	s.Add("cnamemx.test. MX 5 alias.real.test.", "alias.real.test. CNAME mx.real.test.")

@@ -3,10 +3,15 @@ package mailroute
 import (
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
 	"time"
+
+	"github.com/emersion/go-sasl"
+
+	"github.com/mailroute/go-mailroute/internal/smtpclient"
 )
 
 // Config configures a Mailer. The zero value of every field means its
@@ -32,6 +37,82 @@ type Config struct {
 	// MXCacheTemporaryTTL is how long temporary lookup failures are kept.
 	// 0: 30 seconds; negative: not cached.
 	MXCacheTemporaryTTL time.Duration
+	// Concurrency bounds how many destinations one Send delivers to at
+	// once. 0: 8.
+	Concurrency int
+	// MaxMessageSize refuses larger messages before anything is sent.
+	// 0: no limit of mailroute's own (servers still enforce theirs).
+	MaxMessageSize int64
+	// Logger receives one line per delivery attempt. nil: nothing is
+	// logged.
+	Logger *slog.Logger
+}
+
+func (c *Config) concurrency() int {
+	if c.Concurrency > 0 {
+		return c.Concurrency
+	}
+	return 8
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return discardLogger
+}
+
+var discardLogger = slog.New(slog.DiscardHandler)
+
+// TLSPolicy says how direct delivery uses TLS.
+type TLSPolicy uint8
+
+const (
+	// Opportunistic uses STARTTLS whenever the MX host offers it, without
+	// verifying the certificate (RFC 7435: unauthenticated encryption beats
+	// plaintext, and most MX certificates would fail a name check). When
+	// the handshake fails, the same host is retried in plaintext, as
+	// Postfix and mox do.
+	Opportunistic TLSPolicy = iota
+	// RequireTLS demands STARTTLS with a certificate valid for the MX host
+	// name. A host without it is a temporary failure; nothing is ever sent
+	// in plaintext.
+	RequireTLS
+	// NoTLS never uses STARTTLS.
+	NoTLS
+)
+
+// String returns "opportunistic", "require-tls" or "no-tls".
+func (p TLSPolicy) String() string {
+	switch p {
+	case Opportunistic:
+		return "opportunistic"
+	case RequireTLS:
+		return "require-tls"
+	case NoTLS:
+		return "no-tls"
+	}
+	return "TLSPolicy(" + strconv.Itoa(int(p)) + ")"
+}
+
+// Timeouts bound each stage of an SMTP session. A zero field takes the
+// default, from RFC 5321 §4.5.3.2 where it gives one. Every read and write
+// also ends at the context's deadline, if that comes first.
+type Timeouts struct {
+	Connect   time.Duration // TCP connect and implicit TLS; default 30 s
+	Greeting  time.Duration // the 220 greeting; default 5 min
+	Mail      time.Duration // reply to MAIL; default 5 min
+	Rcpt      time.Duration // reply to each RCPT; default 5 min
+	DataInit  time.Duration // the 354 reply to DATA; default 2 min
+	DataBlock time.Duration // each write of message data; default 3 min
+	DataFinal time.Duration // reply to the final "."; default 10 min
+}
+
+func (t Timeouts) client() smtpclient.Timeouts {
+	return smtpclient.Timeouts{
+		Connect: t.Connect, Greeting: t.Greeting, Mail: t.Mail, Rcpt: t.Rcpt,
+		DataInit: t.DataInit, DataBlock: t.DataBlock, DataFinal: t.DataFinal,
+	}
 }
 
 // DirectOptions configures delivery to MX hosts.
@@ -39,30 +120,76 @@ type DirectOptions struct {
 	// Port is the SMTP port of every MX host. 0: 25.
 	Port int
 	// LocalAddr is the source address to send from, for hosts with several.
-	// The zero value lets the system choose.
+	// The zero value lets the system choose. When set, MX addresses of the
+	// other IP family are skipped.
 	LocalAddr netip.Addr
+	// TLS is the STARTTLS policy. The zero value is Opportunistic.
+	TLS TLSPolicy
+	// TLSConfig is used for STARTTLS. nil: the system roots (verification
+	// only applies under RequireTLS).
+	TLSConfig *tls.Config
+	// Timeouts per stage; zero fields take RFC 5321's values.
+	Timeouts Timeouts
 }
 
 func (o DirectOptions) check() error {
 	if o.Port < 0 || o.Port > 65535 {
 		return fmt.Errorf("mailroute: DirectOptions.Port %d is not a port number", o.Port)
 	}
+	if o.TLS > NoTLS {
+		return fmt.Errorf("mailroute: DirectOptions.TLS: unknown policy %v", o.TLS)
+	}
+	if o.LocalAddr.IsValid() && o.LocalAddr.Zone() != "" {
+		return fmt.Errorf("mailroute: DirectOptions.LocalAddr %v: zones are not supported", o.LocalAddr)
+	}
 	return nil
+}
+
+func (o DirectOptions) port() string {
+	if o.Port == 0 {
+		return "25"
+	}
+	return strconv.Itoa(o.Port)
 }
 
 // Relay describes the smarthost.
 type Relay struct {
 	// Addr is "host:port". Port 465 means implicit TLS; any other port
-	// STARTTLS, which is then required.
+	// STARTTLS, which is then required. The certificate is always verified
+	// against host.
 	Addr string
 	// ImplicitTLS forces implicit TLS on a port other than 465.
 	ImplicitTLS bool
-	// Username and Password authenticate to the relay. They are only ever
-	// sent over a verified TLS connection.
+	// Username and Password authenticate to the relay with the best
+	// mechanism it offers after TLS: PLAIN, then LOGIN, then CRAM-MD5.
+	// They are only ever sent over a verified TLS connection.
 	Username, Password string
-	// TLSConfig is used for the relay's TLS. nil: the system roots, verified
-	// against the host in Addr.
+	// Auth, when set, is used instead of Username and Password: a go-sasl
+	// client such as XOAUTH2 or OAUTHBEARER for Gmail or Microsoft 365. It
+	// is used for every new connection, so it must be reusable (go-sasl's
+	// PLAIN, XOAUTH2 and OAUTHBEARER clients are).
+	Auth sasl.Client
+	// TLSConfig is used for the relay's TLS. nil: the system roots.
+	// ServerName defaults to the host in Addr.
 	TLSConfig *tls.Config
+	// InsecurePlaintextLoopback allows a relay on a loopback address (a
+	// local Postfix, a development catcher on 127.0.0.1) to be used without
+	// verified TLS: STARTTLS is used when offered, unverified, and the
+	// session goes on in plaintext otherwise — credentials included, if
+	// configured. New refuses it for any address that is not loopback.
+	InsecurePlaintextLoopback bool
+	// MaxIdle is how many idle authenticated sessions are kept for reuse.
+	// 0: 2; negative: none (a new session per transaction).
+	MaxIdle int
+	// IdleTimeout closes sessions idle for longer. 0: 60 seconds.
+	IdleTimeout time.Duration
+	// Timeouts per stage; zero fields take RFC 5321's values.
+	Timeouts Timeouts
+}
+
+func (r *Relay) implicitTLS() bool {
+	_, port, _ := net.SplitHostPort(r.Addr)
+	return r.ImplicitTLS || port == "465"
 }
 
 func (r *Relay) check() error {
@@ -76,5 +203,20 @@ func (r *Relay) check() error {
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return fmt.Errorf("mailroute: Relay.Addr %q: bad port %q", r.Addr, port)
 	}
+	if r.InsecurePlaintextLoopback && !isLoopbackHost(host) {
+		return fmt.Errorf("mailroute: Relay.InsecurePlaintextLoopback is only allowed for a loopback address, not %q", host)
+	}
+	if r.Password != "" && r.Username == "" && r.Auth == nil {
+		return fmt.Errorf("mailroute: Relay has a Password but no Username")
+	}
 	return nil
+}
+
+// isLoopbackHost reports whether host is a loopback IP or "localhost".
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/mailroute/go-mailroute/internal/dnsname"
 	"github.com/mailroute/go-mailroute/internal/mx"
@@ -19,6 +20,7 @@ type Mailer struct {
 	hostname string
 	router   Router
 	mx       *mx.Cache
+	relay    *smarthost // nil without Config.Smarthost
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -59,6 +61,7 @@ func New(cfg Config) (*Mailer, error) {
 		if err := cfg.Smarthost.check(); err != nil {
 			return nil, err
 		}
+		m.relay = newSmarthost(cfg.Smarthost, m.hostname)
 	}
 	if err := cfg.Direct.check(); err != nil {
 		return nil, err
@@ -166,9 +169,16 @@ func parseDestination(domain string) (Destination, error) {
 	return Destination{Domain: n}, nil
 }
 
-// Close releases the Mailer's connections. It is safe to call more than
-// once.
+// Close ends the Mailer's idle connections with QUIT. Sends in progress
+// finish; new ones fail with ErrClosed. It is safe to call more than once.
 func (m *Mailer) Close() error {
-	m.closeOnce.Do(func() { close(m.closed) })
+	m.closeOnce.Do(func() {
+		close(m.closed)
+		if m.relay != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			m.relay.close(ctx)
+		}
+	})
 	return nil
 }

@@ -1,0 +1,229 @@
+package mailroute
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/mailroute/go-mailroute/internal/smtpclient"
+)
+
+// maxRcptsPerTx is the number of recipients RFC 5321 §4.5.3.1.8 obliges
+// every server to accept in one transaction; more go in further ones.
+const maxRcptsPerTx = 100
+
+// deliverDirect delivers a job to its destination's MX hosts, as a careful
+// MTA does:
+//
+//   - hosts in preference order (equal preferences shuffled by the cache),
+//     each host's addresses (IPv4 first: rDNS is more often right there);
+//   - the next address or host on a connection failure, a timeout, a 421
+//     or other failed greeting, a TLS failure under RequireTLS, a 4xx to
+//     MAIL, or a drop before the end of data;
+//   - a 5xx to MAIL, a 4xx/5xx to the end of data, a size or SMTPUTF8
+//     refusal, or a drop after the end of data is final for the
+//     transaction: another MX would answer the same, or might deliver the
+//     message twice;
+//   - at most 100 recipients per transaction, on one connection.
+func (m *Mailer) deliverDirect(ctx context.Context, j *job) {
+	hosts, err := m.directHosts(ctx, j.dest)
+	if err != nil {
+		j.failAll(fromDNS(err), "")
+		return
+	}
+	var conn *smtpclient.Conn
+	defer func() {
+		if conn != nil {
+			conn.Quit(context.WithoutCancel(ctx))
+		}
+	}()
+	pending := j.pending()
+	for len(pending) > 0 {
+		n := min(len(pending), maxRcptsPerTx)
+		conn = m.directBatch(ctx, j, hosts, pending[:n], conn)
+		pending = pending[n:]
+	}
+}
+
+// directHosts returns the MX host names to try, or the literal address.
+func (m *Mailer) directHosts(ctx context.Context, d *Destination) ([]*net.MX, error) {
+	if d.IsLiteral() {
+		return []*net.MX{{Host: d.Literal.String()}}, nil
+	}
+	return d.MX(ctx)
+}
+
+// hostAddrs resolves one MX host to the addresses to try, IPv4 first, with
+// the family of DirectOptions.LocalAddr only when one is set.
+func (m *Mailer) hostAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{a}, nil
+	}
+	ips, err := m.mx.Resolver.LookupIPAddr(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	var v4, v6 []netip.Addr
+	for _, ip := range ips {
+		a, ok := netip.AddrFromSlice(ip.IP)
+		if !ok {
+			continue
+		}
+		a = a.Unmap()
+		if a.Is4() {
+			v4 = append(v4, a)
+		} else {
+			v6 = append(v6, a)
+		}
+	}
+	local := m.cfg.Direct.LocalAddr
+	switch {
+	case local.IsValid() && local.Is4():
+		v6 = nil
+	case local.IsValid():
+		v4 = nil
+	}
+	out := append(v4, v6...)
+	if len(out) == 0 {
+		return nil, &net.DNSError{Err: "no usable address", Name: host, IsNotFound: true}
+	}
+	return out, nil
+}
+
+// directBatch sends one transaction's recipients, walking the hosts until
+// one gives a final answer. conn is a connection left open by the previous
+// batch of the same job; the one left open now is returned.
+func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch []int, conn *smtpclient.Conn) *smtpclient.Conn {
+	var lastErr *Error
+	if conn != nil {
+		if conn.Usable() {
+			if m.directTx(ctx, j, conn, batch, &lastErr) {
+				return conn
+			}
+		}
+		conn.Close()
+		conn = nil
+	}
+	for _, h := range hosts {
+		addrs, err := m.hostAddrs(ctx, h.Host)
+		if err != nil {
+			lastErr = &Error{Command: "DNS", Host: h.Host, Err: err}
+			m.logAttempt(j, Direct, h.Host, batch, lastErr, 0)
+			continue
+		}
+		for _, a := range addrs {
+			if ctx.Err() != nil {
+				j.fail(batch, errorf(false, ctx.Err(), "delivery to %s stopped", j.dest.Domain), "")
+				return nil
+			}
+			c, err := m.dialDirect(ctx, a, h.Host)
+			if err != nil {
+				lastErr = err
+				m.logAttempt(j, Direct, h.Host, batch, err, 0)
+				continue
+			}
+			if m.directTx(ctx, j, c, batch, &lastErr) {
+				if c.Usable() {
+					return c
+				}
+				c.Close()
+				return nil
+			}
+			c.Close()
+		}
+	}
+	if lastErr == nil {
+		lastErr = errorf(false, nil, "no MX host of %s could be tried", j.dest.Domain)
+	}
+	j.fail(batch, lastErr, lastErr.Host)
+	return nil
+}
+
+// dialDirect opens a session to one MX address under the TLS policy. An
+// opportunistic handshake that fails is retried once in plaintext.
+func (m *Mailer) dialDirect(ctx context.Context, addr netip.Addr, host string) (*smtpclient.Conn, *Error) {
+	o := &m.cfg.Direct
+	cfg := &smtpclient.Config{
+		LocalName: m.hostname,
+		TLSConfig: o.TLSConfig,
+		Timeouts:  o.Timeouts.client(),
+	}
+	if o.LocalAddr.IsValid() {
+		cfg.Dialer = &net.Dialer{LocalAddr: &net.TCPAddr{IP: o.LocalAddr.AsSlice()}}
+	}
+	switch o.TLS {
+	case RequireTLS:
+		cfg.TLS = smtpclient.TLSRequired
+	case NoTLS:
+		cfg.TLS = smtpclient.TLSNone
+	default:
+		cfg.TLS = smtpclient.TLSOpportunistic
+	}
+	target := net.JoinHostPort(addr.String(), o.port())
+	c, err := smtpclient.Dial(ctx, target, host, cfg)
+	if err == nil {
+		return c, nil
+	}
+	if cfg.TLS == smtpclient.TLSOpportunistic && errors.Is(err, smtpclient.ErrTLSFailed) {
+		m.cfg.logger().WarnContext(ctx, "mailroute: STARTTLS failed, retrying in plaintext (RFC 7435)",
+			"host", host, "addr", target, "error", err)
+		cfg.TLS = smtpclient.TLSNone
+		if c, err2 := smtpclient.Dial(ctx, target, host, cfg); err2 == nil {
+			return c, nil
+		} else {
+			err = err2
+		}
+	}
+	var extra error
+	if cfg.TLS == smtpclient.TLSRequired && (errors.Is(err, smtpclient.ErrTLSFailed) || errors.Is(err, smtpclient.ErrTLSUnavailable)) {
+		extra = ErrTLSRequired
+	}
+	e := fromClient(err, extra)
+	if e.Host == "" {
+		e.Host = host
+	}
+	if cfg.TLS == smtpclient.TLSRequired && extra != nil {
+		e.Permanent = false // another MX, or a later attempt, may do TLS
+	}
+	return nil, e
+}
+
+// directTx runs one transaction on c. It reports whether the batch was
+// decided (delivered, or failed in a way another host would not change);
+// when it returns false, *lastErr says why the next host should be tried.
+func (m *Mailer) directTx(ctx context.Context, j *job, c *smtpclient.Conn, batch []int, lastErr **Error) bool {
+	start := time.Now()
+	tx := j.tx(batch)
+	res, err := c.Send(ctx, tx)
+	if err != nil && !finalForTransaction(err) {
+		e := fromClient(err, nil)
+		*lastErr = e
+		m.logAttempt(j, Direct, c.Host(), batch, e, time.Since(start))
+		return false
+	}
+	j.record(batch, res, c.Host(), Direct)
+	m.logTx(j, Direct, c.Host(), batch, res, err, time.Since(start))
+	return true
+}
+
+// finalForTransaction reports whether a transaction-level error ends the
+// host walk: a 5xx to MAIL, anything after the end of data, local refusals.
+// A 4xx to MAIL or a network failure before the end of data moves on.
+func finalForTransaction(err error) bool {
+	var ce *smtpclient.Error
+	if !errors.As(err, &ce) {
+		return false
+	}
+	switch {
+	case errors.Is(err, smtpclient.ErrSizeExceeded), errors.Is(err, smtpclient.ErrSMTPUTF8Unsupported),
+		errors.Is(err, smtpclient.ErrInvalidAddress):
+		return true
+	case ce.Command == ".":
+		return true // the reply, or the silence, after the end of data
+	case ce.Code >= 500:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,86 @@
+package mailroute
+
+import (
+	"github.com/mailroute/go-mailroute/internal/message"
+	"github.com/mailroute/go-mailroute/internal/smtpclient"
+)
+
+// job is one destination's share of a Send: its recipients, and where
+// their results go. Only the goroutine delivering the job writes them.
+type job struct {
+	dest   *Destination
+	route  Route
+	from   string // reverse-path as on the wire; "" = <>
+	utf8   bool   // the sender's local part needs SMTPUTF8
+	rcpts  []message.Address
+	index  []int // rcpts[k]'s place in result.Recipients
+	body   *message.Body
+	result *Result
+}
+
+// pending lists the job's recipients (indices into rcpts).
+func (j *job) pending() []int {
+	out := make([]int, len(j.rcpts))
+	for k := range out {
+		out[k] = k
+	}
+	return out
+}
+
+// tx builds the transaction for a batch of recipients. Each call gets its
+// own reader over the shared body: no copy per route.
+func (j *job) tx(batch []int) *smtpclient.Tx {
+	tx := &smtpclient.Tx{
+		From:     j.from,
+		Rcpts:    make([]string, len(batch)),
+		Body:     j.body.Reader(),
+		Size:     j.body.Size(),
+		EightBit: j.body.EightBit(),
+		SMTPUTF8: j.utf8,
+	}
+	for i, k := range batch {
+		tx.Rcpts[i] = j.rcpts[k].String()
+		tx.SMTPUTF8 = tx.SMTPUTF8 || j.rcpts[k].UTF8
+	}
+	return tx
+}
+
+func (j *job) slot(k int) *RecipientResult { return &j.result.Recipients[j.index[k]] }
+
+// record stores a transaction's per-recipient outcomes.
+func (j *job) record(batch []int, res *smtpclient.TxResult, host string, via Via) {
+	for i, k := range batch {
+		r := j.slot(k)
+		r.Via, r.Route, r.Host = via, j.route, host
+		rr := res.Rcpts[i]
+		if rr.Err == nil {
+			r.Status, r.Err = Delivered, nil
+			r.Response = res.Data.String()
+			continue
+		}
+		e := fromClient(rr.Err, nil)
+		if e.Host == "" {
+			e.Host = host
+		}
+		r.Err = e
+		r.Status = statusOf(e)
+	}
+}
+
+// fail gives every recipient of a batch the same error.
+func (j *job) fail(batch []int, e *Error, host string) {
+	for _, k := range batch {
+		r := j.slot(k)
+		r.Via, r.Route, r.Host = j.route.Via, j.route, host
+		r.Err, r.Status = e, statusOf(e)
+	}
+}
+
+func (j *job) failAll(e *Error, host string) { j.fail(j.pending(), e, host) }
+
+func statusOf(e *Error) Status {
+	if e.Permanent {
+		return Failed
+	}
+	return Deferred
+}

@@ -1,0 +1,80 @@
+package mailroute
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/mailroute/go-mailroute/internal/smtpclient"
+)
+
+// attrs are the fields of one delivery attempt's log line.
+func attrs(j *job, via Via, host string, rcpts int, e *Error, d time.Duration) []slog.Attr {
+	a := []slog.Attr{
+		slog.String("domain", j.dest.Domain),
+		slog.String("via", via.String()),
+		slog.String("host", host),
+		slog.Int("recipients", rcpts),
+		slog.Duration("duration", d),
+	}
+	if e != nil {
+		a = append(a,
+			slog.Int("code", e.Code),
+			slog.String("enhanced", e.Enhanced.String()),
+			slog.String("command", e.Command),
+			slog.String("class", errorClassOf(e)),
+			slog.String("error", e.Error()),
+		)
+	}
+	return a
+}
+
+func levelOf(e *Error) slog.Level {
+	switch {
+	case e == nil:
+		return slog.LevelInfo
+	case errorClassOf(e) == "configuration":
+		return slog.LevelError
+	}
+	return slog.LevelWarn
+}
+
+// logAttempt logs a failed attempt that did not decide any recipient.
+func (m *Mailer) logAttempt(j *job, via Via, host string, batch []int, e *Error, d time.Duration) {
+	m.cfg.logger().LogAttrs(context.Background(), levelOf(e), "mailroute: delivery attempt",
+		attrs(j, via, host, len(batch), e, d)...)
+}
+
+// logTx logs a transaction that decided its recipients.
+func (m *Mailer) logTx(j *job, via Via, host string, batch []int, res *smtpclient.TxResult, err error, d time.Duration) {
+	delivered := 0
+	for _, r := range res.Rcpts {
+		if r.Err == nil {
+			delivered++
+		}
+	}
+	var e *Error
+	if err != nil {
+		e = fromClient(err, nil)
+	}
+	a := attrs(j, via, host, len(batch), e, d)
+	a = append(a, slog.Int("delivered", delivered))
+	if delivered > 0 {
+		a = append(a, slog.Int("code", res.Data.Code))
+	}
+	m.cfg.logger().LogAttrs(context.Background(), levelOf(e), "mailroute: delivery attempt", a...)
+}
+
+// errorClassOf is a short word for the log.
+func errorClassOf(e *Error) string {
+	switch {
+	case e == nil:
+		return ""
+	case errors.Is(e, ErrSmarthostAuth), errors.Is(e, ErrSmarthostTLS), errors.Is(e, ErrNoSmarthost):
+		return "configuration"
+	case e.Permanent:
+		return "permanent"
+	}
+	return "temporary"
+}

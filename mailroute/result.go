@@ -1,0 +1,79 @@
+package mailroute
+
+import "errors"
+
+// Status is a recipient's outcome.
+type Status uint8
+
+const (
+	// Delivered: a server accepted the message for the recipient.
+	Delivered Status = iota + 1
+	// Deferred: delivery failed in a way that may pass; try again later.
+	Deferred
+	// Failed: delivery failed permanently; do not retry.
+	Failed
+)
+
+// String returns "delivered", "deferred" or "failed".
+func (s Status) String() string {
+	switch s {
+	case Delivered:
+		return "delivered"
+	case Deferred:
+		return "deferred"
+	case Failed:
+		return "failed"
+	}
+	return "unknown"
+}
+
+// Result says what happened to each recipient of a Send.
+type Result struct {
+	// Recipients in the order they were given, duplicates removed.
+	Recipients []RecipientResult
+}
+
+// RecipientResult is one recipient's outcome.
+type RecipientResult struct {
+	// Rcpt is the recipient as it went on the wire (domain normalised).
+	Rcpt string
+	// Via is the path that delivered, or the last one tried.
+	Via Via
+	// Route is the routing decision, with its reason.
+	Route Route
+	// Fallback is true when the smarthost delivered or was tried because
+	// direct delivery failed.
+	Fallback bool
+	// Host is the server that answered last: MX host name or smarthost.
+	Host string
+	// Status is Delivered, Deferred or Failed.
+	Status Status
+	// Response is the server's reply accepting the message (for example
+	// "250 2.0.0 Ok: queued as 4Xyz"), when Delivered.
+	Response string
+	// Err is nil when Delivered; otherwise errors.As(Err, **Error) gives
+	// the SMTP reply, the command and the host.
+	Err error
+}
+
+// Err joins the errors of every recipient that was not delivered, or
+// returns nil when all were.
+func (r *Result) Err() error {
+	var errs []error
+	for _, rr := range r.Recipients {
+		if rr.Err != nil {
+			errs = append(errs, &recipientError{rcpt: rr.Rcpt, err: rr.Err})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// recipientError prefixes an error with its recipient while keeping it
+// reachable with errors.As.
+type recipientError struct {
+	rcpt string
+	err  error
+}
+
+func (e *recipientError) Error() string { return "<" + e.rcpt + ">: " + e.err.Error() }
+func (e *recipientError) Unwrap() error { return e.err }

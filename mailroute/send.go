@@ -1,0 +1,141 @@
+package mailroute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/mailroute/go-mailroute/internal/message"
+	"github.com/mailroute/go-mailroute/internal/mx"
+)
+
+// Send delivers msg from one sender to every recipient, each the way the
+// Router decides, and reports what happened to each.
+//
+// from is the envelope sender (the reverse-path): an address, or "" (or
+// "<>") for the null sender of bounces. to are the envelope recipients;
+// duplicates are sent once. Addresses are bare ("user@example.com"; one
+// enclosing pair of angle brackets is tolerated) and are checked against the
+// RFC 5321 grammar before anything is sent: a malformed one makes Send fail
+// with an error naming it and nothing is sent to anyone. Unicode domains go
+// out as A-labels; a non-ASCII local part needs a server offering SMTPUTF8.
+//
+// msg is the whole message, headers and body, read once. Its line endings
+// are canonicalised to CRLF (a bare CR or LF each becomes CRLF, a final CRLF
+// is ensured) so that no byte sequence inside it can end the SMTP DATA phase
+// early, whatever the receiving server's parser does (SMTP smuggling); a NUL
+// or a line over 998 octets is refused.
+//
+// Recipients are grouped by domain; each domain is routed once and the
+// domains are delivered concurrently (Config.Concurrency). The error is nil
+// exactly when every recipient was delivered; otherwise it joins the
+// per-recipient errors, and the Result still says who got what.
+func (m *Mailer) Send(ctx context.Context, from string, to []string, msg io.Reader) (*Result, error) {
+	select {
+	case <-m.closed:
+		return nil, ErrClosed
+	default:
+	}
+	sender, null, err := message.ParseReversePath(from)
+	if err != nil {
+		return nil, fmt.Errorf("mailroute: sender: %w", err)
+	}
+	if len(to) == 0 {
+		return nil, fmt.Errorf("mailroute: no recipients")
+	}
+	rcpts := make([]message.Address, 0, len(to))
+	seen := make(map[string]bool, len(to))
+	for _, s := range to {
+		a, err := message.ParseAddress(s)
+		if err != nil {
+			return nil, fmt.Errorf("mailroute: recipient: %w", err)
+		}
+		if key := a.String(); !seen[key] {
+			seen[key] = true
+			rcpts = append(rcpts, a)
+		}
+	}
+	if msg == nil {
+		return nil, fmt.Errorf("mailroute: nil message")
+	}
+	body, err := message.NewBody(msg, message.BodyOptions{MaxSize: m.cfg.MaxMessageSize})
+	if err != nil {
+		return nil, fmt.Errorf("mailroute: message: %w", err)
+	}
+	defer body.Close()
+
+	res := &Result{Recipients: make([]RecipientResult, len(rcpts))}
+	reversePath := sender.String()
+	if null {
+		reversePath = ""
+	}
+	jobs := m.group(reversePath, sender.UTF8, rcpts, body, res)
+
+	sem := make(chan struct{}, m.cfg.concurrency())
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			m.deliver(ctx, j)
+		}()
+	}
+	wg.Wait()
+	return res, res.Err()
+}
+
+// group makes one job per destination domain, in the order the domains
+// first appear, and fills each recipient's Rcpt.
+func (m *Mailer) group(from string, fromUTF8 bool, rcpts []message.Address, body *message.Body, res *Result) []*job {
+	var jobs []*job
+	byDomain := make(map[string]*job)
+	for i, a := range rcpts {
+		res.Recipients[i].Rcpt = a.String()
+		j := byDomain[a.Domain]
+		if j == nil {
+			j = &job{
+				dest:   &Destination{Domain: a.Domain, Literal: a.Literal, cache: m.mx},
+				from:   from,
+				utf8:   fromUTF8,
+				body:   body,
+				result: res,
+			}
+			byDomain[a.Domain] = j
+			jobs = append(jobs, j)
+		}
+		j.rcpts = append(j.rcpts, a)
+		j.index = append(j.index, i)
+	}
+	return jobs
+}
+
+// deliver routes one destination and hands it to the chosen transport.
+func (m *Mailer) deliver(ctx context.Context, j *job) {
+	route, err := m.route(ctx, j.dest)
+	if err != nil {
+		j.failAll(routeError(err), "")
+		return
+	}
+	j.route = route
+	switch route.Via {
+	case Smarthost:
+		m.deliverSmarthost(ctx, j)
+	default:
+		m.deliverDirect(ctx, j)
+	}
+}
+
+// routeError turns a routing failure into the recipients' error: a DNS
+// failure keeps its class, anything else (no rule matched, a router's own
+// error) is a configuration problem that a later attempt may not fix but
+// that must not bounce mail either, so it is temporary.
+func routeError(err error) *Error {
+	var me *mx.Error
+	if errors.As(err, &me) {
+		return fromDNS(err)
+	}
+	return &Error{Command: "route", Err: err}
+}

@@ -221,12 +221,17 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 }
 
 // deadBeforeAccepting reports whether a transaction failed on the
-// connection itself before the server answered MAIL: a pooled session the
-// server had already closed. Retrying it elsewhere cannot duplicate mail.
+// connection itself before the server accepted MAIL: a pooled session the
+// server had already closed, silently or with a 421 (go-smtp and Postfix
+// say "421 4.4.2 Idle timeout" as they hang up). Retrying on a new session
+// cannot duplicate mail.
 func deadBeforeAccepting(err error) bool {
 	var ce *smtpclient.Error
 	if !errors.As(err, &ce) {
 		return false
 	}
-	return errors.Is(err, smtpclient.ErrUnusable) || (ce.Code == 0 && (ce.Command == "MAIL" || ce.Command == "RSET"))
+	if errors.Is(err, smtpclient.ErrUnusable) {
+		return true
+	}
+	return ce.Command == "MAIL" && (ce.Code == 0 || ce.Code == 421)
 }

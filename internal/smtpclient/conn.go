@@ -1,0 +1,390 @@
+package smtpclient
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-sasl"
+)
+
+// TLSMode says how a session gets encrypted.
+type TLSMode uint8
+
+const (
+	// TLSOpportunistic issues STARTTLS when the server offers it and does not
+	// verify the certificate (RFC 7435). A failed handshake is an error of
+	// kind ErrTLSFailed, so the caller may redial with TLSNone. A STARTTLS
+	// command refused with a reply leaves the session in plaintext.
+	TLSOpportunistic TLSMode = iota
+	// TLSRequired: STARTTLS must be offered and succeed with a verified
+	// certificate; otherwise an error (ErrTLSUnavailable or ErrTLSFailed),
+	// never plaintext.
+	TLSRequired
+	// TLSImplicit: TLS from the first byte (port 465, RFC 8314), verified.
+	TLSImplicit
+	// TLSNone never issues STARTTLS (the plaintext retry).
+	TLSNone
+)
+
+func (m TLSMode) String() string {
+	switch m {
+	case TLSOpportunistic:
+		return "opportunistic"
+	case TLSRequired:
+		return "required"
+	case TLSImplicit:
+		return "implicit"
+	case TLSNone:
+		return "none"
+	}
+	return "TLSMode(" + strconv.Itoa(int(m)) + ")"
+}
+
+// Timeouts bound each stage of a session. A zero field takes the RFC 5321
+// §4.5.3.2 default (Connect, which the RFC does not cover, defaults to 30s
+// as in Postfix). The deadline of every read and write is the smaller of the
+// stage timeout and the context's deadline.
+type Timeouts struct {
+	Connect   time.Duration // TCP connect (and the implicit TLS handshake); default 30s
+	Greeting  time.Duration // the 220 greeting; default 5m
+	Mail      time.Duration // MAIL reply; default 5m
+	Rcpt      time.Duration // each RCPT reply; default 5m
+	DataInit  time.Duration // the 354 reply to DATA; default 2m
+	DataBlock time.Duration // each write (flush) of body data; default 3m
+	DataFinal time.Duration // the reply to the final "."; default 10m
+	Command   time.Duration // EHLO, STARTTLS (and its handshake), AUTH, RSET, NOOP, QUIT; default 5m
+}
+
+func (t Timeouts) withDefaults() Timeouts {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&t.Connect, 30*time.Second)
+	def(&t.Greeting, 5*time.Minute)
+	def(&t.Mail, 5*time.Minute)
+	def(&t.Rcpt, 5*time.Minute)
+	def(&t.DataInit, 2*time.Minute)
+	def(&t.DataBlock, 3*time.Minute)
+	def(&t.DataFinal, 10*time.Minute)
+	def(&t.Command, 5*time.Minute)
+	return t
+}
+
+// Dialer opens the TCP connection. *net.Dialer implements it.
+type Dialer interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Config configures one session. The zero value is usable: opportunistic
+// TLS, no AUTH, EHLO "localhost", default dialer and timeouts.
+type Config struct {
+	LocalName string // EHLO name (validated by the caller); "" = "localhost"
+	TLS       TLSMode
+	// TLSConfig is used for TLSRequired, TLSImplicit and TLSOpportunistic.
+	// It is cloned; ServerName is filled from the host when empty, and
+	// TLSOpportunistic sets InsecureSkipVerify (and, when unset, MinVersion
+	// TLS 1.0) on the clone. nil = system roots.
+	TLSConfig *tls.Config
+	// Auth, when non-nil, authenticates with this SASL client after TLS.
+	Auth sasl.Client
+	// Username and Password, when Auth is nil and either is set, choose a
+	// mechanism from what the server advertises (PLAIN, then LOGIN, then
+	// CRAM-MD5); see Credentials.
+	Username, Password string
+	// AllowInsecureAuth permits AUTH without TLS, but only when the peer
+	// address is loopback. Otherwise credentials are never sent in clear.
+	AllowInsecureAuth bool
+	Dialer            Dialer // nil = &net.Dialer{}
+	Timeouts          Timeouts
+}
+
+func (cfg *Config) dialer() Dialer {
+	if cfg.Dialer != nil {
+		return cfg.Dialer
+	}
+	return &net.Dialer{}
+}
+
+func (cfg *Config) localName() string {
+	if cfg.LocalName != "" {
+		return cfg.LocalName
+	}
+	return "localhost"
+}
+
+// Conn is one SMTP session. It is not safe for concurrent use: one
+// goroutine at a time (a pool hands it out).
+type Conn struct {
+	raw  net.Conn // the TCP connection (deadlines and Close go here)
+	nc   net.Conn // raw, or the *tls.Conn over it
+	r    *bufio.Reader
+	w    *bufio.Writer
+	host string
+	to   Timeouts
+
+	ext      map[string]string // EHLO keywords, upper-case → parameters
+	helo     bool              // the server only spoke HELO
+	isTLS    bool
+	tlsState tls.ConnectionState
+	usable   bool
+	closed   bool
+	limitRcp int // LIMITS RCPTMAX (RFC 9422); 0 = none
+
+	// Cancellation and deadlines of the current operation.
+	mu        sync.Mutex
+	cancelled bool
+	ctxDL     time.Time // the operation context's deadline, zero = none
+	wTimeout  time.Duration
+	opCtx     context.Context
+	stop      func() bool
+	abortFn   func()
+
+	scratch []byte // reply assembly
+	copyBuf []byte // body copy buffer for readers without WriteTo
+	dw      dotWriter
+	accBuf  []int // reused by transactions
+	pendBuf []int // reused by Send
+
+	ignoreLimits bool // tests: exercise the 452 path even when LIMITS is advertised
+}
+
+// connWriter is what the bufio.Writer flushes into: it refreshes the write
+// deadline before every write, so each flush (a body block included) gets
+// the current stage's timeout.
+type connWriter struct{ c *Conn }
+
+func (w connWriter) Write(p []byte) (int, error) {
+	w.c.setWriteDeadline(w.c.wTimeout)
+	return w.c.nc.Write(p)
+}
+
+var pastDeadline = time.Unix(1, 0)
+
+// writeBufSize is the size of one flush: a body is written (and each write
+// given the DataBlock timeout) in blocks of this size.
+const writeBufSize = 8192
+
+func newConn(raw net.Conn, host string, to Timeouts) *Conn {
+	c := &Conn{raw: raw, nc: raw, host: host, to: to, usable: true}
+	c.r = bufio.NewReaderSize(raw, readBufSize)
+	c.w = bufio.NewWriterSize(connWriter{c}, writeBufSize)
+	c.abortFn = c.abort
+	c.scratch = make([]byte, 0, 256)
+	return c
+}
+
+// abort runs (from context.AfterFunc) when the operation's context is done:
+// a past deadline makes any blocked read or write return at once.
+func (c *Conn) abort() {
+	c.mu.Lock()
+	c.cancelled = true
+	c.raw.SetDeadline(pastDeadline)
+	c.mu.Unlock()
+}
+
+// begin starts an operation bound to ctx; end must follow.
+func (c *Conn) begin(ctx context.Context) {
+	dl, _ := ctx.Deadline()
+	c.mu.Lock()
+	c.cancelled = false
+	c.ctxDL = dl
+	c.mu.Unlock()
+	c.opCtx = ctx
+	if ctx.Done() != nil {
+		c.stop = context.AfterFunc(ctx, c.abortFn)
+	}
+}
+
+func (c *Conn) end() {
+	if c.stop != nil {
+		c.stop()
+		c.stop = nil
+	}
+	c.opCtx = nil
+}
+
+func (c *Conn) deadline(d time.Duration) time.Time {
+	if c.cancelled {
+		return pastDeadline
+	}
+	t := time.Now().Add(d)
+	if !c.ctxDL.IsZero() && c.ctxDL.Before(t) {
+		t = c.ctxDL
+	}
+	return t
+}
+
+func (c *Conn) setReadDeadline(d time.Duration) {
+	c.mu.Lock()
+	c.raw.SetReadDeadline(c.deadline(d))
+	c.mu.Unlock()
+}
+
+func (c *Conn) setWriteDeadline(d time.Duration) {
+	c.mu.Lock()
+	c.raw.SetWriteDeadline(c.deadline(d))
+	c.mu.Unlock()
+}
+
+func (c *Conn) setDeadline(d time.Duration) {
+	c.mu.Lock()
+	c.raw.SetDeadline(c.deadline(d))
+	c.mu.Unlock()
+}
+
+// writeCmd buffers "verb arg\r\n" without flushing.
+func (c *Conn) writeCmd(parts ...string) {
+	for _, p := range parts {
+		c.w.WriteString(p)
+	}
+	c.w.WriteString("\r\n")
+}
+
+func (c *Conn) flush(cmd string, timeout time.Duration) error {
+	c.wTimeout = timeout
+	if err := c.w.Flush(); err != nil {
+		return c.ioError(cmd, err)
+	}
+	return nil
+}
+
+// readReply reads one reply with the given timeout. Network and protocol
+// errors make the connection unusable; so does a 421 reply (the server is
+// closing the channel).
+func (c *Conn) readReply(cmd string, timeout time.Duration) (Reply, error) {
+	c.setReadDeadline(timeout)
+	rep, buf, err := readReply(c.r, c.scratch)
+	c.scratch = buf[:0]
+	if err != nil {
+		return Reply{}, c.ioError(cmd, err)
+	}
+	if rep.Code == 421 {
+		c.usable = false
+	}
+	return rep, nil
+}
+
+// cmd writes one command, flushes it and reads its reply.
+func (c *Conn) cmd(name string, timeout time.Duration, parts ...string) (Reply, error) {
+	c.writeCmd(parts...)
+	if err := c.flush(name, timeout); err != nil {
+		return Reply{}, err
+	}
+	return c.readReply(name, timeout)
+}
+
+// unexpected builds the error for a reply of the wrong class. A 1xx-3xx
+// reply where 2xx was due is a protocol violation: the conn is unusable.
+func (c *Conn) unexpected(cmd string, rep Reply, sentinel error) *Error {
+	if rep.Code < 400 {
+		c.usable = false
+		if sentinel == nil {
+			sentinel = ErrProtocol
+		}
+	}
+	return c.replyError(cmd, rep, sentinel)
+}
+
+// Extension reports whether the server advertised the EHLO keyword name
+// (case-insensitive) and returns its parameters.
+func (c *Conn) Extension(name string) (param string, ok bool) {
+	param, ok = c.ext[strings.ToUpper(name)]
+	return param, ok
+}
+
+// MaxSize returns the SIZE the server advertised (RFC 1870); 0 = none.
+func (c *Conn) MaxSize() int64 {
+	p, ok := c.ext["SIZE"]
+	if !ok {
+		return 0
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(p), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
+// TLS returns the TLS state when the session is encrypted.
+func (c *Conn) TLS() (tls.ConnectionState, bool) { return c.tlsState, c.isTLS }
+
+// Host returns the server's name as given to Dial.
+func (c *Conn) Host() string { return c.host }
+
+// Usable is false after a protocol or I/O error, a 421 reply, or Close:
+// such a connection must not be reused.
+func (c *Conn) Usable() bool { return c.usable }
+
+// simple runs a command that expects 250 (RSET, NOOP).
+func (c *Conn) simple(ctx context.Context, name string) error {
+	if !c.usable {
+		return c.localError(name, false, ErrUnusable, "")
+	}
+	if err := ctx.Err(); err != nil {
+		return &Error{Command: name, Host: c.host, Err: err}
+	}
+	c.begin(ctx)
+	defer c.end()
+	rep, err := c.cmd(name, c.to.Command, name)
+	if err != nil {
+		return err
+	}
+	if !rep.Positive() {
+		c.usable = false
+		return c.unexpected(name, rep, nil)
+	}
+	return nil
+}
+
+// Reset sends RSET (and nothing else: no new EHLO). A failure leaves the
+// connection unusable.
+func (c *Conn) Reset(ctx context.Context) error { return c.simple(ctx, "RSET") }
+
+// Noop sends NOOP, to check that a pooled connection is alive.
+func (c *Conn) Noop(ctx context.Context) error { return c.simple(ctx, "NOOP") }
+
+// Quit sends QUIT, reads the reply and closes the connection. The
+// connection is closed whatever happens.
+func (c *Conn) Quit(ctx context.Context) error {
+	defer c.Close()
+	if !c.usable {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return &Error{Command: "QUIT", Host: c.host, Err: err}
+	}
+	c.begin(ctx)
+	defer c.end()
+	rep, err := c.cmd("QUIT", c.to.Command, "QUIT")
+	if err != nil {
+		return err
+	}
+	if rep.Code != 221 && !rep.Positive() {
+		return c.unexpected("QUIT", rep, nil)
+	}
+	return nil
+}
+
+// Close closes the connection without QUIT. It is safe to call twice.
+func (c *Conn) Close() error {
+	c.usable = false
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	return c.raw.Close()
+}
+
+// peerLoopback reports whether the peer's address is a loopback address.
+func (c *Conn) peerLoopback() bool {
+	a, ok := c.raw.RemoteAddr().(*net.TCPAddr)
+	return ok && a.IP.IsLoopback()
+}

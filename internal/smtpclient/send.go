@@ -1,0 +1,216 @@
+package smtpclient
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Tx is one message to send: an envelope and a canonical body.
+type Tx struct {
+	From  string   // reverse-path without brackets, validated by the caller; "" = null sender <>
+	Rcpts []string // forward-paths without brackets, validated by the caller
+	// Body is the canonical message: CRLF line endings, no bare CR or LF,
+	// ending with CRLF. Send does the dot-stuffing and the final ".". When
+	// the recipients need more than one transaction (see Send) the body is
+	// sent again: an io.Seeker is rewound, any other reader is buffered.
+	Body     io.Reader
+	Size     int64 // body size in octets, for SIZE= (RFC 1870); 0 = unknown
+	EightBit bool  // BODY=8BITMIME when offered (RFC 6152); sent as is otherwise
+	SMTPUTF8 bool  // SMTPUTF8 (RFC 6531); the server must offer it
+}
+
+// RcptResult is the outcome for one recipient.
+type RcptResult struct {
+	Rcpt  string
+	Reply Reply // the reply to RCPT (zero when RCPT was never answered)
+	// Err is nil when the message was delivered to this recipient: RCPT
+	// accepted and the reply to the final "." positive. Otherwise it is the
+	// *Error that decided: the RCPT, MAIL, DATA or final reply, or the
+	// network error. Temporary errors (4xx, network, 452 recipient limit)
+	// are worth retrying later.
+	Err error
+}
+
+// TxResult holds the per-recipient outcomes of Send.
+type TxResult struct {
+	Rcpts    []RcptResult // one per Tx.Rcpts, same order
+	Data     Reply        // the reply to the final "." of the last transaction that got that far
+	Accepted []string     // the recipients delivered (Err == nil), in order
+}
+
+// errUndecided marks a recipient whose outcome is not known yet; it never
+// leaves Send.
+var errUndecided = errors.New("smtpclient: recipient not attempted")
+
+// pipeWindow bounds how many commands are written before their replies are
+// read, so neither side's socket buffer can fill up and deadlock.
+const pipeWindow = 100
+
+// Send runs mail transactions for tx and reports every recipient's outcome.
+//
+// With PIPELINING (RFC 2920) MAIL, the RCPTs and DATA go out in one write
+// and the replies are read in order; without it, lock-step, with DATA only
+// after an accepted RCPT. A transaction in which no recipient was accepted
+// ends with RSET and the connection stays usable.
+//
+// Recipients refused with 452 (too many recipients, RFC 5321
+// §4.5.3.1.10) are sent in a further transaction on the same connection
+// after the first one completes, until all are done or a transaction makes
+// no progress (they then keep their temporary 452 error). Later
+// transactions carry no more recipients than the server took in the first;
+// when the server advertises LIMITS RCPTMAX (RFC 9422), transactions are cut
+// to that size from the start.
+//
+// The returned error is nil unless something failed for the transaction as
+// a whole (a local check, MAIL, DATA, the body, the final reply, the
+// connection); that error is then also the Err of every recipient it
+// decided. The *TxResult is always complete, one entry per recipient, even
+// when the error is non-nil. Checks done before anything is written: an
+// address with CR, LF, NUL, '<' or '>' (ErrInvalidAddress), SMTPUTF8 not
+// offered (ErrSMTPUTF8Unsupported), Size above the server's SIZE
+// (ErrSizeExceeded).
+func (c *Conn) Send(ctx context.Context, tx *Tx) (*TxResult, error) {
+	res := &TxResult{Rcpts: make([]RcptResult, len(tx.Rcpts))}
+	for i, r := range tx.Rcpts {
+		res.Rcpts[i] = RcptResult{Rcpt: r, Err: errUndecided}
+	}
+	if err := c.precheck(ctx, tx); err != nil {
+		return res, res.failAll(err)
+	}
+	c.begin(ctx)
+	defer c.end()
+
+	body := bodySource{r: tx.Body}
+	if body.r == nil {
+		body.r = bytes.NewReader(nil)
+	}
+	if s, ok := body.r.(io.Seeker); ok {
+		if pos, err := s.Seek(0, io.SeekCurrent); err == nil {
+			body.seeker, body.start = s, pos
+		}
+	}
+	pending := c.pendBuf[:0]
+	for i := range tx.Rcpts {
+		pending = append(pending, i)
+	}
+	c.pendBuf = pending[:0] // kept for the next Send; nothing else uses it meanwhile
+	limit := c.limitRcp
+	if c.ignoreLimits {
+		limit = 0
+	}
+	for len(pending) > 0 {
+		chunk, rest := pending, []int(nil)
+		if limit > 0 && len(chunk) > limit {
+			chunk, rest = pending[:limit], pending[limit:]
+		}
+		retry, accepted, progress, err := c.transaction(tx, res, chunk, len(rest) > 0, &body)
+		if err != nil {
+			return res, res.failAll(err)
+		}
+		if len(retry) > 0 && accepted > 0 && (limit == 0 || accepted < limit) {
+			// The server's limit is now known: later transactions of this
+			// Send carry no more recipients than it took.
+			limit = accepted
+		}
+		if !progress {
+			// Every recipient got 452: the server takes no more now.
+			for _, i := range rest {
+				res.Rcpts[i].Err = res.Rcpts[chunk[0]].Err
+			}
+			break
+		}
+		pending = append(retry, rest...)
+	}
+	return res, nil
+}
+
+// failAll gives err to every recipient not yet decided (or deferred by a
+// 452) and returns err.
+func (res *TxResult) failAll(err error) error {
+	for i := range res.Rcpts {
+		r := &res.Rcpts[i]
+		if r.Err == errUndecided || is452(r.Err) {
+			r.Err = err
+		}
+	}
+	return err
+}
+
+func is452(err error) bool {
+	e, ok := err.(*Error)
+	return ok && e.Code == 452 && e.Command == "RCPT"
+}
+
+// precheck refuses, before anything is written, what cannot be sent.
+func (c *Conn) precheck(ctx context.Context, tx *Tx) error {
+	if !c.usable {
+		return c.localError("MAIL", false, ErrUnusable, "")
+	}
+	if err := ctx.Err(); err != nil {
+		return &Error{Command: "MAIL", Host: c.host, Err: err}
+	}
+	if !validPath(tx.From) {
+		return c.localError("MAIL", true, ErrInvalidAddress, strconv.Quote(tx.From))
+	}
+	if len(tx.Rcpts) == 0 {
+		return c.localError("RCPT", true, nil, "no recipients")
+	}
+	for _, r := range tx.Rcpts {
+		if r == "" || !validPath(r) {
+			return c.localError("RCPT", true, ErrInvalidAddress, strconv.Quote(r))
+		}
+	}
+	if tx.SMTPUTF8 {
+		if _, ok := c.ext["SMTPUTF8"]; !ok {
+			return c.localError("MAIL", true, ErrSMTPUTF8Unsupported,
+				"the message needs SMTPUTF8 (internationalized addresses or headers) and "+c.host+" does not offer it")
+		}
+	}
+	if max := c.MaxSize(); max > 0 && tx.Size > max {
+		e := c.localError("MAIL", true, ErrSizeExceeded,
+			"message of "+strconv.FormatInt(tx.Size, 10)+" octets exceeds the server's limit of "+strconv.FormatInt(max, 10))
+		e.Enhanced = [3]int{5, 3, 4}
+		return e
+	}
+	return nil
+}
+
+// validPath is defence in depth: the caller validated the address, but
+// nothing that could break out of "<...>" or the command line is written.
+func validPath(s string) bool {
+	return !strings.ContainsAny(s, "\r\n\x00<>")
+}
+
+// bodySource hands out the body once per transaction.
+type bodySource struct {
+	r      io.Reader
+	seeker io.Seeker
+	start  int64
+	saved  *bytes.Buffer
+	used   bool
+}
+
+// next returns the body for a transaction. again says whether another
+// transaction may need it later, so a non-seekable body is buffered.
+func (b *bodySource) next(again bool) (io.Reader, error) {
+	if !b.used {
+		b.used = true
+		if again && b.seeker == nil {
+			b.saved = new(bytes.Buffer)
+			return io.TeeReader(b.r, b.saved), nil
+		}
+		return b.r, nil
+	}
+	if b.seeker != nil {
+		_, err := b.seeker.Seek(b.start, io.SeekStart)
+		return b.r, err
+	}
+	if b.saved != nil {
+		return bytes.NewReader(b.saved.Bytes()), nil
+	}
+	return nil, errors.New("the body cannot be read a second time")
+}

@@ -15,6 +15,7 @@ type job struct {
 	rcpts  []message.Address
 	index  []int // rcpts[k]'s place in result.Recipients
 	body   *message.Body
+	relay  *smarthost // the smarthost for this Send; nil: none configured
 	result *Result
 }
 

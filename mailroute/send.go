@@ -33,6 +33,11 @@ import (
 // exactly when every recipient was delivered; otherwise it joins the
 // per-recipient errors, and the Result still says who got what.
 func (m *Mailer) Send(ctx context.Context, from string, to []string, msg io.Reader) (*Result, error) {
+	return m.send(ctx, from, to, msg, m.relay)
+}
+
+// send is Send with the smarthost to use for this call (nil: none).
+func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Reader, relay *smarthost) (*Result, error) {
 	select {
 	case <-m.closed:
 		return nil, ErrClosed
@@ -72,6 +77,9 @@ func (m *Mailer) Send(ctx context.Context, from string, to []string, msg io.Read
 		reversePath = ""
 	}
 	jobs := m.group(reversePath, sender.UTF8, rcpts, body, res)
+	for _, j := range jobs {
+		j.relay = relay
+	}
 
 	sem := make(chan struct{}, m.cfg.concurrency())
 	var wg sync.WaitGroup

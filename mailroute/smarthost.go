@@ -171,7 +171,7 @@ func smarthostError(err error) *Error {
 // transaction. A pooled session that turns out dead before the server
 // accepted anything is replaced once, transparently.
 func (m *Mailer) deliverSmarthost(ctx context.Context, j *job) {
-	if m.relay == nil {
+	if j.relay == nil {
 		j.failAll(&Error{Command: "route", Err: ErrNoSmarthost}, "")
 		m.logAttempt(j, Smarthost, "", j.pending(), &Error{Err: ErrNoSmarthost}, 0)
 		return
@@ -185,7 +185,7 @@ func (m *Mailer) deliverSmarthost(ctx context.Context, j *job) {
 }
 
 func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
-	s := m.relay
+	s := j.relay
 	start := time.Now()
 	c, pooled, e := s.get(ctx)
 	if e != nil {

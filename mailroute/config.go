@@ -43,6 +43,9 @@ type Config struct {
 	// MaxMessageSize refuses larger messages before anything is sent.
 	// 0: no limit of mailroute's own (servers still enforce theirs).
 	MaxMessageSize int64
+	// Fallback decides which direct failures are re-sent through the
+	// smarthost. The zero value is the default policy; see FallbackPolicy.
+	Fallback FallbackPolicy
 	// Logger receives one line per delivery attempt. nil: nothing is
 	// logged.
 	Logger *slog.Logger

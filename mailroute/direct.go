@@ -109,8 +109,9 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch
 	for _, h := range hosts {
 		addrs, err := m.hostAddrs(ctx, h.Host)
 		if err != nil {
-			lastErr = &Error{Command: "DNS", Host: h.Host, Err: err}
-			m.logAttempt(j, Direct, h.Host, batch, lastErr, 0)
+			e := &Error{Command: "connect", Host: h.Host, Err: err}
+			keepMoreTelling(&lastErr, e)
+			m.logAttempt(j, Direct, h.Host, batch, e, 0)
 			continue
 		}
 		for _, a := range addrs {
@@ -120,7 +121,7 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch
 			}
 			c, err := m.dialDirect(ctx, a, h.Host)
 			if err != nil {
-				lastErr = err
+				keepMoreTelling(&lastErr, err)
 				m.logAttempt(j, Direct, h.Host, batch, err, 0)
 				continue
 			}
@@ -199,13 +200,24 @@ func (m *Mailer) directTx(ctx context.Context, j *job, c *smtpclient.Conn, batch
 	res, err := c.Send(ctx, tx)
 	if err != nil && !finalForTransaction(err) {
 		e := fromClient(err, nil)
-		*lastErr = e
+		keepMoreTelling(lastErr, e)
 		m.logAttempt(j, Direct, c.Host(), batch, e, time.Since(start))
 		return false
 	}
 	j.record(batch, res, c.Host(), Direct)
 	m.logTx(j, Direct, c.Host(), batch, res, err, time.Since(start))
 	return true
+}
+
+// keepMoreTelling replaces *kept with e unless *kept is a server's reply and
+// e is not: when every host fails, the recipients get the last reply a
+// server gave (a greylisting 450 says more than the next host's refused
+// connection), and a connection-class error only when no host answered at
+// all — which is what the fallback policy needs to know.
+func keepMoreTelling(kept **Error, e *Error) {
+	if *kept == nil || e.Code != 0 || (*kept).Code == 0 {
+		*kept = e
+	}
 }
 
 // finalForTransaction reports whether a transaction-level error ends the

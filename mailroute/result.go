@@ -52,8 +52,13 @@ type RecipientResult struct {
 	// "250 2.0.0 Ok: queued as 4Xyz"), when Delivered.
 	Response string
 	// Err is nil when Delivered; otherwise errors.As(Err, **Error) gives
-	// the SMTP reply, the command and the host.
+	// the SMTP reply, the command and the host. After a failed fallback it
+	// holds both failures, the relay's first.
 	Err error
+	// DirectErr is the direct-delivery failure that made the recipient fall
+	// back to the smarthost (Fallback is true), whether the relay then
+	// delivered or not.
+	DirectErr error
 }
 
 // Err joins the errors of every recipient that was not delivered, or
@@ -77,3 +82,13 @@ type recipientError struct {
 
 func (e *recipientError) Error() string { return "<" + e.rcpt + ">: " + e.err.Error() }
 func (e *recipientError) Unwrap() error { return e.err }
+
+// fallbackError is a recipient that failed direct and then at the relay.
+type fallbackError struct{ relay, direct error }
+
+func (e *fallbackError) Error() string {
+	return e.relay.Error() + " (after direct delivery failed: " + e.direct.Error() + ")"
+}
+
+// Unwrap gives errors.As the relay's *Error first, then the direct one.
+func (e *fallbackError) Unwrap() []error { return []error{e.relay, e.direct} }

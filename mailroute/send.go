@@ -128,11 +128,50 @@ func (m *Mailer) deliver(ctx context.Context, j *job) {
 		return
 	}
 	j.route = route
-	switch route.Via {
-	case Smarthost:
+	if route.Via == Smarthost {
 		m.deliverSmarthost(ctx, j)
-	default:
-		m.deliverDirect(ctx, j)
+		return
+	}
+	m.deliverDirect(ctx, j)
+	if j.relay != nil {
+		m.fallback(ctx, j)
+	}
+}
+
+// fallback re-sends through the smarthost the recipients whose direct
+// failure the policy says the relay can fix. Their results then describe
+// the relay attempt, with Fallback set and the direct failure in DirectErr.
+func (m *Mailer) fallback(ctx context.Context, j *job) {
+	var retry []int
+	for k := range j.rcpts {
+		r := j.slot(k)
+		if r.Status != Delivered && m.cfg.Fallback.ShouldFallback(r.Err) {
+			retry = append(retry, k)
+		}
+	}
+	if len(retry) == 0 {
+		return
+	}
+	directErrs := make([]error, len(retry))
+	for i, k := range retry {
+		directErrs[i] = j.slot(k).Err
+	}
+	sub := &job{
+		dest: j.dest, route: j.route, from: j.from, utf8: j.utf8, body: j.body,
+		relay: j.relay, result: j.result,
+	}
+	for _, k := range retry {
+		sub.rcpts = append(sub.rcpts, j.rcpts[k])
+		sub.index = append(sub.index, j.index[k])
+	}
+	m.deliverSmarthost(ctx, sub)
+	for i := range retry {
+		r := sub.slot(i)
+		r.Fallback = true
+		r.DirectErr = directErrs[i]
+		if r.Err != nil {
+			r.Err = &fallbackError{relay: r.Err, direct: directErrs[i]}
+		}
 	}
 }
 

@@ -40,6 +40,9 @@ type Config struct {
 	// Concurrency bounds how many destinations one Send delivers to at
 	// once. 0: 8.
 	Concurrency int
+	// MaxConnsPerHost caps the connections open at once to one receiving
+	// address or to the smarthost, across all Sends. 0: 2.
+	MaxConnsPerHost int
 	// MaxMessageSize refuses larger messages before anything is sent.
 	// 0: no limit of mailroute's own (servers still enforce theirs).
 	MaxMessageSize int64
@@ -56,6 +59,13 @@ func (c *Config) concurrency() int {
 		return c.Concurrency
 	}
 	return 8
+}
+
+func (c *Config) maxConnsPerHost() int {
+	if c.MaxConnsPerHost > 0 {
+		return c.MaxConnsPerHost
+	}
+	return 2
 }
 
 func (c *Config) logger() *slog.Logger {

@@ -33,18 +33,35 @@ func (m *Mailer) deliverDirect(ctx context.Context, j *job) {
 		j.failAll(fromDNS(err), "")
 		return
 	}
-	var conn *smtpclient.Conn
+	var sess *directSession
 	defer func() {
-		if conn != nil {
-			conn.Quit(context.WithoutCancel(ctx))
+		if sess != nil {
+			sess.quit(context.WithoutCancel(ctx))
 		}
 	}()
 	pending := j.pending()
 	for len(pending) > 0 {
 		n := min(len(pending), maxRcptsPerTx)
-		conn = m.directBatch(ctx, j, hosts, pending[:n], conn)
+		sess = m.directBatch(ctx, j, hosts, pending[:n], sess)
 		pending = pending[n:]
 	}
+}
+
+// directSession is an open connection to one MX address and its slot in
+// the per-host connection limit.
+type directSession struct {
+	c       *smtpclient.Conn
+	release func()
+}
+
+func (s *directSession) close() {
+	s.c.Close()
+	s.release()
+}
+
+func (s *directSession) quit(ctx context.Context) {
+	s.c.Quit(ctx)
+	s.release()
 }
 
 // directHosts returns the MX host names to try, or the literal address.
@@ -93,18 +110,15 @@ func (m *Mailer) hostAddrs(ctx context.Context, host string) ([]netip.Addr, erro
 }
 
 // directBatch sends one transaction's recipients, walking the hosts until
-// one gives a final answer. conn is a connection left open by the previous
+// one gives a final answer. sess is a session left open by the previous
 // batch of the same job; the one left open now is returned.
-func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch []int, conn *smtpclient.Conn) *smtpclient.Conn {
+func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch []int, sess *directSession) *directSession {
 	var lastErr *Error
-	if conn != nil {
-		if conn.Usable() {
-			if m.directTx(ctx, j, conn, batch, &lastErr) {
-				return conn
-			}
+	if sess != nil {
+		if sess.c.Usable() && m.directTx(ctx, j, sess.c, batch, &lastErr) {
+			return sess.keepIfUsable()
 		}
-		conn.Close()
-		conn = nil
+		sess.close()
 	}
 	for _, h := range hosts {
 		addrs, err := m.hostAddrs(ctx, h.Host)
@@ -115,30 +129,39 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch
 			continue
 		}
 		for _, a := range addrs {
-			if ctx.Err() != nil {
-				j.fail(batch, errorf(false, ctx.Err(), "delivery to %s stopped", j.dest.Domain), "")
+			release, err := m.limits.acquire(ctx, a.String())
+			if err != nil {
+				j.fail(batch, errorf(false, err, "delivery to %s stopped", j.dest.Domain), "")
 				return nil
 			}
-			c, err := m.dialDirect(ctx, a, h.Host)
-			if err != nil {
-				keepMoreTelling(&lastErr, err)
-				m.logAttempt(j, Direct, h.Host, batch, err, 0)
+			c, dialErr := m.dialDirect(ctx, a, h.Host)
+			if dialErr != nil {
+				release()
+				keepMoreTelling(&lastErr, dialErr)
+				m.logAttempt(j, Direct, h.Host, batch, dialErr, 0)
 				continue
 			}
+			s := &directSession{c: c, release: release}
 			if m.directTx(ctx, j, c, batch, &lastErr) {
-				if c.Usable() {
-					return c
-				}
-				c.Close()
-				return nil
+				return s.keepIfUsable()
 			}
-			c.Close()
+			s.close()
 		}
 	}
 	if lastErr == nil {
 		lastErr = errorf(false, nil, "no MX host of %s could be tried", j.dest.Domain)
 	}
 	j.fail(batch, lastErr, lastErr.Host)
+	return nil
+}
+
+// keepIfUsable returns s when its connection can take another transaction,
+// and closes it otherwise.
+func (s *directSession) keepIfUsable() *directSession {
+	if s.c.Usable() {
+		return s
+	}
+	s.close()
 	return nil
 }
 

@@ -21,6 +21,10 @@ type Mailer struct {
 	router   Router
 	mx       *mx.Cache
 	relay    *smarthost // nil without Config.Smarthost
+	limits   *hostLimiter
+
+	// adhoc are SendMail's relays when Config.Smarthost is nil.
+	adhoc adhocRelays
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -61,12 +65,13 @@ func New(cfg Config) (*Mailer, error) {
 		if err := cfg.Smarthost.check(); err != nil {
 			return nil, err
 		}
-		m.relay = newSmarthost(cfg.Smarthost, m.hostname)
+		m.relay = newSmarthost(cfg.Smarthost, m.hostname, cfg.maxConnsPerHost())
 	}
 	if err := cfg.Direct.check(); err != nil {
 		return nil, err
 	}
 
+	m.limits = &hostLimiter{max: cfg.maxConnsPerHost()}
 	m.mx = &mx.Cache{
 		Resolver:     resolverOrDefault(cfg.Resolver),
 		TTL:          cfg.MXCacheTTL,
@@ -174,11 +179,12 @@ func parseDestination(domain string) (Destination, error) {
 func (m *Mailer) Close() error {
 	m.closeOnce.Do(func() {
 		close(m.closed)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
 		if m.relay != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
 			m.relay.close(ctx)
 		}
+		m.adhoc.close(ctx)
 	})
 	return nil
 }

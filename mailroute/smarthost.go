@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
@@ -16,36 +15,20 @@ const (
 	defaultIdleTimeout = 60 * time.Second
 )
 
-// smarthost is the relay with its pool of idle, authenticated sessions. A
-// session is used by one transaction at a time: taken from the pool, used,
-// put back. After a successful transaction it goes back as it is, without
-// RSET (the server's state is already reset by the end of data).
+// smarthost is the relay: how to reach it and its pool of idle,
+// authenticated sessions.
 type smarthost struct {
-	host        string // for TLS verification and errors
-	addr        string
-	cfg         smtpclient.Config
-	maxIdle     int
-	idleTimeout time.Duration
-	now         func() time.Time
-
-	mu     sync.Mutex
-	idle   []idleConn // most recently used last
-	closed bool
+	host string // for TLS verification and errors
+	addr string
+	cfg  smtpclient.Config
+	pool pool
 }
 
-type idleConn struct {
-	c     *smtpclient.Conn
-	since time.Time
-}
-
-func newSmarthost(r *Relay, localName string) *smarthost {
+func newSmarthost(r *Relay, localName string, maxConns int) *smarthost {
 	host, _, _ := net.SplitHostPort(r.Addr) // checked in New
 	s := &smarthost{
-		host:        host,
-		addr:        r.Addr,
-		maxIdle:     r.MaxIdle,
-		idleTimeout: r.IdleTimeout,
-		now:         time.Now,
+		host: host,
+		addr: r.Addr,
 		cfg: smtpclient.Config{
 			LocalName: localName,
 			TLSConfig: r.TLSConfig,
@@ -66,40 +49,24 @@ func newSmarthost(r *Relay, localName string) *smarthost {
 	default:
 		s.cfg.TLS = smtpclient.TLSRequired
 	}
-	if s.maxIdle == 0 {
-		s.maxIdle = defaultMaxIdle
+	s.pool = pool{
+		max:         maxConns,
+		maxIdle:     r.MaxIdle,
+		idleTimeout: r.IdleTimeout,
+		now:         time.Now,
+		dial:        s.dial,
 	}
-	if s.idleTimeout <= 0 {
-		s.idleTimeout = defaultIdleTimeout
+	if s.pool.maxIdle == 0 {
+		s.pool.maxIdle = defaultMaxIdle
+	}
+	if s.pool.idleTimeout <= 0 {
+		s.pool.idleTimeout = defaultIdleTimeout
 	}
 	return s
 }
 
-// get returns a session: an idle one when there is one (pooled=true), else
-// a new one.
-func (s *smarthost) get(ctx context.Context) (c *smtpclient.Conn, pooled bool, err *Error) {
-	now := s.now()
-	var stale []*smtpclient.Conn
-	s.mu.Lock()
-	for len(s.idle) > 0 && c == nil {
-		ic := s.idle[len(s.idle)-1]
-		s.idle = s.idle[:len(s.idle)-1]
-		if now.Sub(ic.since) >= s.idleTimeout || !ic.c.Usable() {
-			stale = append(stale, ic.c)
-			continue
-		}
-		c = ic.c
-	}
-	s.mu.Unlock()
-	for _, sc := range stale {
-		sc.Quit(ctx)
-	}
-	if c != nil {
-		return c, true, nil
-	}
-	c, err = s.dial(ctx)
-	return c, false, err
-}
+// close ends the relay's idle sessions with QUIT.
+func (s *smarthost) close(ctx context.Context) { s.pool.close(ctx) }
 
 // dial opens and authenticates a new session.
 func (s *smarthost) dial(ctx context.Context) (*smtpclient.Conn, *Error) {
@@ -112,35 +79,6 @@ func (s *smarthost) dial(ctx context.Context) (*smtpclient.Conn, *Error) {
 		return nil, e
 	}
 	return c, nil
-}
-
-// put returns a session to the pool, or closes it when it is unusable, the
-// pool is full or closed.
-func (s *smarthost) put(c *smtpclient.Conn) {
-	if !c.Usable() {
-		c.Close()
-		return
-	}
-	s.mu.Lock()
-	if s.closed || s.maxIdle < 0 || len(s.idle) >= s.maxIdle {
-		s.mu.Unlock()
-		c.Quit(context.Background())
-		return
-	}
-	s.idle = append(s.idle, idleConn{c: c, since: s.now()})
-	s.mu.Unlock()
-}
-
-// close ends every idle session with QUIT; sessions in use are closed when
-// they are put back.
-func (s *smarthost) close(ctx context.Context) {
-	s.mu.Lock()
-	idle := s.idle
-	s.idle, s.closed = nil, true
-	s.mu.Unlock()
-	for _, ic := range idle {
-		ic.c.Quit(ctx)
-	}
 }
 
 // smarthostError classifies a relay failure: a TLS or authentication
@@ -187,16 +125,18 @@ func (m *Mailer) deliverSmarthost(ctx context.Context, j *job) {
 func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 	s := j.relay
 	start := time.Now()
-	c, pooled, e := s.get(ctx)
+	c, pooled, e := s.pool.get(ctx)
 	if e != nil {
+		if e.Host == "" {
+			e.Host = s.host
+		}
 		j.fail(batch, e, s.host)
 		m.logAttempt(j, Smarthost, s.host, batch, e, time.Since(start))
 		return
 	}
 	res, err := c.Send(ctx, j.tx(batch))
 	if err != nil && pooled && deadBeforeAccepting(err) {
-		c.Close()
-		if c, e = s.dial(ctx); e != nil {
+		if c, e = s.pool.redial(ctx, c); e != nil {
 			j.fail(batch, e, s.host)
 			m.logAttempt(j, Smarthost, s.host, batch, e, time.Since(start))
 			return
@@ -211,13 +151,13 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 			e := smarthostError(err)
 			j.fail(batch, e, s.host)
 			m.logAttempt(j, Smarthost, s.host, batch, e, time.Since(start))
-			s.put(c)
+			s.pool.put(c)
 			return
 		}
 	}
 	j.record(batch, res, s.host, Smarthost)
 	m.logTx(j, Smarthost, s.host, batch, res, err, time.Since(start))
-	s.put(c)
+	s.pool.put(c)
 }
 
 // deadBeforeAccepting reports whether a transaction failed on the

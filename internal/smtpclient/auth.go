@@ -89,7 +89,7 @@ const maxAuthSteps = 8
 // AllowInsecureAuth is set and the peer is loopback.
 func (c *Conn) authenticate(cfg *Config) error {
 	client := cfg.Auth
-	if client == nil && cfg.Username == "" && cfg.Password == "" {
+	if client == nil && cfg.AuthFor == nil && cfg.Username == "" && cfg.Password == "" {
 		return nil
 	}
 	if !c.isTLS && !(cfg.AllowInsecureAuth && c.peerLoopback()) {
@@ -101,7 +101,17 @@ func (c *Conn) authenticate(cfg *Config) error {
 		c.quitQuietly()
 		return c.localError("AUTH", false, ErrNoAuthMechanism, "the server advertises no AUTH")
 	}
-	if client == nil {
+	switch {
+	case client == nil && cfg.AuthFor != nil:
+		var err error
+		if client, err = cfg.AuthFor(c.isTLS, strings.Fields(param)); err != nil || client == nil {
+			if err == nil {
+				err = errors.New("AuthFor returned no SASL client")
+			}
+			c.quitQuietly()
+			return &Error{Command: "AUTH", Host: c.host, Err: joinErrs([]error{ErrAuthFailed, err})}
+		}
+	case client == nil:
 		var err error
 		client, err = Credentials{cfg.Username, cfg.Password}.Client(strings.Fields(param))
 		if err != nil {

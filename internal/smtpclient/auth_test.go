@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 
@@ -204,5 +205,105 @@ func TestAuthInsecureNonLoopbackRefused(t *testing.T) {
 	}
 	if tr := srv.Transcript(); bytes.Contains(tr, []byte("AUTH")) || srv.Connections() != 1 {
 		t.Errorf("transcript %q", tr)
+	}
+}
+
+// authForCall records what Config.AuthFor was asked.
+type authForCall struct {
+	tls   bool
+	mechs string
+}
+
+// recordAuthFor returns an AuthFor hook that records its calls and answers
+// with client (or err).
+func recordAuthFor(calls *[]authForCall, client sasl.Client, err error) func(bool, []string) (sasl.Client, error) {
+	return func(tls bool, mechs []string) (sasl.Client, error) {
+		*calls = append(*calls, authForCall{tls, strings.Join(mechs, " ")})
+		return client, err
+	}
+}
+
+// AuthFor is asked at AUTH time with the session's real TLS state and the
+// advertised mechanisms; its client authenticates, in preference to
+// Username and Password.
+func TestAuthFor(t *testing.T) {
+	t.Run("after STARTTLS", func(t *testing.T) {
+		srv, ca := authServer(t, smtptest.Options{})
+		var calls []authForCall
+		c := dial(t, srv.Addr, &Config{TLS: TLSRequired, TLSConfig: ca.ClientConfig(""),
+			Username: "user@x.test", Password: "wrong",
+			AuthFor: recordAuthFor(&calls, sasl.NewPlainClient("", "user@x.test", "s3cret"), nil)})
+		sendOne(t, c, "user@x.test", "b@y.test")
+		if want := []authForCall{{true, "PLAIN LOGIN"}}; !slices.Equal(calls, want) {
+			t.Errorf("AuthFor calls %+v, want %+v", calls, want)
+		}
+		if m := srv.Messages(); len(m) != 1 || m[0].AuthUser != "user@x.test" {
+			t.Errorf("messages %+v", m)
+		}
+	})
+	t.Run("plaintext loopback", func(t *testing.T) {
+		srv := smtptest.Start(t, smtptest.Options{Auth: map[string]string{"u": "p"}, AllowInsecureAuth: true})
+		var calls []authForCall
+		c := dial(t, srv.Addr, &Config{TLS: TLSNone, AllowInsecureAuth: true,
+			AuthFor: recordAuthFor(&calls, sasl.NewPlainClient("", "u", "p"), nil)})
+		sendOne(t, c, "a@x.test", "b@y.test")
+		if want := []authForCall{{false, "PLAIN LOGIN"}}; !slices.Equal(calls, want) {
+			t.Errorf("AuthFor calls %+v, want %+v", calls, want)
+		}
+		if m := srv.Messages(); len(m) != 1 || m[0].AuthUser != "u" {
+			t.Errorf("messages %+v", m)
+		}
+	})
+	t.Run("Auth wins", func(t *testing.T) {
+		srv, ca := authServer(t, smtptest.Options{})
+		var calls []authForCall
+		dial(t, srv.Addr, &Config{TLS: TLSRequired, TLSConfig: ca.ClientConfig(""),
+			Auth:    sasl.NewPlainClient("", "user@x.test", "s3cret"),
+			AuthFor: recordAuthFor(&calls, nil, errors.New("not asked"))})
+		if len(calls) != 0 {
+			t.Errorf("AuthFor asked although Auth is set: %+v", calls)
+		}
+	})
+}
+
+// An error from AuthFor ends the session before any AUTH is written.
+func TestAuthForRefuses(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{Auth: map[string]string{"u": "p"}, AllowInsecureAuth: true})
+	cause := errors.New("unencrypted connection")
+	var calls []authForCall
+	_, err := Dial(testCtx(t), srv.Addr, "mx.test", &Config{TLS: TLSNone, AllowInsecureAuth: true,
+		AuthFor: recordAuthFor(&calls, nil, cause)})
+	e := asError(t, err)
+	if !errors.Is(err, ErrAuthFailed) || !errors.Is(err, cause) || e.Command != "AUTH" || e.Code != 0 || e.Permanent {
+		t.Errorf("error %#v", e)
+	}
+	if len(calls) != 1 || calls[0].tls {
+		t.Errorf("AuthFor calls %+v", calls)
+	}
+	tr := srv.Transcript()
+	if bytes.Contains(tr, []byte("AUTH")) || !bytes.Contains(tr, []byte("QUIT")) {
+		t.Errorf("transcript %q: want QUIT and no AUTH", tr)
+	}
+
+	// A nil client without an error is refused the same way.
+	_, err = Dial(testCtx(t), srv.Addr, "mx.test", &Config{TLS: TLSNone, AllowInsecureAuth: true,
+		AuthFor: recordAuthFor(&calls, nil, nil)})
+	if !errors.Is(err, ErrAuthFailed) {
+		t.Errorf("nil client: %v", err)
+	}
+}
+
+// The clear-text rule comes first: AuthFor is not even asked on a
+// plaintext session without the loopback opt-in.
+func TestAuthForStillRefusedWithoutTLS(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{Auth: map[string]string{"u": "p"}, AllowInsecureAuth: true})
+	var calls []authForCall
+	_, err := Dial(testCtx(t), srv.Addr, "mx.test", &Config{TLS: TLSNone,
+		AuthFor: recordAuthFor(&calls, sasl.NewPlainClient("", "u", "p"), nil)})
+	if !errors.Is(err, ErrAuthRefusedInsecure) || len(calls) != 0 {
+		t.Errorf("error %v, AuthFor calls %+v", err, calls)
+	}
+	if bytes.Contains(srv.Transcript(), []byte("AUTH")) {
+		t.Errorf("AUTH on the wire: %q", srv.Transcript())
 	}
 }

@@ -99,6 +99,16 @@ type Config struct {
 	// mechanism from what the server advertises (PLAIN, then LOGIN, then
 	// CRAM-MD5); see Credentials.
 	Username, Password string
+	// AuthFor, when Auth is nil, is asked at AUTH time for the SASL client,
+	// given whether the session is encrypted and the mechanisms the server
+	// advertises: for clients that decide by the session's real state, as
+	// net/smtp's Auth does (its PlainAuth refuses an unencrypted session to
+	// anything but localhost). It takes precedence over Username and
+	// Password. The clear-text rule of AllowInsecureAuth is checked first,
+	// so AuthFor never sees a session that rule refuses. An error from it
+	// ends the session before any AUTH is written: an *Error wrapping
+	// ErrAuthFailed and the cause, with Code 0, not Permanent.
+	AuthFor func(tls bool, mechanisms []string) (sasl.Client, error)
 	// AllowInsecureAuth permits AUTH without TLS, but only when the peer
 	// address is loopback. Otherwise credentials are never sent in clear.
 	AllowInsecureAuth bool

@@ -27,7 +27,8 @@ var (
 	// configured credentials can use.
 	ErrNoAuthMechanism = errors.New("smtpclient: no usable AUTH mechanism")
 	// ErrAuthFailed: the server rejected the credentials (535, 534, 530, 538
-	// are permanent; 454 is temporary). Error.Code holds the reply code.
+	// are permanent; 454 is temporary). Error.Code holds the reply code; it
+	// is 0 when Config.AuthFor refused before anything was sent.
 	ErrAuthFailed = errors.New("smtpclient: authentication failed")
 	// ErrSizeExceeded: the message is larger than the server's SIZE limit;
 	// nothing was sent.

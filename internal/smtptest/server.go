@@ -122,6 +122,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	conns    []*conn    // every connection accepted, in order
+	open     int        // connections accepted and not yet closed
+	peak     int        // the most connections open at once
 	attempts []*Message // every transaction that reached the final dot
 	changed  chan struct{}
 	closed   bool // no more logging to the test
@@ -143,6 +145,12 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 	})
 	return s
+}
+
+// Serve starts a server on loopback for a program that is not a test (the
+// runnable examples): nothing is logged and the caller must Close it.
+func Serve(opts Options) (*Server, error) {
+	return newServer(nil, opts)
 }
 
 func newServer(t testing.TB, opts Options) (*Server, error) {
@@ -288,6 +296,14 @@ func (s *Server) Connections() int {
 	return len(s.conns)
 }
 
+// MaxOpen returns the most connections that were open at the same time,
+// for tests of a client's per-host connection limit.
+func (s *Server) MaxOpen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak
+}
+
 // Transcript returns the bytes the server received in plaintext, on all
 // connections, one connection after another in accept order. Once a
 // connection switches to TLS nothing more of it is recorded (the bytes would
@@ -335,7 +351,7 @@ func (s *Server) Close() {
 		conns := s.conns
 		s.mu.Unlock()
 		for _, c := range conns {
-			c.Conn.Close() // unblocks any read, write or handshake on it
+			c.Close() // unblocks any read, write or handshake on it
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 		defer cancel()
@@ -356,7 +372,7 @@ type logger struct{ s *Server }
 func (l logger) Printf(format string, v ...any) {
 	l.s.mu.Lock()
 	defer l.s.mu.Unlock()
-	if !l.s.closed {
+	if !l.s.closed && l.s.log != nil {
 		l.s.log.Logf("smtptest: "+format, v...)
 	}
 }

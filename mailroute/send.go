@@ -70,6 +70,10 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 		return nil, fmt.Errorf("mailroute: message: %w", err)
 	}
 	defer body.Close()
+	if body, err = m.prepareBody(body); err != nil {
+		return nil, fmt.Errorf("mailroute: message: %w", err)
+	}
+	defer body.Close()
 
 	res := &Result{Recipients: make([]RecipientResult, len(rcpts))}
 	reversePath := sender.String()

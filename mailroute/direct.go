@@ -33,35 +33,12 @@ func (m *Mailer) deliverDirect(ctx context.Context, j *job) {
 		j.failAll(fromDNS(err), "")
 		return
 	}
-	var sess *directSession
-	defer func() {
-		if sess != nil {
-			sess.quit(context.WithoutCancel(ctx))
-		}
-	}()
 	pending := j.pending()
 	for len(pending) > 0 {
 		n := min(len(pending), maxRcptsPerTx)
-		sess = m.directBatch(ctx, j, hosts, pending[:n], sess)
+		m.directBatch(ctx, j, hosts, pending[:n])
 		pending = pending[n:]
 	}
-}
-
-// directSession is an open connection to one MX address and its slot in
-// the per-host connection limit.
-type directSession struct {
-	c       *smtpclient.Conn
-	release func()
-}
-
-func (s *directSession) close() {
-	s.c.Close()
-	s.release()
-}
-
-func (s *directSession) quit(ctx context.Context) {
-	s.c.Quit(ctx)
-	s.release()
 }
 
 // directHosts returns the MX host names to try, or the literal address.
@@ -110,16 +87,10 @@ func (m *Mailer) hostAddrs(ctx context.Context, host string) ([]netip.Addr, erro
 }
 
 // directBatch sends one transaction's recipients, walking the hosts until
-// one gives a final answer. sess is a session left open by the previous
-// batch of the same job; the one left open now is returned.
-func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch []int, sess *directSession) *directSession {
+// one gives a final answer. Sessions come from the per-host pools, so a
+// burst of messages to one MX rides one connection.
+func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch []int) {
 	var lastErr *Error
-	if sess != nil {
-		if sess.c.Usable() && m.directTx(ctx, j, sess.c, batch, &lastErr) {
-			return sess.keepIfUsable()
-		}
-		sess.close()
-	}
 	for _, h := range hosts {
 		addrs, err := m.hostAddrs(ctx, h.Host)
 		if err != nil {
@@ -129,40 +100,30 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch
 			continue
 		}
 		for _, a := range addrs {
-			release, err := m.limits.acquire(ctx, a.String())
-			if err != nil {
-				j.fail(batch, errorf(false, err, "delivery to %s stopped", j.dest.Domain), "")
-				return nil
+			if ctx.Err() != nil {
+				j.fail(batch, errorf(false, ctx.Err(), "delivery to %s stopped", j.dest.Domain), "")
+				return
 			}
-			c, dialErr := m.dialDirect(ctx, a, h.Host)
+			p := m.direct.get(h.Host, a)
+			c, pooled, dialErr := p.get(ctx)
 			if dialErr != nil {
-				release()
+				if dialErr.Host == "" {
+					dialErr.Host = h.Host
+				}
 				keepMoreTelling(&lastErr, dialErr)
 				m.logAttempt(j, Direct, h.Host, batch, dialErr, 0)
 				continue
 			}
-			s := &directSession{c: c, release: release}
-			if m.directTx(ctx, j, c, batch, &lastErr) {
-				return s.keepIfUsable()
+			done := m.directTx(ctx, j, p, c, pooled, batch, &lastErr)
+			if done {
+				return
 			}
-			s.close()
 		}
 	}
 	if lastErr == nil {
 		lastErr = errorf(false, nil, "no MX host of %s could be tried", j.dest.Domain)
 	}
 	j.fail(batch, lastErr, lastErr.Host)
-	return nil
-}
-
-// keepIfUsable returns s when its connection can take another transaction,
-// and closes it otherwise.
-func (s *directSession) keepIfUsable() *directSession {
-	if s.c.Usable() {
-		return s
-	}
-	s.close()
-	return nil
 }
 
 // dialDirect opens a session to one MX address under the TLS policy. An
@@ -176,6 +137,9 @@ func (m *Mailer) dialDirect(ctx context.Context, addr netip.Addr, host string) (
 	}
 	if o.LocalAddr.IsValid() {
 		cfg.Dialer = &net.Dialer{LocalAddr: &net.TCPAddr{IP: o.LocalAddr.AsSlice()}}
+	}
+	if m.testDialer != nil {
+		cfg.Dialer = m.testDialer
 	}
 	switch o.TLS {
 	case RequireTLS:
@@ -214,13 +178,24 @@ func (m *Mailer) dialDirect(ctx context.Context, addr netip.Addr, host string) (
 	return nil, e
 }
 
-// directTx runs one transaction on c. It reports whether the batch was
-// decided (delivered, or failed in a way another host would not change);
-// when it returns false, *lastErr says why the next host should be tried.
-func (m *Mailer) directTx(ctx context.Context, j *job, c *smtpclient.Conn, batch []int, lastErr **Error) bool {
+// directTx runs one transaction on c, a session from p, and gives the
+// session back. It reports whether the batch was decided (delivered, or
+// failed in a way another host would not change); when it returns false,
+// *lastErr says why the next host should be tried. A pooled session that
+// turns out dead before MAIL was accepted is replaced once.
+func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Conn, pooled bool, batch []int, lastErr **Error) bool {
 	start := time.Now()
-	tx := j.tx(batch)
-	res, err := c.Send(ctx, tx)
+	res, err := c.Send(ctx, j.tx(batch))
+	if err != nil && pooled && deadBeforeAccepting(err) {
+		var e *Error
+		if c, e = p.redial(ctx, c); e != nil {
+			keepMoreTelling(lastErr, e)
+			m.logAttempt(j, Direct, e.Host, batch, e, time.Since(start))
+			return false
+		}
+		res, err = c.Send(ctx, j.tx(batch))
+	}
+	defer p.put(c)
 	if err != nil && !finalForTransaction(err) {
 		e := fromClient(err, nil)
 		keepMoreTelling(lastErr, e)

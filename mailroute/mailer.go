@@ -11,6 +11,7 @@ import (
 
 	"github.com/mailroute/go-mailroute/internal/dnsname"
 	"github.com/mailroute/go-mailroute/internal/mx"
+	"github.com/mailroute/go-mailroute/internal/smtpclient"
 )
 
 // Mailer sends mail the way its Router decides. It is safe for concurrent
@@ -21,7 +22,11 @@ type Mailer struct {
 	router   Router
 	mx       *mx.Cache
 	relay    *smarthost // nil without Config.Smarthost
-	limits   *hostLimiter
+	direct   directPools
+
+	// testDialer replaces the direct dialer in tests that count
+	// connections from the client's side.
+	testDialer smtpclient.Dialer
 
 	// adhoc are SendMail's relays when Config.Smarthost is nil.
 	adhoc adhocRelays
@@ -71,7 +76,8 @@ func New(cfg Config) (*Mailer, error) {
 		return nil, err
 	}
 
-	m.limits = &hostLimiter{max: cfg.maxConnsPerHost()}
+	m.direct.m = m
+	go m.reapLoop()
 	m.mx = &mx.Cache{
 		Resolver:     resolverOrDefault(cfg.Resolver),
 		TTL:          cfg.MXCacheTTL,
@@ -174,7 +180,8 @@ func parseDestination(domain string) (Destination, error) {
 	return Destination{Domain: n}, nil
 }
 
-// Close ends the Mailer's idle connections with QUIT. Sends in progress
+// Close ends the Mailer's idle connections with QUIT and stops the
+// goroutine that New started to expire them. Sends in progress
 // finish; new ones fail with ErrClosed. It is safe to call more than once.
 func (m *Mailer) Close() error {
 	m.closeOnce.Do(func() {
@@ -185,6 +192,24 @@ func (m *Mailer) Close() error {
 			m.relay.close(ctx)
 		}
 		m.adhoc.close(ctx)
+		m.direct.close(ctx)
 	})
 	return nil
+}
+
+// reapLoop ends idle sessions past their time until the Mailer closes.
+func (m *Mailer) reapLoop() {
+	t := time.NewTicker(reapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.closed:
+			return
+		case <-t.C:
+			m.direct.reap()
+			if m.relay != nil {
+				m.relay.pool.reap()
+			}
+		}
+	}
 }

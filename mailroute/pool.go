@@ -3,6 +3,7 @@ package mailroute
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
@@ -19,6 +20,10 @@ type pool struct {
 	idleTimeout time.Duration
 	now         func() time.Time
 	dial        func(context.Context) (*smtpclient.Conn, *Error)
+	// idleBudget, when set, counts idle sessions across several pools;
+	// beyond budget a session is ended rather than kept.
+	idleBudget *atomic.Int64
+	budget     int64
 
 	mu      sync.Mutex
 	open    int // idle, in use, or being dialled
@@ -39,6 +44,7 @@ func (p *pool) get(ctx context.Context) (c *smtpclient.Conn, pooled bool, err *E
 	for len(p.idle) > 0 {
 		ic := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
+		p.spent(-1)
 		if p.now().Sub(ic.since) < p.idleTimeout && ic.c.Usable() {
 			p.mu.Unlock()
 			return ic.c, true, nil
@@ -120,7 +126,7 @@ func (p *pool) put(c *smtpclient.Conn) {
 		w <- c
 		return
 	}
-	if p.closed || p.maxIdle < 0 || len(p.idle) >= p.maxIdle {
+	if p.closed || p.maxIdle < 0 || len(p.idle) >= p.maxIdle || !p.spent(1) {
 		p.mu.Unlock()
 		c.Quit(context.Background())
 		p.release()
@@ -128,6 +134,52 @@ func (p *pool) put(c *smtpclient.Conn) {
 	}
 	p.idle = append(p.idle, idleConn{c: c, since: p.now()})
 	p.mu.Unlock()
+}
+
+// spent counts n idle sessions in or out of the shared budget, reporting
+// false (and counting nothing) when taking one in would exceed it.
+func (p *pool) spent(n int64) bool {
+	if p.idleBudget == nil {
+		return true
+	}
+	if p.idleBudget.Add(n) > p.budget && n > 0 {
+		p.idleBudget.Add(-n)
+		return false
+	}
+	return true
+}
+
+// reap ends the sessions idle for longer than the idle timeout, and
+// reports whether the pool is then unused.
+func (p *pool) reap() bool {
+	now := p.now()
+	var stale []*smtpclient.Conn
+	p.mu.Lock()
+	kept := p.idle[:0]
+	for _, ic := range p.idle {
+		if now.Sub(ic.since) >= p.idleTimeout {
+			stale = append(stale, ic.c)
+			p.open--
+			p.spent(-1)
+		} else {
+			kept = append(kept, ic)
+		}
+	}
+	clear(p.idle[len(kept):])
+	p.idle = kept
+	unused := p.open == 0 && len(p.waiters) == 0
+	p.mu.Unlock()
+	for _, c := range stale {
+		c.Quit(context.Background())
+	}
+	return unused
+}
+
+// unused reports whether the pool has no session open and nobody waiting.
+func (p *pool) unused() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.open == 0 && len(p.waiters) == 0
 }
 
 // release frees the slot of a session that is gone, or hands it to the
@@ -152,6 +204,7 @@ func (p *pool) close(ctx context.Context) {
 	idle := p.idle
 	p.idle, p.closed = nil, true
 	p.open -= len(idle)
+	p.spent(-int64(len(idle)))
 	p.mu.Unlock()
 	for _, ic := range idle {
 		ic.c.Quit(ctx)

@@ -2,11 +2,15 @@ package mailroute
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mailroute/go-mailroute/internal/smtptest"
@@ -27,6 +31,8 @@ func TestSendThousandRecipientsFiftyDomains(t *testing.T) {
 		}
 	}
 	m := w.mailer(Config{Concurrency: 8})
+	dialer := &countingDialer{}
+	m.testDialer = dialer
 	res, err := send(t, m, "a@sender.test", rcpts, testBody)
 	if err != nil {
 		t.Fatal(err)
@@ -55,14 +61,47 @@ func TestSendThousandRecipientsFiftyDomains(t *testing.T) {
 	if len(s.Messages()) != 50 {
 		t.Errorf("%d transactions, want 50 (one per domain)", len(s.Messages()))
 	}
-	if n := s.MaxOpen(); n > 2 {
+	if n := dialer.peak.Load(); n > 2 || n < 1 {
 		t.Errorf("%d connections open at once to one host, want at most 2", n)
 	}
+	if n := s.Connections(); n > 2 {
+		t.Errorf("%d connections in all: sessions to one MX were not reused", n)
+	}
+}
+
+// countingDialer counts the connections open at once, from the client's
+// side (the server's count lags: it sees a close after the client does).
+type countingDialer struct {
+	open, peak atomic.Int64
+}
+
+func (d *countingDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	n := d.open.Add(1)
+	for p := d.peak.Load(); n > p && !d.peak.CompareAndSwap(p, n); p = d.peak.Load() {
+	}
+	return &countedConn{Conn: c, d: d}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	d    *countingDialer
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.d.open.Add(-1) })
+	return c.Conn.Close()
 }
 
 func TestSmarthostConnectionCap(t *testing.T) {
 	w := newRelay(t, smtptest.Options{})
 	m := w.mailer(w.relay())
+	dialer := &countingDialer{}
+	m.relay.cfg.Dialer = dialer
 	var rcpts []string
 	for d := range 20 {
 		rcpts = append(rcpts, fmt.Sprintf("u@d%02d.test", d))
@@ -70,7 +109,7 @@ func TestSmarthostConnectionCap(t *testing.T) {
 	if _, err := send(t, m, "a@sender.test", rcpts, testBody); err != nil {
 		t.Fatal(err)
 	}
-	if n := w.s.MaxOpen(); n > 2 {
+	if n := dialer.peak.Load(); n > 2 || n < 1 {
 		t.Errorf("%d sessions open at once to the relay, want at most 2", n)
 	}
 	if n := len(w.s.Messages()); n != 20 {

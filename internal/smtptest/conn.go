@@ -30,8 +30,6 @@ func (l *listener) Accept() (net.Conn, error) {
 		s.mu.Lock()
 		c := &conn{Conn: nc, srv: s, index: len(s.conns) + 1, encrypted: s.opts.ImplicitTLS}
 		s.conns = append(s.conns, c)
-		s.open++
-		s.peak = max(s.peak, s.open)
 		s.mu.Unlock()
 
 		var reply *smtp.SMTPError
@@ -124,19 +122,6 @@ type conn struct {
 	// breakTLS: BrokenTLS is on and the client was told to start TLS; its
 	// ClientHello gets garbage back.
 	breakTLS bool
-	// closed: Close has run once (it counts the connection out of open).
-	closed bool
-}
-
-// Close closes the socket and counts the connection out of the open ones.
-func (c *conn) Close() error {
-	c.srv.mu.Lock()
-	if !c.closed {
-		c.closed = true
-		c.srv.open--
-	}
-	c.srv.mu.Unlock()
-	return c.Conn.Close()
 }
 
 // errBrokenTLS ends the server side of a BrokenTLS handshake.

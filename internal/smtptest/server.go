@@ -122,8 +122,6 @@ type Server struct {
 
 	mu       sync.Mutex
 	conns    []*conn    // every connection accepted, in order
-	open     int        // connections accepted and not yet closed
-	peak     int        // the most connections open at once
 	attempts []*Message // every transaction that reached the final dot
 	changed  chan struct{}
 	closed   bool // no more logging to the test
@@ -294,14 +292,6 @@ func (s *Server) Connections() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.conns)
-}
-
-// MaxOpen returns the most connections that were open at the same time,
-// for tests of a client's per-host connection limit.
-func (s *Server) MaxOpen() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.peak
 }
 
 // Transcript returns the bytes the server received in plaintext, on all

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# internal/peers/peers.sh - entry point for the real servers mailroute's tests
+# run against on loopback: Postfix (MX receiver + submission smarthost, see
+# postfix.sh) and CoreDNS (the test zones, see coredns.sh). Used by .ci/run and
+# by developers; internal/peertest reads the environment printed by `env`.
+#
+# Usage: peers.sh install|start|stop|restart|status|env
+#   install  apt-get install Postfix (root) and build CoreDNS with go (cached)
+#   start    install if needed, then start every peer; idempotent (a peer that
+#            runs with the same configuration is left alone, one whose
+#            configuration changed is restarted); a fresh start empties the Maildirs
+#   stop     stop every peer (no-op when none runs)
+#   status   one line per peer; exit 1 unless all run
+#   env      print the `export` lines for the tests:
+#              eval "$(bash internal/peers/peers.sh env)"; go test ./...
+#
+# Typical local use (as root, no systemd needed):
+#   bash internal/peers/peers.sh start
+#   eval "$(bash internal/peers/peers.sh env)"
+#   go test ./...
+#
+# Env: PEERS_DIR (/tmp/mailroute-peers): all state, logs, Maildirs and the
+# cached CoreDNS binary. The port variables of postfix.sh and coredns.sh
+# (PF_SMTP_PORT, DNS_PORT, ...) are honoured here too.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export PEERS_DIR=${PEERS_DIR:-/tmp/mailroute-peers}
+
+# The peers, in start order. maddy (a second, Go-based MX/submission
+# implementation) is a later issue: it will be internal/peers/maddy.sh,
+# adapted from the shared maddy recipe, listed here, and given its own
+# MAILROUTE_MADDY_* variables in `env`.
+PEERS="coredns postfix"
+
+log() { echo "peers: $*" >&2; }
+
+each() { # each ACTION: run ACTION for every peer, in order
+  local p
+  # 9>&-: the lock fd must not leak into the daemons (CoreDNS would hold the
+  # lock for as long as it runs).
+  for p in $PEERS; do bash "$HERE/$p.sh" "$1" 9>&-; done
+}
+
+# Serialise install/start/stop so that two concurrent runs do not race.
+lock() {
+  mkdir -p "$PEERS_DIR"
+  exec 9>"$PEERS_DIR/.lock"
+  flock -w 900 9 || { log "another peers.sh holds $PEERS_DIR/.lock"; exit 1; }
+}
+
+print_env() {
+  local pf=$PEERS_DIR/postfix
+  cat <<EOF
+export MAILROUTE_PEERS=1
+export MAILROUTE_DNS=${DNS_ADDR:-127.0.0.1}:${DNS_PORT:-5353}
+export MAILROUTE_POSTFIX_PORT=${PF_SMTP_PORT:-2525}
+export MAILROUTE_POSTFIX_MAILDIR=$pf/mail/inbound
+export MAILROUTE_POSTFIX_CERT=$pf/tls/cert.pem
+export MAILROUTE_SUBMISSION_ADDR=127.0.0.1:${PF_SUBMISSION_PORT:-5870}
+export MAILROUTE_SUBMISSIONS_ADDR=127.0.0.1:${PF_SUBMISSIONS_PORT:-4650}
+export MAILROUTE_SUBMITTED_MAILDIR=$pf/mail/submitted
+export MAILROUTE_SMARTHOST_USER=${PF_USER:-testuser@example.org}
+export MAILROUTE_SMARTHOST_PASS=${PF_PASS:-testpass}
+EOF
+}
+
+case "${1:-}" in
+  install) lock; each install ;;
+  start)
+    lock
+    t0=$SECONDS
+    each start
+    log "all peers up ($((SECONDS - t0))s); for the tests: eval \"\$(bash $HERE/peers.sh env)\""
+    ;;
+  stop) lock; each stop ;;
+  restart) lock; each stop; each start ;;
+  status)
+    rc=0
+    for p in $PEERS; do bash "$HERE/$p.sh" status || rc=1; done
+    exit $rc
+    ;;
+  env) print_env ;;
+  *) echo "usage: $0 install|start|stop|restart|status|env" >&2; exit 2 ;;
+esac

@@ -6,11 +6,21 @@
 // spam-folder mail from low-volume senders however well their DKIM, SPF and
 // reverse DNS are set up.
 //
+// A [Mailer] is made once with [New] from a plain [Config] and shared. Its
+// entry points are [Mailer.Send]; [Mailer.SendMail], with net/smtp's
+// signature, and the package-level [SendMail] for a one-line migration;
+// [Mailer.SendMsg] for github.com/wneessen/go-mail messages; and
+// [Mailer.Route], a dry run of the routing.
+//
 // # The pipeline
 //
 // Mail flows through these steps, in this order:
 //
-//  1. Validate the envelope and canonicalise the body once.
+//  1. Validate the envelope by the RFC 5321 grammar (a malformed address
+//     fails the whole Send before any connection) and canonicalise the body
+//     once: every line ends in CRLF, so that nothing inside the message can
+//     end the DATA phase early (SMTP smuggling); large bodies spill to a
+//     temporary file and every route reads the same bytes.
 //  2. Group recipients by domain. Each domain is normalised once (lower
 //     case, A-labels, no trailing dot) into a [Destination].
 //  3. Route each destination: a [Router] returns a [Route] — [Direct] or
@@ -19,12 +29,18 @@
 //     are recognised by their mailbox domains or by their MX hosts, so a
 //     company on Google Workspace or Microsoft 365 counts as Google or
 //     Microsoft. [DefaultRouter] sends [BigProviders] to the smarthost and
-//     everything else direct. [Mailer.Route] is a dry run of this step.
-//  4. Deliver: direct delivery resolves MX hosts (the same cached answer
-//     routing used) and speaks SMTP to them on port 25; smarthost delivery
-//     authenticates to the relay over verified TLS.
-//  5. Report per recipient, and fall back to the smarthost when direct
-//     delivery fails in a way the relay can fix.
+//     everything else direct.
+//  4. Deliver, destinations concurrently ([Config.Concurrency]), never more
+//     than [Config.MaxConnsPerHost] sessions to one server:
+//     Direct resolves the MX hosts (the same cached answer routing used),
+//     walks them in preference order and speaks SMTP on port 25 with
+//     opportunistic STARTTLS ([DirectOptions]); Smarthost authenticates to
+//     the relay over verified TLS only ([Relay]). Sessions are pooled and
+//     transactions pipelined; at most 100 recipients per transaction.
+//  5. Report per recipient ([Result], [RecipientResult], [Error]); a
+//     recipient whose direct delivery failed in a way the relay can fix —
+//     no MX reachable, a reputation or policy refusal — is re-sent through
+//     the smarthost ([FallbackPolicy], [Classify]).
 //
 // # MX resolution
 //
@@ -35,12 +51,26 @@
 // MX, [ErrNoSuchDomain] when it has neither, [ErrNullMX] for an RFC 7505
 // null MX, and [ErrDNSTemporary] for SERVFAIL and timeouts.
 //
+// # Security
+//
+// Credentials are only ever sent over TLS verified against the relay's
+// name, or to a loopback relay the user explicitly marked insecure.
+// Addresses holding CR, LF, NUL, angle brackets or stray spaces never reach
+// the wire, and neither does a bare CR or LF in a body.
+//
 // # Standards
 //
-//   - RFC 5321 (SMTP): §4.1.3 address literals, §5.1 MX resolution and
-//     ordering, the implicit MX.
+//   - RFC 5321 (SMTP): §2.3.8 and §4.1.1.4 line endings and DATA, §4.1.2
+//     address grammar, §4.1.3 address literals, §4.5.2 dot-stuffing,
+//     §4.5.3.1 size limits (64-octet local part, 998-octet lines, 100
+//     recipients), §4.5.3.2 timeouts, §5.1 MX resolution and ordering.
 //   - RFC 7505: the null MX.
 //   - RFC 1035 and RFC 1123: host name syntax and lengths.
 //   - RFC 5890–5893 (IDNA2008) with UTS #46 mapping: Unicode domains become
-//     A-labels.
+//     A-labels. RFC 6531 (SMTPUTF8) for non-ASCII local parts.
+//   - RFC 3207 (STARTTLS), RFC 8314 (implicit TLS, port 465), RFC 7435
+//     (opportunistic security).
+//   - RFC 4954 (AUTH) with RFC 4616 (PLAIN), LOGIN and RFC 2195 (CRAM-MD5).
+//   - RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 3463
+//     and RFC 2034 (enhanced status codes).
 package mailroute

@@ -11,6 +11,9 @@ require (
 )
 
 require (
+	blitiri.com.ar/go/spf v1.6.0 // indirect
+	github.com/cenkalti/backoff/v4 v4.3.0 // indirect
+	github.com/emersion/go-msgauth v0.7.0 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect

@@ -49,6 +49,23 @@ type Config struct {
 	// Fallback decides which direct failures are re-sent through the
 	// smarthost. The zero value is the default policy; see FallbackPolicy.
 	Fallback FallbackPolicy
+	// Queue keeps what Send could not deliver and retries it; nil: no
+	// queue, and deferred recipients are the caller's to retry. &Spool{Dir:
+	// …} is the embedded store.
+	Queue QueueStore
+	// Retry is the queue's schedule; see RetryPolicy.
+	Retry RetryPolicy
+	// DSN sends the envelope sender an RFC 3464 delivery status
+	// notification when the queue fails or gives up a recipient.
+	DSN bool
+	// OnEvent, when set, is called with every outcome of every attempt:
+	// delivered, queued, deferred, failed, given up. It must not block.
+	OnEvent func(Event)
+	// now and queuePoll are test seams: a fake clock for the queue's
+	// schedule, and how often its workers look for due mail.
+	now       func() time.Time
+	queuePoll time.Duration
+
 	// Logger receives one line per delivery attempt. nil: nothing is
 	// logged.
 	Logger *slog.Logger

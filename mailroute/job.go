@@ -8,15 +8,18 @@ import (
 // job is one destination's share of a Send: its recipients, and where
 // their results go. Only the goroutine delivering the job writes them.
 type job struct {
-	dest   *Destination
-	route  Route
-	from   string // reverse-path as on the wire; "" = <>
-	utf8   bool   // the sender's local part needs SMTPUTF8
-	rcpts  []message.Address
-	index  []int // rcpts[k]'s place in result.Recipients
-	body   *message.Body
-	relay  *smarthost // the smarthost for this Send; nil: none configured
-	result *Result
+	dest  *Destination
+	route Route
+	from  string // reverse-path as on the wire; "" = <>
+	utf8  bool   // the sender's local part needs SMTPUTF8
+	rcpts []message.Address
+	index []int // rcpts[k]'s place in result.Recipients
+	body  *message.Body
+	relay *smarthost // the smarthost for this Send; nil: none configured
+	// forceRelay sends through the smarthost without routing: the queue's
+	// fallback over time (route holds the reason).
+	forceRelay bool
+	result     *Result
 }
 
 // pending lists the job's recipients (indices into rcpts).

@@ -23,6 +23,7 @@ type Mailer struct {
 	mx       *mx.Cache
 	relay    *smarthost // nil without Config.Smarthost
 	direct   directPools
+	queue    *queueRuntime // nil without Config.Queue
 
 	// testDialer replaces the direct dialer in tests that count
 	// connections from the client's side.
@@ -77,11 +78,15 @@ func New(cfg Config) (*Mailer, error) {
 	}
 
 	m.direct.m = m
-	go m.reapLoop()
 	m.mx = &mx.Cache{
 		Resolver:     resolverOrDefault(cfg.Resolver),
 		TTL:          cfg.MXCacheTTL,
 		TemporaryTTL: cfg.MXCacheTemporaryTTL,
+	}
+	go m.reapLoop()
+	if cfg.Queue != nil {
+		m.queue = newQueueRuntime(m)
+		m.queue.start()
 	}
 	return m, nil
 }
@@ -180,21 +185,35 @@ func parseDestination(domain string) (Destination, error) {
 	return Destination{Domain: n}, nil
 }
 
-// Close ends the Mailer's idle connections with QUIT and stops the
-// goroutine that New started to expire them. Sends in progress
-// finish; new ones fail with ErrClosed. It is safe to call more than once.
+// Close is Shutdown with a deadline of 30 seconds.
 func (m *Mailer) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	return m.Shutdown(ctx)
+}
+
+// Shutdown stops the Mailer: new Sends fail with ErrClosed, the queue's
+// workers stop taking work and the attempts in flight finish — or, when
+// ctx ends first, are cancelled and their recipients stay queued, to be
+// retried by the next Mailer on the same queue: nothing is lost. Then idle
+// connections end with QUIT. It is safe to call more than once; later
+// calls return nil at once.
+func (m *Mailer) Shutdown(ctx context.Context) error {
+	var err error
 	m.closeOnce.Do(func() {
 		close(m.closed)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if m.queue != nil {
+			err = m.queue.shutdown(ctx)
+		}
+		quitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		if m.relay != nil {
-			m.relay.close(ctx)
+			m.relay.close(quitCtx)
 		}
-		m.adhoc.close(ctx)
-		m.direct.close(ctx)
+		m.adhoc.close(quitCtx)
+		m.direct.close(quitCtx)
 	})
-	return nil
+	return err
 }
 
 // reapLoop ends idle sessions past their time until the Mailer closes.

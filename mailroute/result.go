@@ -12,9 +12,12 @@ const (
 	Deferred
 	// Failed: delivery failed permanently; do not retry.
 	Failed
+	// Queued: delivery failed temporarily and the recipient is safely in
+	// the Mailer's queue (Config.Queue), which will retry it.
+	Queued
 )
 
-// String returns "delivered", "deferred" or "failed".
+// String returns "delivered", "deferred", "failed" or "queued".
 func (s Status) String() string {
 	switch s {
 	case Delivered:
@@ -23,6 +26,8 @@ func (s Status) String() string {
 		return "deferred"
 	case Failed:
 		return "failed"
+	case Queued:
+		return "queued"
 	}
 	return "unknown"
 }
@@ -46,7 +51,8 @@ type RecipientResult struct {
 	Fallback bool
 	// Host is the server that answered last: MX host name or smarthost.
 	Host string
-	// Status is Delivered, Deferred or Failed.
+	// Status is Delivered, Deferred, Failed, or Queued. A Queued
+	// recipient's Err still says why it was not delivered now.
 	Status Status
 	// Response is the server's reply accepting the message (for example
 	// "250 2.0.0 Ok: queued as 4Xyz"), when Delivered.
@@ -61,12 +67,12 @@ type RecipientResult struct {
 	DirectErr error
 }
 
-// Err joins the errors of every recipient that was not delivered, or
-// returns nil when all were.
+// Err joins the errors of every recipient that was neither delivered nor
+// safely queued, or returns nil when there is none.
 func (r *Result) Err() error {
 	var errs []error
 	for _, rr := range r.Recipients {
-		if rr.Err != nil {
+		if rr.Err != nil && rr.Status != Queued {
 			errs = append(errs, &recipientError{rcpt: rr.Rcpt, err: rr.Err})
 		}
 	}

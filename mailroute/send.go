@@ -43,25 +43,68 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 		return nil, ErrClosed
 	default:
 	}
+	env, err := parseEnvelope(from, to)
+	if err != nil {
+		return nil, err
+	}
+	body, err := m.readBody(msg)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+
+	res := &Result{Recipients: make([]RecipientResult, len(env.rcpts))}
+	jobs := m.group(env.from, env.fromUTF8, env.rcpts, body, res)
+	for _, j := range jobs {
+		j.relay = relay
+	}
+	m.runJobs(ctx, jobs)
+	if m.queue != nil {
+		m.queue.enqueueDeferred(ctx, env.from, res, body)
+	} else {
+		m.reportFirstAttempt(res)
+	}
+	return res, res.Err()
+}
+
+// envelope is a checked sender and recipient list.
+type envelope struct {
+	from     string // reverse-path as on the wire; "" = <>
+	fromUTF8 bool
+	rcpts    []message.Address // duplicates removed
+}
+
+// parseEnvelope checks every address before anything is sent: one
+// malformed address fails the whole call.
+func parseEnvelope(from string, to []string) (envelope, error) {
 	sender, null, err := message.ParseReversePath(from)
 	if err != nil {
-		return nil, fmt.Errorf("mailroute: sender: %w", err)
+		return envelope{}, fmt.Errorf("mailroute: sender: %w", err)
 	}
 	if len(to) == 0 {
-		return nil, fmt.Errorf("mailroute: no recipients")
+		return envelope{}, fmt.Errorf("mailroute: no recipients")
 	}
-	rcpts := make([]message.Address, 0, len(to))
+	env := envelope{from: sender.String(), fromUTF8: sender.UTF8, rcpts: make([]message.Address, 0, len(to))}
+	if null {
+		env.from = ""
+	}
 	seen := make(map[string]bool, len(to))
 	for _, s := range to {
 		a, err := message.ParseAddress(s)
 		if err != nil {
-			return nil, fmt.Errorf("mailroute: recipient: %w", err)
+			return envelope{}, fmt.Errorf("mailroute: recipient: %w", err)
 		}
 		if key := a.String(); !seen[key] {
 			seen[key] = true
-			rcpts = append(rcpts, a)
+			env.rcpts = append(env.rcpts, a)
 		}
 	}
+	return env, nil
+}
+
+// readBody canonicalises the message and prepares it (headers, DKIM)
+// once, for every route. The caller closes the result.
+func (m *Mailer) readBody(msg io.Reader) (*message.Body, error) {
 	if msg == nil {
 		return nil, fmt.Errorf("mailroute: nil message")
 	}
@@ -69,22 +112,19 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 	if err != nil {
 		return nil, fmt.Errorf("mailroute: message: %w", err)
 	}
-	defer body.Close()
-	if body, err = m.prepareBody(body); err != nil {
+	prepared, err := m.prepareBody(body)
+	if err != nil {
+		body.Close()
 		return nil, fmt.Errorf("mailroute: message: %w", err)
 	}
-	defer body.Close()
-
-	res := &Result{Recipients: make([]RecipientResult, len(rcpts))}
-	reversePath := sender.String()
-	if null {
-		reversePath = ""
+	if prepared != body {
+		body.Close()
 	}
-	jobs := m.group(reversePath, sender.UTF8, rcpts, body, res)
-	for _, j := range jobs {
-		j.relay = relay
-	}
+	return prepared, nil
+}
 
+// runJobs delivers the jobs, Config.Concurrency at a time.
+func (m *Mailer) runJobs(ctx context.Context, jobs []*job) {
 	sem := make(chan struct{}, m.cfg.concurrency())
 	var wg sync.WaitGroup
 	for _, j := range jobs {
@@ -96,7 +136,6 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 		}()
 	}
 	wg.Wait()
-	return res, res.Err()
 }
 
 // group makes one job per destination domain, in the order the domains
@@ -124,8 +163,16 @@ func (m *Mailer) group(from string, fromUTF8 bool, rcpts []message.Address, body
 	return jobs
 }
 
-// deliver routes one destination and hands it to the chosen transport.
+// deliver routes one destination and hands it to the chosen transport. A
+// job the queue marked for the smarthost skips routing.
 func (m *Mailer) deliver(ctx context.Context, j *job) {
+	if j.forceRelay {
+		m.deliverSmarthost(ctx, j)
+		for k := range j.rcpts {
+			j.slot(k).Fallback = true
+		}
+		return
+	}
 	route, err := m.route(ctx, j.dest)
 	if err != nil {
 		j.failAll(routeError(err), "")

@@ -1,0 +1,156 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestOpenQuarantines damages entries in every way a crash, a full disk or
+// bit rot can, and checks that Open moves each aside with a log line, loads
+// the rest and cleans up debris, and that a second Open finds nothing more
+// to do.
+func TestOpenQuarantines(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, Options{NoSync: true})
+	bad := []string{"truncstate", "garbage", "checksum", "emptystate", "version", "idmismatch", "truncbody", "nobody"}
+	for i, id := range append([]string{"good1", "good2"}, bad...) {
+		enqueueT(t, s, testMessage(id, t0, "a@example.com"), testBody(2048, uint64(i)))
+	}
+	s.Close()
+
+	q := func(name string) string { return filepath.Join(dir, "queue", name) }
+	read := func(name string) []byte {
+		b, err := os.ReadFile(q(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	write := func(name string, b []byte) {
+		if err := os.WriteFile(q(name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := read("truncstate.json")
+	write("truncstate.json", st[:len(st)/2])
+	write("garbage.json", []byte("\x00\xffnot json"))
+	// Valid JSON, wrong checksum: a changed recipient.
+	write("checksum.json", bytes.Replace(read("checksum.json"), []byte("a@example.com"), []byte("x@example.com"), 1))
+	write("emptystate.json", nil)
+	// A correct checksum but a format from the future.
+	write("version.json", bytes.Replace(read("version.json"), []byte(`"version":1`), []byte(`"version":9`), 1))
+	// A good state under another message's name.
+	write("idmismatch.json", read("good1.json"))
+	b := read("truncbody.eml")
+	write("truncbody.eml", b[:len(b)-1])
+	if err := os.Remove(q("nobody.eml")); err != nil {
+		t.Fatal(err)
+	}
+	// Debris that is not damage: removed silently.
+	write("orphan.eml", []byte("a body whose state was never committed"))
+	if err := os.WriteFile(filepath.Join(dir, "tmp", "x.json.tmp"), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Not ours: left alone.
+	write("README", []byte("hands off"))
+
+	log, rec := newLog()
+	s2, err := Open(dir, Options{Logger: log})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if got := ids(listT(t, s2)); !slices.Equal(got, []string{"good1", "good2"}) {
+		t.Errorf("loaded %v, want the good ones", got)
+	}
+	want := slices.Sorted(slices.Values(bad))
+	if got := rec.warned("corrupt"); !slices.Equal(got, want) {
+		t.Errorf("quarantine log lines for %v, want %v", got, want)
+	}
+	var wantFiles []string
+	for _, id := range bad {
+		wantFiles = append(wantFiles, id+".json")
+		if id != "nobody" {
+			wantFiles = append(wantFiles, id+".eml")
+		}
+	}
+	slices.Sort(wantFiles)
+	if got := files(t, dir, "corrupt"); !slices.Equal(got, wantFiles) {
+		t.Errorf("corrupt/ = %v\nwant %v", got, wantFiles)
+	}
+	if got := files(t, dir, "queue"); !slices.Equal(got, []string{"README", "good1.eml", "good1.json", "good2.eml", "good2.json"}) {
+		t.Errorf("queue/ = %v", got)
+	}
+	if got := files(t, dir, "tmp"); len(got) != 0 {
+		t.Errorf("tmp/ = %v", got)
+	}
+	s2.Close()
+
+	log, rec = newLog()
+	s3 := openT(t, dir, Options{Logger: log})
+	if got := rec.warned("corrupt"); len(got) != 0 {
+		t.Errorf("second Open quarantined %v", got)
+	}
+	// An ID that was quarantined can be used again, and quarantined again
+	// without overwriting the first one's files.
+	enqueueT(t, s3, testMessage("garbage", t0, "a@example.com"), []byte("x\r\n"))
+	s3.Close()
+	if err := os.WriteFile(q("garbage.json"), []byte("junk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	openT(t, dir, Options{})
+	if got := files(t, dir, "corrupt"); !slices.Contains(got, "garbage.1.json") || !slices.Contains(got, "garbage.json") {
+		t.Errorf("corrupt/ = %v, want both generations of garbage", got)
+	}
+}
+
+// TestBodyChecksum flips a bit in a body without changing its size, which
+// Open does not look for: Body must refuse to return it, move it aside and
+// take the message out of the queue.
+func TestBodyChecksum(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openT(t, dir, Options{})
+	body := testBody(4096, 5)
+	enqueueT(t, s, testMessage("m", t0, "a@example.com"), body)
+	enqueueT(t, s, testMessage("ok", t0, "a@example.com"), body)
+	s.Close()
+
+	p := filepath.Join(dir, "queue", "m.eml")
+	b, _ := os.ReadFile(p)
+	b[1000] ^= 0x20
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	log, rec := newLog()
+	s2 := openT(t, dir, Options{Logger: log})
+	leased, _ := s2.Lease(ctx, t0, 10, time.Minute)
+	if len(leased) != 2 {
+		t.Fatalf("leased %v", ids(leased))
+	}
+	if _, err := s2.Body(ctx, "m"); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "checksum") {
+		t.Fatalf("Body of a damaged body = %v, want ErrCorrupt", err)
+	}
+	if got := rec.warned("corrupt"); !slices.Equal(got, []string{"m"}) {
+		t.Errorf("logged %v", got)
+	}
+	if got := files(t, dir, "corrupt"); !slices.Equal(got, []string{"m.eml", "m.json"}) {
+		t.Errorf("corrupt/ = %v", got)
+	}
+	if err := s2.Update(ctx, leased[0]); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Update of a quarantined message = %v, want ErrNotFound", err)
+	}
+	if got := ids(listT(t, s2)); !slices.Equal(got, []string{"ok"}) {
+		t.Errorf("List = %v", got)
+	}
+	if !bytes.Equal(bodyT(t, s2, "ok"), body) {
+		t.Error("the undamaged body changed")
+	}
+}

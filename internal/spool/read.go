@@ -1,0 +1,187 @@
+package spool
+
+import (
+	"cmp"
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"slices"
+	"time"
+)
+
+// Lease hands out up to max messages that have at least one recipient due
+// (NextAttempt <= now) and are not leased, earliest NextAttempt first, and
+// marks them leased until now+lease. A leased message is not returned again
+// until Update or Release ends the lease or a Lease call's now reaches its
+// end. Leases live in memory: the store serves one process, and after a
+// restart nothing is leased.
+//
+// The messages are copies the caller owns. Passing one to Update after its
+// lease expired and another Lease took the message fails with
+// ErrLeaseLost.
+func (s *Store) Lease(ctx context.Context, now time.Time, max int, lease time.Duration) ([]*Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if lease <= 0 {
+		return nil, fmt.Errorf("spool: lease duration %v is not positive", lease)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	// Expired leases first: their messages compete by due time again.
+	for e := s.leased.peek(); e != nil && !e.leaseUntil.After(now); e = s.leased.peek() {
+		heap.Pop(&s.leased)
+		e.leaseUntil = time.Time{}
+		heap.Push(&s.due, e)
+	}
+	var out []*Message
+	for e := s.due.peek(); e != nil && len(out) < max && !e.due.After(now); e = s.due.peek() {
+		heap.Pop(&s.due)
+		s.leaseSeq++
+		e.lease = s.leaseSeq
+		e.leaseUntil = now.Add(lease)
+		heap.Push(&s.leased, e)
+		c := clone(e.msg)
+		c.lease = e.lease
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// Release ends the lease on id without changing anything, for an attempt
+// that did not happen (shutdown, no worker free). Unknown or unleased IDs
+// are ignored.
+func (s *Store) Release(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[id]
+	if e == nil || e.msg == nil || e.leaseUntil.IsZero() {
+		return
+	}
+	scheduled := e.heap != nil // not while Update rewrites it
+	s.unschedule(e)
+	e.leaseUntil = time.Time{}
+	if scheduled {
+		s.schedule(e)
+	}
+}
+
+// List returns a copy of every queued message, leased or not, oldest
+// Created first.
+func (s *Store) List(ctx context.Context) ([]*Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	out := make([]*Message, 0, len(s.entries))
+	for _, e := range s.entries {
+		if e.msg != nil {
+			out = append(out, clone(e.msg))
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b *Message) int {
+		return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID))
+	})
+	return out, nil
+}
+
+// Body opens the canonical body of message id for reading, positioned at
+// its start; the caller closes it. The body's size and checksum are checked
+// against the state first (a read of the whole file, cheap next to sending
+// it): a damaged body is not sent but moved with its state to corrupt/,
+// the message leaves the queue and the error wraps ErrCorrupt. An unknown
+// id gives ErrNotFound.
+func (s *Store) Body(ctx context.Context, id string) (*os.File, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if err := s.beginLocked(); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	defer s.ops.Done()
+	e := s.entries[id]
+	if e == nil || e.msg == nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	want := e.body
+	s.mu.Unlock()
+
+	f, err := os.Open(s.bodyPath(id))
+	switch {
+	case err == nil:
+		err = checkBody(ctx, f, want)
+		if err == nil {
+			return f, nil
+		}
+		f.Close()
+		if !errors.Is(err, ErrCorrupt) { // a read error or ctx: the body may be fine
+			return nil, fmt.Errorf("spool: body of %s: %w", id, err)
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("spool: body of %s: %w", id, err)
+	case s.isGone(e): // deleted by Update meanwhile
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	default:
+		err = fmt.Errorf("%w: body file missing", ErrCorrupt)
+	}
+	s.quarantineEntry(e, id, err)
+	return nil, fmt.Errorf("spool: body of %s: %w", id, err)
+}
+
+// checkBody reads f through, compares size and CRC-32C with want (a
+// mismatch wraps ErrCorrupt), and rewinds it.
+func checkBody(ctx context.Context, f *os.File, want bodyInfo) error {
+	h := crc32.New(castagnoli)
+	n, err := io.Copy(h, ctxReader{ctx, f})
+	if err != nil {
+		return err
+	}
+	if n != want.size {
+		return fmt.Errorf("%w: body is %d bytes, state says %d", ErrCorrupt, n, want.size)
+	}
+	if got := h.Sum32(); got != want.crc {
+		return fmt.Errorf("%w: body checksum %08x, state says %08x", ErrCorrupt, got, want.crc)
+	}
+	_, err = f.Seek(0, io.SeekStart)
+	return err
+}
+
+func (s *Store) isGone(e *entry) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return e.gone
+}
+
+// quarantineEntry takes a loaded message out of the queue and moves its
+// files to corrupt/.
+func (s *Store) quarantineEntry(e *entry, id string, reason error) {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	s.mu.Lock()
+	if e.gone {
+		s.mu.Unlock()
+		return
+	}
+	e.gone = true
+	s.unschedule(e)
+	delete(s.entries, id)
+	s.mu.Unlock()
+	s.quarantine(id, reason)
+	s.syncAfterRecovery()
+}

@@ -1,0 +1,508 @@
+package mailroute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mailroute/go-mailroute/internal/message"
+)
+
+// Queue runtime defaults.
+const (
+	// queueLease is how long a leased message stays hidden from other
+	// workers; longer than any attempt can take (RFC 5321's timeouts add
+	// up to about 30 minutes for a stalling server).
+	queueLease      = 45 * time.Minute
+	queuePoll       = time.Second
+	shutdownTimeout = 30 * time.Second
+)
+
+// ErrNoQueue is returned by the queue's methods when Config.Queue is nil.
+var ErrNoQueue = errors.New("mailroute: no queue configured (Config.Queue)")
+
+// queueRuntime runs the queue of one Mailer: it persists what Send could
+// not deliver and retries it on the RetryPolicy's schedule.
+type queueRuntime struct {
+	m      *Mailer
+	store  QueueStore
+	policy RetryPolicy
+	now    func() time.Time
+	poll   time.Duration
+
+	wake chan struct{} // a new message is due now
+
+	holdMu sync.Mutex
+	holds  map[string]time.Time // destination domain → not before
+
+	// run is cancelled when Shutdown's context ends: attempts in flight
+	// then stop, and their recipients stay queued.
+	run     context.Context
+	cancel  context.CancelFunc
+	stop    chan struct{}
+	stopped sync.WaitGroup
+}
+
+func newQueueRuntime(m *Mailer) *queueRuntime {
+	q := &queueRuntime{
+		m:      m,
+		store:  m.cfg.Queue,
+		policy: m.cfg.Retry.withDefaults(),
+		now:    time.Now,
+		poll:   queuePoll,
+		wake:   make(chan struct{}, 1),
+		holds:  make(map[string]time.Time),
+		stop:   make(chan struct{}),
+	}
+	if m.cfg.now != nil {
+		q.now = m.cfg.now
+	}
+	if m.cfg.queuePoll > 0 {
+		q.poll = m.cfg.queuePoll
+	}
+	q.run, q.cancel = context.WithCancel(context.Background())
+	return q
+}
+
+// start runs the worker loop until shutdown.
+func (q *queueRuntime) start() {
+	q.stopped.Add(1)
+	go func() {
+		defer q.stopped.Done()
+		t := time.NewTicker(q.poll)
+		defer t.Stop()
+		for {
+			q.round(q.run, "", false)
+			select {
+			case <-q.stop:
+				return
+			case <-q.wake:
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// shutdown stops leasing new work and waits for the attempts in flight;
+// when ctx ends first they are cancelled, and their recipients stay queued.
+func (q *queueRuntime) shutdown(ctx context.Context) error {
+	close(q.stop)
+	done := make(chan struct{})
+	go func() { q.stopped.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		q.cancel()
+		<-done
+		return ctx.Err()
+	}
+}
+
+func (q *queueRuntime) poke() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// round leases the messages due now (all of them when flushing) and
+// attempts them, Config.Concurrency at a time, until none is left. A
+// message with nothing to try (its destination held back) stays leased
+// until the round ends, so that the next lease reaches the others.
+func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
+	batch := q.m.cfg.concurrency()
+	var skipped []string
+	defer func() {
+		for _, id := range skipped {
+			q.store.Release(context.WithoutCancel(ctx), id)
+		}
+	}()
+	for ctx.Err() == nil {
+		now := q.now()
+		leaseAt := now
+		if flush {
+			leaseAt = now.Add(100 * 365 * 24 * time.Hour) // everything not leased
+		}
+		msgs, err := q.store.Lease(ctx, leaseAt, batch, queueLease)
+		if err != nil {
+			q.m.cfg.logger().Error("mailroute: queue: lease", "error", err)
+			return
+		}
+		if len(msgs) == 0 {
+			return
+		}
+		var (
+			wg sync.WaitGroup
+			mu sync.Mutex
+		)
+		for _, qm := range msgs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if !q.attempt(ctx, qm, now, domain, flush) {
+					mu.Lock()
+					skipped = append(skipped, qm.ID)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}
+
+// due reports whether a queued recipient is to be tried in this round.
+func (q *queueRuntime) due(r *QueuedRecipient, now time.Time, domain string, flush bool) bool {
+	d := domainOf(r.Rcpt)
+	if flush {
+		return domain == "" || d == domain
+	}
+	if r.NextAttempt.After(now) {
+		return false
+	}
+	q.holdMu.Lock()
+	hold := q.holds[d]
+	q.holdMu.Unlock()
+	return !hold.After(now)
+}
+
+func domainOf(rcpt string) string {
+	return strings.ToLower(rcpt[strings.LastIndexByte(rcpt, '@')+1:])
+}
+
+// attempt tries a queued message's due recipients once and records the
+// outcome. It reports false, leaving the lease to the caller, when no
+// recipient was due.
+func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, now time.Time, domain string, flush bool) bool {
+	var due []int
+	for i := range qm.Recipients {
+		if q.due(&qm.Recipients[i], now, domain, flush) {
+			due = append(due, i)
+		}
+	}
+	if len(due) == 0 {
+		return false
+	}
+	body, err := q.openBody(ctx, qm.ID)
+	if err != nil {
+		// Unreadable: keep the recipients and say so; the store's own
+		// checks quarantine what is really broken.
+		q.m.cfg.logger().Error("mailroute: queue: body", "id", qm.ID, "error", err)
+		return false
+	}
+	defer body.Close()
+
+	rcpts := make([]message.Address, len(due))
+	for k, i := range due {
+		a, err := message.ParseAddress(qm.Recipients[i].Rcpt)
+		if err != nil { // stored by us: cannot happen unless edited by hand
+			a = message.Address{}
+		}
+		rcpts[k] = a
+	}
+	res := &Result{Recipients: make([]RecipientResult, len(due))}
+	jobs := q.jobs(qm, due, rcpts, body, res)
+	q.m.runJobs(ctx, jobs)
+
+	if ctx.Err() != nil {
+		// Shut down (or a Flush given up) mid-attempt: the outcome is
+		// unknown for some; leave the message as it was, to be retried.
+		return false
+	}
+	q.record(ctx, qm, due, res, now)
+	return true
+}
+
+func (q *queueRuntime) openBody(ctx context.Context, id string) (*message.Body, error) {
+	rc, err := q.store.Body(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return message.NewBody(rc, message.BodyOptions{})
+}
+
+// jobs groups the due recipients by domain. Recipients whose direct
+// attempts reached RetryPolicy.FallbackAfter go to the smarthost, when there
+// is one: the fallback over time.
+func (q *queueRuntime) jobs(qm *QueuedMessage, due []int, rcpts []message.Address, body *message.Body, res *Result) []*job {
+	direct := q.m.group(qm.From, utf8Local(qm.From), rcpts, body, res)
+	if q.m.relay == nil || q.policy.FallbackAfter < 0 {
+		for _, j := range direct {
+			j.relay = q.m.relay
+		}
+		return direct
+	}
+	var out []*job
+	for _, j := range direct {
+		j.relay = q.m.relay
+		var keep, move []int
+		for k := range j.rcpts {
+			if qm.Recipients[due[j.index[k]]].DirectAttempts >= q.policy.FallbackAfter {
+				move = append(move, k)
+			} else {
+				keep = append(keep, k)
+			}
+		}
+		if len(move) == 0 {
+			out = append(out, j)
+			continue
+		}
+		relayJob := &job{
+			dest: j.dest, from: j.from, utf8: j.utf8, body: j.body, relay: j.relay, result: j.result,
+			forceRelay: true,
+			route: Route{Via: Smarthost, Reason: fmt.Sprintf("%d deferred direct attempts: fallback to the smarthost (RetryPolicy.FallbackAfter)",
+				q.policy.FallbackAfter)},
+		}
+		for _, k := range move {
+			relayJob.rcpts = append(relayJob.rcpts, j.rcpts[k])
+			relayJob.index = append(relayJob.index, j.index[k])
+		}
+		out = append(out, relayJob)
+		if len(keep) > 0 {
+			rest := *j
+			rest.rcpts, rest.index = nil, nil
+			for _, k := range keep {
+				rest.rcpts = append(rest.rcpts, j.rcpts[k])
+				rest.index = append(rest.index, j.index[k])
+			}
+			out = append(out, &rest)
+		}
+	}
+	return out
+}
+
+// utf8Local reports whether a stored reverse-path needs SMTPUTF8.
+func utf8Local(from string) bool {
+	for i := 0; i < len(from); i++ {
+		if from[i] >= 0x80 {
+			return true
+		}
+	}
+	return false
+}
+
+// record applies an attempt's results to the queued message, persists it,
+// and reports each outcome.
+func (q *queueRuntime) record(ctx context.Context, qm *QueuedMessage, due []int, res *Result, now time.Time) {
+	remove := make(map[int]bool)
+	var events []Event
+	var bounces []bounce
+	for k, i := range due {
+		rr := res.Recipients[k]
+		qr := &qm.Recipients[i]
+		qr.Attempts++
+		ev := Event{QueueID: qm.ID, Rcpt: qr.Rcpt, Route: rr.Route, Via: rr.Via, Fallback: rr.Fallback,
+			Host: rr.Host, Attempt: qr.Attempts, Err: rr.Err}
+		switch rr.Status {
+		case Delivered:
+			ev.Kind = EventDelivered
+			remove[i] = true
+		case Failed:
+			ev.Kind = EventFailed
+			remove[i] = true
+			bounces = append(bounces, bounce{rcpt: qr.Rcpt, err: rr.Err, attempts: qr.Attempts, host: rr.Host})
+		default:
+			if rr.Via == Direct && !rr.Fallback {
+				qr.DirectAttempts++
+			}
+			if rr.Err != nil {
+				qr.LastError = rr.Err.Error()
+			}
+			if now.Sub(qr.Queued) >= q.policy.MaxAge {
+				ev.Kind = EventGaveUp
+				remove[i] = true
+				bounces = append(bounces, bounce{rcpt: qr.Rcpt, err: rr.Err, attempts: qr.Attempts, host: rr.Host, gaveUp: true})
+				break
+			}
+			qr.NextAttempt = now.Add(q.policy.delay(qr.Attempts))
+			ev.Kind, ev.NextAttempt = EventDeferred, qr.NextAttempt
+			if throttledBy(rr.Err) {
+				q.hold(domainOf(qr.Rcpt), qr.NextAttempt)
+			}
+		}
+		events = append(events, ev)
+	}
+	kept := qm.Recipients[:0]
+	for i, r := range qm.Recipients {
+		if !remove[i] {
+			kept = append(kept, r)
+		}
+	}
+	qm.Recipients = kept
+	var headers []byte
+	if len(bounces) > 0 && q.m.cfg.DSN {
+		headers = q.m.originalHeaders(ctx, qm.ID) // before Update may delete the body
+	}
+	if err := q.store.Update(context.WithoutCancel(ctx), qm); err != nil {
+		// The old state stays on disk: the recipients are retried, at
+		// worst delivered twice, never lost.
+		q.m.cfg.logger().Error("mailroute: queue: recording an attempt", "id", qm.ID, "error", err)
+	}
+	for _, ev := range events {
+		q.m.emit(ev)
+	}
+	if len(bounces) > 0 {
+		q.m.sendDSN(ctx, qm, bounces, headers, now)
+	}
+}
+
+// throttledBy reports whether a deferral was the destination pushing back
+// (421 "too busy", a 4.7.x rate limit) rather than one recipient's
+// problem, so that the destination's other queued mail waits too.
+func throttledBy(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	if e.Code == 421 {
+		return true
+	}
+	return e.Code/100 == 4 && e.Enhanced[1] == 7 && Classify(err) != ClassGreylist
+}
+
+// hold keeps a destination's queued mail back until t.
+func (q *queueRuntime) hold(domain string, t time.Time) {
+	q.holdMu.Lock()
+	if t.After(q.holds[domain]) {
+		q.holds[domain] = t
+	}
+	for d, until := range q.holds { // forget holds that have passed
+		if until.Before(q.now()) {
+			delete(q.holds, d)
+		}
+	}
+	q.holdMu.Unlock()
+}
+
+// enqueueDeferred persists the recipients Send could not deliver, before
+// Send returns; their status becomes Queued. When the store fails, they
+// stay Deferred with the store's error joined to theirs.
+func (q *queueRuntime) enqueueDeferred(ctx context.Context, from string, res *Result, body *message.Body) {
+	now := q.now()
+	qm := &QueuedMessage{From: from, Created: now}
+	var idx []int
+	for i, r := range res.Recipients {
+		if r.Status != Deferred {
+			continue
+		}
+		qr := QueuedRecipient{Rcpt: r.Rcpt, Attempts: 1, Queued: now, NextAttempt: now.Add(q.policy.delay(1))}
+		if r.Via == Direct && !r.Fallback {
+			qr.DirectAttempts = 1
+		}
+		if r.Err != nil {
+			qr.LastError = r.Err.Error()
+		}
+		qm.Recipients = append(qm.Recipients, qr)
+		idx = append(idx, i)
+	}
+	if len(idx) > 0 {
+		err := q.store.Enqueue(context.WithoutCancel(ctx), qm, body.Reader())
+		for k, i := range idx {
+			r := &res.Recipients[i]
+			if err != nil {
+				r.Err = errors.Join(r.Err, fmt.Errorf("mailroute: not queued: %w", err))
+				continue
+			}
+			r.Status = Queued
+			q.m.emit(Event{Kind: EventQueued, QueueID: qm.ID, Rcpt: r.Rcpt, Route: r.Route, Via: r.Via,
+				Fallback: r.Fallback, Host: r.Host, Attempt: 1, NextAttempt: qm.Recipients[k].NextAttempt, Err: r.Err})
+		}
+	}
+	q.m.reportFirstAttempt(res)
+}
+
+// reportFirstAttempt gives OnEvent the outcomes of a Send's attempt that
+// did not enter the queue.
+func (m *Mailer) reportFirstAttempt(res *Result) {
+	if m.cfg.OnEvent == nil {
+		return
+	}
+	for _, r := range res.Recipients {
+		ev := Event{Rcpt: r.Rcpt, Route: r.Route, Via: r.Via, Fallback: r.Fallback, Host: r.Host, Attempt: 1, Err: r.Err}
+		switch r.Status {
+		case Delivered:
+			ev.Kind = EventDelivered
+		case Failed:
+			ev.Kind = EventFailed
+		case Deferred:
+			ev.Kind = EventDeferred
+		default:
+			continue // Queued: reported when it was queued
+		}
+		m.emit(ev)
+	}
+}
+
+func (m *Mailer) emit(ev Event) {
+	if m.cfg.OnEvent != nil {
+		m.cfg.OnEvent(ev)
+	}
+}
+
+// Enqueue stores a message in the queue and returns once it is durable;
+// the queue's workers deliver it, at once and then on the RetryPolicy's
+// schedule. For mail that must never be lost even if the process dies
+// during delivery: Send attempts first and queues only what failed.
+// Addresses and body are checked as by Send.
+func (m *Mailer) Enqueue(ctx context.Context, from string, to []string, msg io.Reader) (id string, err error) {
+	if m.queue == nil {
+		return "", ErrNoQueue
+	}
+	select {
+	case <-m.closed:
+		return "", ErrClosed
+	default:
+	}
+	env, err := parseEnvelope(from, to)
+	if err != nil {
+		return "", err
+	}
+	body, err := m.readBody(msg)
+	if err != nil {
+		return "", err
+	}
+	defer body.Close()
+	now := m.queue.now()
+	qm := &QueuedMessage{From: env.from, Created: now}
+	for _, a := range env.rcpts {
+		qm.Recipients = append(qm.Recipients, QueuedRecipient{Rcpt: a.String(), Queued: now, NextAttempt: now})
+	}
+	if err := m.queue.store.Enqueue(ctx, qm, body.Reader()); err != nil {
+		return "", fmt.Errorf("mailroute: queue: %w", err)
+	}
+	m.queue.poke()
+	return qm.ID, nil
+}
+
+// QueueList returns what is queued: every message with its recipients,
+// attempts, next attempt and last error (mailroute's `postqueue -p`).
+func (m *Mailer) QueueList(ctx context.Context) ([]*QueuedMessage, error) {
+	if m.queue == nil {
+		return nil, ErrNoQueue
+	}
+	return m.queue.store.List(ctx)
+}
+
+// Flush retries now every queued recipient at domain, or every queued
+// recipient when domain is "", whatever their schedule (mailroute's
+// `postqueue -f`), and returns when the attempt is over. Messages that a
+// worker is attempting at the moment are left to it.
+func (m *Mailer) Flush(ctx context.Context, domain string) error {
+	if m.queue == nil {
+		return ErrNoQueue
+	}
+	if domain != "" {
+		d, err := parseDestination(domain)
+		if err != nil {
+			return err
+		}
+		domain = d.Domain
+	}
+	m.queue.round(ctx, domain, true)
+	return nil
+}

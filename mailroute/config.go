@@ -69,6 +69,15 @@ type Config struct {
 	// Logger receives one line per delivery attempt. nil: nothing is
 	// logged.
 	Logger *slog.Logger
+	// DKIM lists the DKIM signatures added to every message, once, before
+	// routing, so that direct and smarthost deliveries carry the same
+	// ones. nil: messages are not signed. One RSA and one Ed25519
+	// signature is the usual pair; Check verifies the published keys.
+	DKIM []DKIMSignature
+	// Headers says which missing header fields are added before signing.
+	// The zero value adds a Date and a Message-ID to the messages that are
+	// signed and lack them.
+	Headers HeaderOptions
 }
 
 func (c *Config) concurrency() int {

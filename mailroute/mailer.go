@@ -76,6 +76,9 @@ func New(cfg Config) (*Mailer, error) {
 	if err := cfg.Direct.check(); err != nil {
 		return nil, err
 	}
+	if err := cfg.checkDKIM(); err != nil {
+		return nil, err
+	}
 
 	m.direct.m = m
 	m.mx = &mx.Cache{

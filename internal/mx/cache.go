@@ -64,6 +64,11 @@ func ttlOr(d, def time.Duration) time.Duration {
 func (c *Cache) Peek(ctx context.Context, domain string) (Answer, error) {
 	e := c.entry(domain)
 	select {
+	case <-e.done: // an answer at hand wins over a cancelled context
+		return e.answer, e.err
+	default:
+	}
+	select {
 	case <-e.done:
 		return e.answer, e.err
 	case <-ctx.Done():

@@ -145,3 +145,36 @@ func (r *ServerResolver) LookupIPAddr(ctx context.Context, host string) ([]net.I
 		return nil, &net.DNSError{Err: "no such host", Name: host, Server: r.Addr, IsNotFound: true}
 	}
 }
+
+// LookupTXT returns the TXT records of name, the strings of each record
+// joined into one as net.Resolver does (a DKIM key or an SPF record longer
+// than 255 octets is published as several strings of one record).
+func (r *ServerResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	rrs, err := r.exchange(ctx, name, dns.TypeTXT)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(rrs))
+	for _, rr := range rrs {
+		out = append(out, strings.Join(rr.(*dns.TXT).Txt, ""))
+	}
+	return out, nil
+}
+
+// LookupAddr returns the names of addr's PTR records (reverse DNS), fully
+// qualified with a trailing dot as net.Resolver returns them.
+func (r *ServerResolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
+	rev, err := dns.ReverseAddr(addr)
+	if err != nil {
+		return nil, &net.DNSError{Err: "unrecognized address", Name: addr, Server: r.Addr}
+	}
+	rrs, err := r.exchange(ctx, rev, dns.TypePTR)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(rrs))
+	for _, rr := range rrs {
+		out = append(out, dns.Fqdn(rr.(*dns.PTR).Ptr))
+	}
+	return out, nil
+}

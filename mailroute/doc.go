@@ -20,7 +20,9 @@
 //     fails the whole Send before any connection) and canonicalise the body
 //     once: every line ends in CRLF, so that nothing inside the message can
 //     end the DATA phase early (SMTP smuggling); large bodies spill to a
-//     temporary file and every route reads the same bytes.
+//     temporary file and every route reads the same bytes. Then, once, add a
+//     missing Date and Message-ID and the DKIM signatures ([Config.DKIM]),
+//     so that both paths carry the same signed message.
 //  2. Group recipients by domain. Each domain is normalised once (lower
 //     case, A-labels, no trailing dot) into a [Destination].
 //  3. Route each destination: a [Router] returns a [Route] — [Direct] or
@@ -41,6 +43,13 @@
 //     recipient whose direct delivery failed in a way the relay can fix —
 //     no MX reachable, a reputation or policy refusal — is re-sent through
 //     the smarthost ([FallbackPolicy], [Classify]).
+//  6. Queue what is still deferred ([Config.Queue], [Spool]): it survives
+//     restarts and is retried on the [RetryPolicy] schedule, through the
+//     smarthost after repeated direct deferrals, until delivered or given
+//     up with an RFC 3464 notification ([Config.DSN], [Config.OnEvent]).
+//
+// [Check] tells whether the sender's own setup — EHLO name and reverse
+// DNS, SPF, DKIM records, DMARC alignment — is right for both paths.
 //
 // # MX resolution
 //
@@ -73,4 +82,8 @@
 //   - RFC 4954 (AUTH) with RFC 4616 (PLAIN), LOGIN and RFC 2195 (CRAM-MD5).
 //   - RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 3463
 //     and RFC 2034 (enhanced status codes).
+//   - RFC 6376 and RFC 8463 (DKIM with RSA and Ed25519), RFC 8301 (key
+//     sizes); RFC 7208 (SPF) and RFC 7489 (DMARC) in Check.
+//   - RFC 3464 (delivery status notifications), RFC 3834
+//     (Auto-Submitted); RFC 5321 §4.5.4.1 retry strategy.
 package mailroute

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
@@ -97,12 +98,27 @@ func smarthostError(err error) *Error {
 		return fromClient(err, nil)
 	case errors.Is(err, smtpclient.ErrAuthFailed), errors.Is(err, smtpclient.ErrNoAuthMechanism),
 		errors.Is(err, smtpclient.ErrAuthRefusedInsecure),
-		ce != nil && ce.Code == 530: // 5.7.0 authentication required
+		authRequired(ce):
 		e := fromClient(err, ErrSmarthostAuth)
 		e.Permanent = false
 		return e
 	}
 	return fromClient(err, nil)
+}
+
+// authRequired reports whether a reply says the relay wants AUTH first:
+// 530 5.7.0 (RFC 4954), or what servers answer instead — maddy's "502 5.7.0
+// Please authenticate first", others' 550 5.7.1 "authentication required".
+func authRequired(ce *smtpclient.Error) bool {
+	switch {
+	case ce == nil:
+		return false
+	case ce.Code == 530:
+		return true
+	case ce.Code >= 500 && ce.Enhanced[1] == 7:
+		return strings.Contains(strings.ToLower(ce.Message), "authenticat")
+	}
+	return false
 }
 
 // deliverSmarthost hands a job to the relay, ≤100 recipients per
@@ -145,7 +161,7 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 	}
 	if err != nil {
 		var ce *smtpclient.Error
-		if errors.As(err, &ce) && ce.Code == 530 {
+		if errors.As(err, &ce) && ce.Command == "MAIL" && authRequired(ce) {
 			// "Authentication required" at MAIL: configured without
 			// credentials for a relay that wants them.
 			e := smarthostError(err)

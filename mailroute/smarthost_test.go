@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailroute/go-mailroute/internal/smtpclient"
 	"github.com/mailroute/go-mailroute/internal/smtptest"
 	"github.com/mailroute/go-mailroute/internal/testpki"
 )
@@ -265,5 +266,27 @@ func TestRelayInsecurePlaintextLoopback(t *testing.T) {
 	}
 	if len(s.Messages()) != 1 {
 		t.Fatal("not delivered to the local relay")
+	}
+}
+
+// maddy answers MAIL from an unauthenticated client with "502 5.7.0 Please
+// authenticate first" rather than 530: still the configuration's fault, and
+// the mail is kept.
+func TestAuthRequiredReplies(t *testing.T) {
+	for _, ce := range []*smtpclient.Error{
+		{Code: 530, Enhanced: [3]int{5, 7, 0}, Message: "Authentication required", Command: "MAIL"},
+		{Code: 502, Enhanced: [3]int{5, 7, 0}, Message: "Please authenticate first", Command: "MAIL"},
+		{Code: 550, Enhanced: [3]int{5, 7, 1}, Message: "Client was not authenticated", Command: "MAIL"},
+	} {
+		if !authRequired(ce) {
+			t.Errorf("%+v not recognised", ce)
+		}
+		e := smarthostError(ce)
+		if !errors.Is(e, ErrSmarthostAuth) || e.Permanent {
+			t.Errorf("%+v: %v permanent=%v", ce, e, e.Permanent)
+		}
+	}
+	if authRequired(&smtpclient.Error{Code: 550, Enhanced: [3]int{5, 7, 1}, Message: "Relaying denied"}) {
+		t.Error("a relay refusal taken for an auth requirement")
 	}
 }

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # internal/peers/peers.sh - entry point for the real servers mailroute's tests
 # run against on loopback: Postfix (MX receiver + submission smarthost, see
-# postfix.sh) and CoreDNS (the test zones, see coredns.sh). Used by .ci/run and
-# by developers; internal/peertest reads the environment printed by `env`.
+# postfix.sh), CoreDNS (the test zones, see coredns.sh) and maddy (a second
+# submission smarthost, see maddy.sh). Used by .ci/run and by developers;
+# internal/peertest reads the environment printed by `env`.
 #
 # Usage: peers.sh install|start|stop|restart|status|env
-#   install  apt-get install Postfix (root) and build CoreDNS with go (cached)
+#   install  apt-get install Postfix (root), build CoreDNS and maddy with go
+#            (cached)
 #   start    install if needed, then start every peer; idempotent (a peer that
 #            runs with the same configuration is left alone, one whose
-#            configuration changed is restarted); a fresh start empties the Maildirs
+#            configuration changed is restarted); a fresh start empties the
+#            Maildirs (Postfix) and the message store (maddy)
 #   stop     stop every peer (no-op when none runs)
 #   status   one line per peer; exit 1 unless all run
 #   env      print the `export` lines for the tests:
@@ -19,19 +22,17 @@
 #   eval "$(bash internal/peers/peers.sh env)"
 #   go test ./...
 #
-# Env: PEERS_DIR (/tmp/mailroute-peers): all state, logs, Maildirs and the
-# cached CoreDNS binary. The port variables of postfix.sh and coredns.sh
-# (PF_SMTP_PORT, DNS_PORT, ...) are honoured here too.
+# Env: PEERS_DIR (/tmp/mailroute-peers): all state, logs, Maildirs, maddy's
+# store and the cached CoreDNS and maddy binaries. The settings of
+# postfix.sh, coredns.sh and maddy.sh (PF_SMTP_PORT, DNS_PORT,
+# MADDY_SUBMISSION_PORT, ...) are honoured here too.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export PEERS_DIR=${PEERS_DIR:-/tmp/mailroute-peers}
 
-# The peers, in start order. maddy (a second, Go-based MX/submission
-# implementation) is a later issue: it will be internal/peers/maddy.sh,
-# adapted from the shared maddy recipe, listed here, and given its own
-# MAILROUTE_MADDY_* variables in `env`.
-PEERS="coredns postfix"
+# The peers, in start order (maddy's DNS is CoreDNS, so it comes after).
+PEERS="coredns postfix maddy"
 
 log() { echo "peers: $*" >&2; }
 
@@ -62,7 +63,17 @@ export MAILROUTE_SUBMISSIONS_ADDR=127.0.0.1:${PF_SUBMISSIONS_PORT:-4650}
 export MAILROUTE_SUBMITTED_MAILDIR=$pf/mail/submitted
 export MAILROUTE_SMARTHOST_USER=${PF_USER:-testuser@example.org}
 export MAILROUTE_SMARTHOST_PASS=${PF_PASS:-testpass}
+export MAILROUTE_MADDY_SUBMISSION_ADDR=127.0.0.1:${MADDY_SUBMISSION_PORT:-5871}
+export MAILROUTE_MADDY_SUBMISSIONS_ADDR=127.0.0.1:${MADDY_SUBMISSIONS_PORT:-4651}
+export MAILROUTE_MADDY_STORE=$PEERS_DIR/maddy/store/submitted
+export MAILROUTE_MADDY_CERT=$PEERS_DIR/maddy/tls/cert.pem
 EOF
+  # maddy's credentials only when they differ from Postfix's (peertest falls
+  # back to MAILROUTE_SMARTHOST_USER/PASS).
+  local mu=${MADDY_USER:-testuser@example.org} mp=${MADDY_PASS:-testpass}
+  if [ "$mu" != "${PF_USER:-testuser@example.org}" ] || [ "$mp" != "${PF_PASS:-testpass}" ]; then
+    printf 'export MAILROUTE_MADDY_USER=%q\nexport MAILROUTE_MADDY_PASS=%q\n' "$mu" "$mp"
+  fi
 }
 
 case "${1:-}" in

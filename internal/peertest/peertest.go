@@ -1,8 +1,9 @@
 // Package peertest connects tests to the real servers that
 // internal/peers/peers.sh runs on loopback: Postfix (an MX-style receiver on
-// 127.0.0.1 and 127.0.0.2, and an authenticated submission smarthost) and
-// CoreDNS (the test zones). It only reads the environment printed by
-// `peers.sh env`; it starts nothing.
+// 127.0.0.1 and 127.0.0.2, and an authenticated submission smarthost),
+// maddy (a second authenticated submission smarthost) and CoreDNS (the test
+// zones). It only reads the environment printed by `peers.sh env`; it
+// starts nothing.
 //
 //	bash internal/peers/peers.sh start
 //	eval "$(bash internal/peers/peers.sh env)"
@@ -14,7 +15,10 @@
 //
 // Mail that Postfix accepts is stored in Maildirs (one file per recipient);
 // [ReadMaildir] and [Env.WaitMaildir] read them back and [Mail.Sent] returns
-// the message as the client sent it, for byte-for-byte comparisons.
+// the message as the client sent it, for byte-for-byte comparisons. Mail
+// that maddy accepts is stored one file per message in Env.MaddyStore;
+// [ReadMaddyStore] and [Env.WaitMaddy] read it back, with the envelope, and
+// [MaddyMail.Sent] returns the message as the client sent it.
 //
 // The DNS zones (see internal/peers/README.md):
 //
@@ -89,6 +93,28 @@ type Env struct {
 	// (MAILROUTE_SMARTHOST_USER / MAILROUTE_SMARTHOST_PASS); PLAIN, LOGIN
 	// and CRAM-MD5 are offered, only after TLS.
 	SmarthostUser, SmarthostPass string
+
+	// MaddySubmissionAddr is maddy's submission endpoint with STARTTLS +
+	// AUTH (MAILROUTE_MADDY_SUBMISSION_ADDR, "127.0.0.1:5871"). It
+	// advertises AUTH PLAIN only (LOGIN works when sent anyway), only after
+	// TLS, and answers a wrong password with 454 4.7.0, not 535.
+	MaddySubmissionAddr string
+	// MaddySubmissionsAddr is the same with implicit TLS
+	// (MAILROUTE_MADDY_SUBMISSIONS_ADDR, "127.0.0.1:4651").
+	MaddySubmissionsAddr string
+	// MaddyStore is the directory where maddy stores every message its
+	// submission endpoints accept, one file per message, whatever the
+	// recipients (MAILROUTE_MADDY_STORE). See [MaddyMail].
+	MaddyStore string
+	// MaddyCert is the PEM file of maddy's self-signed certificate
+	// (MAILROUTE_MADDY_CERT), valid for mx.example.org, localhost and
+	// 127.0.0.1. See [Env.MaddyCertPool].
+	MaddyCert string
+	// MaddyUser and MaddyPass are maddy's credentials
+	// (MAILROUTE_MADDY_USER / MAILROUTE_MADDY_PASS, which `peers.sh env`
+	// prints only when they differ from SmarthostUser and SmarthostPass;
+	// those are the default).
+	MaddyUser, MaddyPass string
 }
 
 // PostfixAddr returns ip:PostfixPort, ip being "127.0.0.1" or "127.0.0.2".
@@ -100,7 +126,18 @@ func (e Env) PostfixAddr(ip string) string {
 // tests that verify the peers' certificate.
 func (e Env) CertPool(t testing.TB) *x509.CertPool {
 	t.Helper()
-	pool, err := loadCert(e.PostfixCert)
+	pool, err := loadCert("Postfix", e.PostfixCert)
+	if err != nil {
+		t.Fatalf("peertest: %v", err)
+	}
+	return pool
+}
+
+// MaddyCertPool returns a pool holding MaddyCert, for tls.Config.RootCAs in
+// tests that verify maddy's certificate.
+func (e Env) MaddyCertPool(t testing.TB) *x509.CertPool {
+	t.Helper()
+	pool, err := loadCert("maddy", e.MaddyCert)
 	if err != nil {
 		t.Fatalf("peertest: %v", err)
 	}
@@ -118,8 +155,9 @@ var (
 
 // Require returns the peers' Env, or skips the test when MAILROUTE_PEERS is
 // not "1". With MAILROUTE_PEERS=1 every variable must be set and every peer
-// must answer (the SMTP greeting on both receiver addresses and on the
-// submission ports, an MX answer from the DNS server); otherwise the test
+// must answer (the SMTP greeting on both receiver addresses and on
+// Postfix's and maddy's submission ports, an MX answer from the DNS
+// server); otherwise the test
 // fails: a missing peer is an error, not a reason to skip. The check runs
 // once per test binary.
 func Require(t testing.TB) Env {
@@ -158,6 +196,16 @@ func load(getenv func(string) string) (Env, error) {
 		SubmittedMaildir: get("MAILROUTE_SUBMITTED_MAILDIR"),
 		SmarthostUser:    get("MAILROUTE_SMARTHOST_USER"),
 		SmarthostPass:    get("MAILROUTE_SMARTHOST_PASS"),
+
+		MaddySubmissionAddr:  get("MAILROUTE_MADDY_SUBMISSION_ADDR"),
+		MaddySubmissionsAddr: get("MAILROUTE_MADDY_SUBMISSIONS_ADDR"),
+		MaddyStore:           get("MAILROUTE_MADDY_STORE"),
+		MaddyCert:            get("MAILROUTE_MADDY_CERT"),
+		MaddyUser:            getenv("MAILROUTE_MADDY_USER"),
+		MaddyPass:            getenv("MAILROUTE_MADDY_PASS"),
+	}
+	if e.MaddyUser == "" && e.MaddyPass == "" {
+		e.MaddyUser, e.MaddyPass = e.SmarthostUser, e.SmarthostPass
 	}
 	port := get("MAILROUTE_POSTFIX_PORT")
 	if len(missing) > 0 {
@@ -176,7 +224,11 @@ const probeTimeout = 3 * time.Second
 // probe checks that every peer answers, and joins one error per silent peer.
 func probe(e Env) error {
 	var errs []error
-	pool, err := loadCert(e.PostfixCert)
+	pool, err := loadCert("Postfix", e.PostfixCert)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	maddyPool, err := loadCert("maddy", e.MaddyCert)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -192,6 +244,15 @@ func probe(e Env) error {
 		tc := &tls.Config{RootCAs: pool, ServerName: "localhost"}
 		if err := greeting(e.SubmissionsAddr, tc); err != nil {
 			errs = append(errs, fmt.Errorf("Postfix submissions (implicit TLS): %w", err))
+		}
+	}
+	if err := greeting(e.MaddySubmissionAddr, nil); err != nil {
+		errs = append(errs, fmt.Errorf("maddy submission: %w", err))
+	}
+	if maddyPool != nil {
+		tc := &tls.Config{RootCAs: maddyPool, ServerName: "localhost"}
+		if err := greeting(e.MaddySubmissionsAddr, tc); err != nil {
+			errs = append(errs, fmt.Errorf("maddy submissions (implicit TLS): %w", err))
 		}
 	}
 	if err := dnsProbe(e.DNS); err != nil {
@@ -244,18 +305,19 @@ func dnsProbe(server string) error {
 	return nil
 }
 
-func loadCert(path string) (*x509.CertPool, error) {
+// loadCert reads the PEM certificate of the peer called who.
+func loadCert(who, path string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("Postfix certificate: %w", err)
+		return nil, fmt.Errorf("%s certificate: %w", who, err)
 	}
 	blk, _ := pem.Decode(b)
 	if blk == nil || blk.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("Postfix certificate: %s holds no PEM certificate", path)
+		return nil, fmt.Errorf("%s certificate: %s holds no PEM certificate", who, path)
 	}
 	cert, err := x509.ParseCertificate(blk.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("Postfix certificate %s: %w", path, err)
+		return nil, fmt.Errorf("%s certificate %s: %w", who, path, err)
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)

@@ -16,6 +16,11 @@ func fullEnv() map[string]string {
 		"MAILROUTE_SUBMITTED_MAILDIR": "/p/postfix/mail/submitted",
 		"MAILROUTE_SMARTHOST_USER":    "testuser@example.org",
 		"MAILROUTE_SMARTHOST_PASS":    "testpass",
+
+		"MAILROUTE_MADDY_SUBMISSION_ADDR":  "127.0.0.1:5871",
+		"MAILROUTE_MADDY_SUBMISSIONS_ADDR": "127.0.0.1:4651",
+		"MAILROUTE_MADDY_STORE":            "/p/maddy/store/submitted",
+		"MAILROUTE_MADDY_CERT":             "/p/maddy/tls/cert.pem",
 	}
 }
 
@@ -31,6 +36,11 @@ func TestLoad(t *testing.T) {
 		SubmissionAddr: "127.0.0.1:5870", SubmissionsAddr: "127.0.0.1:4650",
 		SubmittedMaildir: "/p/postfix/mail/submitted",
 		SmarthostUser:    "testuser@example.org", SmarthostPass: "testpass",
+
+		MaddySubmissionAddr: "127.0.0.1:5871", MaddySubmissionsAddr: "127.0.0.1:4651",
+		MaddyStore: "/p/maddy/store/submitted", MaddyCert: "/p/maddy/tls/cert.pem",
+		// Postfix's credentials, since MAILROUTE_MADDY_USER/PASS are unset.
+		MaddyUser: "testuser@example.org", MaddyPass: "testpass",
 	}
 	if e != want {
 		t.Fatalf("load = %+v\nwant %+v", e, want)
@@ -39,10 +49,20 @@ func TestLoad(t *testing.T) {
 		t.Errorf("PostfixAddr = %q", got)
 	}
 
+	// maddy's own credentials, when peers.sh prints them.
+	vars["MAILROUTE_MADDY_USER"], vars["MAILROUTE_MADDY_PASS"] = "other@example.org", "otherpass"
+	if e, err = load(func(k string) string { return vars[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if e.MaddyUser != "other@example.org" || e.MaddyPass != "otherpass" || e.SmarthostUser != "testuser@example.org" {
+		t.Errorf("maddy credentials: %+v", e)
+	}
+
 	delete(vars, "MAILROUTE_DNS")
 	delete(vars, "MAILROUTE_SMARTHOST_PASS")
+	delete(vars, "MAILROUTE_MADDY_STORE")
 	_, err = load(func(k string) string { return vars[k] })
-	if err == nil || !strings.Contains(err.Error(), "MAILROUTE_DNS, MAILROUTE_SMARTHOST_PASS") {
+	if err == nil || !strings.Contains(err.Error(), "MAILROUTE_DNS, MAILROUTE_SMARTHOST_PASS, MAILROUTE_MADDY_STORE") {
 		t.Errorf("missing variables: err = %v", err)
 	}
 
@@ -71,12 +91,15 @@ func TestProbeReportsDeadPeers(t *testing.T) {
 	e := Env{
 		DNS: "127.0.0.1:1", PostfixPort: 1, PostfixCert: t.TempDir() + "/none.pem",
 		SubmissionAddr: "127.0.0.1:1", SubmissionsAddr: "127.0.0.1:1",
+		MaddySubmissionAddr: "127.0.0.1:1", MaddySubmissionsAddr: "127.0.0.1:1",
+		MaddyCert: t.TempDir() + "/none.pem",
 	}
 	err := probe(e)
 	if err == nil {
 		t.Fatal("probe found dead peers alive")
 	}
-	for _, want := range []string{"Postfix certificate", "Postfix receiver", "127.0.0.2:1", "Postfix submission", "DNS server"} {
+	for _, want := range []string{"Postfix certificate", "Postfix receiver", "127.0.0.2:1", "Postfix submission", "DNS server",
+		"maddy certificate", "maddy submission"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}

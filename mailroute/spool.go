@@ -33,6 +33,10 @@ type Spool struct {
 	once  sync.Once
 	store *spool.Store
 	err   error
+	// leased keeps the store's own copy of each leased message: it carries
+	// the lease token that makes a late Update from an expired lease fail
+	// instead of overwriting the next holder's state.
+	leased sync.Map // id → *spool.Message
 }
 
 var _ QueueStore = (*Spool)(nil)
@@ -65,6 +69,9 @@ func (s *Spool) Lease(ctx context.Context, now time.Time, max int, lease time.Du
 		return nil, err
 	}
 	msgs, err := st.Lease(ctx, now, max, lease)
+	for _, sm := range msgs {
+		s.leased.Store(sm.ID, sm)
+	}
 	return fromSpoolAll(msgs), err
 }
 
@@ -83,7 +90,13 @@ func (s *Spool) Update(ctx context.Context, m *QueuedMessage) error {
 	if err != nil {
 		return err
 	}
-	return st.Update(ctx, toSpool(m))
+	sm := toSpool(m)
+	if v, ok := s.leased.LoadAndDelete(m.ID); ok {
+		held := v.(*spool.Message)
+		held.Recipients = sm.Recipients
+		sm = held
+	}
+	return st.Update(ctx, sm)
 }
 
 // Release implements QueueStore.
@@ -92,6 +105,7 @@ func (s *Spool) Release(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	s.leased.Delete(id)
 	st.Release(id)
 	return nil
 }

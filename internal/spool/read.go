@@ -125,7 +125,7 @@ func (s *Store) Body(ctx context.Context, id string) (*os.File, error) {
 	f, err := os.Open(s.bodyPath(id))
 	switch {
 	case err == nil:
-		err = checkBody(ctx, f, want)
+		err = checkBody(ctx, f, id, want)
 		if err == nil {
 			return f, nil
 		}
@@ -138,25 +138,25 @@ func (s *Store) Body(ctx context.Context, id string) (*os.File, error) {
 	case s.isGone(e): // deleted by Update meanwhile
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	default:
-		err = fmt.Errorf("%w: body file missing", ErrCorrupt)
+		err = fmt.Errorf("%w: %s: body file missing", ErrCorrupt, id)
 	}
 	s.quarantineEntry(e, id, err)
-	return nil, fmt.Errorf("spool: body of %s: %w", id, err)
+	return nil, err
 }
 
 // checkBody reads f through, compares size and CRC-32C with want (a
 // mismatch wraps ErrCorrupt), and rewinds it.
-func checkBody(ctx context.Context, f *os.File, want bodyInfo) error {
+func checkBody(ctx context.Context, f *os.File, id string, want bodyInfo) error {
 	h := crc32.New(castagnoli)
 	n, err := io.Copy(h, ctxReader{ctx, f})
 	if err != nil {
 		return err
 	}
 	if n != want.size {
-		return fmt.Errorf("%w: body is %d bytes, state says %d", ErrCorrupt, n, want.size)
+		return fmt.Errorf("%w: %s: body is %d bytes, state says %d", ErrCorrupt, id, n, want.size)
 	}
 	if got := h.Sum32(); got != want.crc {
-		return fmt.Errorf("%w: body checksum %08x, state says %08x", ErrCorrupt, got, want.crc)
+		return fmt.Errorf("%w: %s: body checksum %08x, state says %08x", ErrCorrupt, id, got, want.crc)
 	}
 	_, err = f.Seek(0, io.SeekStart)
 	return err

@@ -107,7 +107,9 @@ func (s *Store) removeDebris(id string) {
 	if err := s.fs.remove(s.bodyPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		s.log.Warn("spool: cannot remove the body of a failed enqueue; the next Open removes it", "id", id, "err", err)
 	}
-	// Make the removals durable where possible; if not, Open cleans up.
+	// Make the removals durable. If this fails as well, a crash can bring
+	// the message back, but only whole: its state was the last thing
+	// written and is the first thing removed.
 	s.fs.syncDir(s.queueDir)
 }
 

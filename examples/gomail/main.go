@@ -15,20 +15,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log"
-	"net"
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"text/tabwriter"
 
-	"github.com/emersion/go-sasl"
-	gosmtp "github.com/emersion/go-smtp"
 	"github.com/wneessen/go-mail"
 
 	"github.com/mailroute/go-mailroute/internal/dnstest"
+	"github.com/mailroute/go-mailroute/internal/smtptest"
 	"github.com/mailroute/go-mailroute/mailroute"
 )
 
@@ -39,17 +35,23 @@ func main() {
 		log.Fatal(err)
 	}
 	defer dns.Close()
-	mx := startServer("mx.smallisp.example", nil)
-	defer mx.close()
-	relay := startServer("relay", map[string]string{"app": "secret"})
-	defer relay.close()
+	mx, err := smtptest.Serve(smtptest.Options{Domain: "mx.smallisp.example"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mx.Close()
+	relay, err := smtptest.Serve(smtptest.Options{Domain: "relay", Auth: map[string]string{"app": "secret"}, AllowInsecureAuth: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer relay.Close()
 	dns.MX("smallisp.example", "mx.smallisp.example")
 	dns.Host("mx.smallisp.example", "127.0.0.1")
 
 	m, err := mailroute.New(mailroute.Config{
 		Hostname: "mail.example.net",
 		Smarthost: &mailroute.Relay{
-			Addr:     relay.addr,
+			Addr:     relay.Addr,
 			Username: "app",
 			Password: "secret",
 			// Only because this relay is on loopback without TLS; a real
@@ -59,7 +61,7 @@ func main() {
 		// In a real program these two stay zero: the system resolver and
 		// port 25. Here they point at the servers in this process.
 		Resolver: mailroute.DNSServer(dns.Addr),
-		Direct:   mailroute.DirectOptions{Port: mx.port},
+		Direct:   mailroute.DirectOptions{Port: mx.Port()},
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -86,13 +88,17 @@ func main() {
 	}
 
 	fmt.Println()
-	for _, s := range []*server{relay, mx} {
-		for _, d := range s.take() {
+	for _, s := range []struct {
+		name string
+		srv  *smtptest.Server
+	}{{"relay", relay}, {"mx.smallisp.example", mx}} {
+		for _, msg := range s.srv.Messages() {
+			fields := headerFields(msg.Data)
 			bcc := "no Bcc header"
-			if slices.ContainsFunc(d.fields, func(f string) bool { return strings.EqualFold(f, "Bcc") }) {
+			if slices.ContainsFunc(fields, func(f string) bool { return strings.EqualFold(f, "Bcc") }) {
 				bcc = "a Bcc header!"
 			}
-			fmt.Printf("%s got it for %s, with %s:\n    %s\n", s.name, strings.Join(d.rcpts, ", "), bcc, strings.Join(d.fields, " "))
+			fmt.Printf("%s got it for %s, with %s:\n    %s\n", s.name, strings.Join(msg.Rcpts, ", "), bcc, strings.Join(fields, " "))
 		}
 	}
 }
@@ -103,108 +109,15 @@ func check(err error) {
 	}
 }
 
-// server is an SMTP server on loopback that records what it accepts; with
-// users it requires AUTH PLAIN, as a submission relay does.
-type server struct {
-	name  string
-	addr  string
-	port  int
-	users map[string]string
-	srv   *gosmtp.Server
-
-	mu  sync.Mutex
-	got []delivery
-}
-
-// delivery is one accepted message: its envelope recipients and the names
-// of its header fields.
-type delivery struct {
-	rcpts  []string
-	fields []string
-}
-
-func startServer(name string, users map[string]string) *server {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	s := &server{name: name, addr: ln.Addr().String(), port: ln.Addr().(*net.TCPAddr).Port, users: users}
-	s.srv = gosmtp.NewServer(gosmtp.BackendFunc(func(*gosmtp.Conn) (gosmtp.Session, error) {
-		return &session{srv: s}, nil
-	}))
-	s.srv.Domain = name
-	s.srv.AllowInsecureAuth = true // loopback only, see Relay above
-	go s.srv.Serve(ln)
-	return s
-}
-
-func (s *server) close() { s.srv.Close() }
-
-// take returns the deliveries recorded since the last call.
-func (s *server) take() []delivery {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	got := s.got
-	s.got = nil
-	return got
-}
-
-type session struct {
-	srv   *server
-	user  string
-	rcpts []string
-}
-
-func (s *session) AuthMechanisms() []string {
-	if s.srv.users == nil {
-		return nil
-	}
-	return []string{sasl.Plain}
-}
-
-func (s *session) Auth(string) (sasl.Server, error) {
-	return sasl.NewPlainServer(func(_, user, pass string) error {
-		if want, ok := s.srv.users[user]; !ok || pass != want {
-			return gosmtp.ErrAuthFailed
-		}
-		s.user = user
-		return nil
-	}), nil
-}
-
-func (s *session) Mail(string, *gosmtp.MailOptions) error {
-	if s.srv.users != nil && s.user == "" {
-		return gosmtp.ErrAuthRequired
-	}
-	return nil
-}
-
-func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
-	s.rcpts = append(s.rcpts, to)
-	return nil
-}
-
-func (s *session) Data(r io.Reader) error {
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	d := delivery{rcpts: s.rcpts}
+// headerFields lists the names of a message's header fields, in order.
+func headerFields(data []byte) []string {
+	var fields []string
 	header, _, _ := bytes.Cut(data, []byte("\r\n\r\n"))
 	sc := bufio.NewScanner(bytes.NewReader(header))
 	for sc.Scan() {
 		if name, _, ok := strings.Cut(sc.Text(), ":"); ok && !strings.HasPrefix(name, " ") && !strings.HasPrefix(name, "\t") {
-			d.fields = append(d.fields, name)
+			fields = append(fields, name)
 		}
 	}
-	s.srv.mu.Lock()
-	s.srv.got = append(s.srv.got, d)
-	s.srv.mu.Unlock()
-	return nil
+	return fields
 }
-
-func (s *session) Reset() { s.rcpts = nil }
-
-func (s *session) Logout() error { return nil }
-
-var _ gosmtp.AuthSession = (*session)(nil)

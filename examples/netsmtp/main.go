@@ -26,17 +26,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"net/smtp"
 	"strconv"
-	"sync"
-
-	"github.com/emersion/go-sasl"
-	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/mailroute/go-mailroute/internal/dnstest"
+	"github.com/mailroute/go-mailroute/internal/smtptest"
 	"github.com/mailroute/go-mailroute/mailroute"
 )
 
@@ -47,10 +43,18 @@ func main() {
 		log.Fatal(err)
 	}
 	defer dns.Close()
-	mx := startServer("mx.smallisp.example", nil)
-	defer mx.close()
-	relay := startServer("relay", map[string]string{"app": "secret"})
-	defer relay.close()
+	mx, err := smtptest.Serve(smtptest.Options{Domain: "mx.smallisp.example"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mx.Close()
+	// The relay wants AUTH PLAIN, as a submission server does; on loopback
+	// it offers it without TLS (see the package comment).
+	relay, err := smtptest.Serve(smtptest.Options{Domain: "relay", Auth: map[string]string{"app": "secret"}, AllowInsecureAuth: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer relay.Close()
 	dns.MX("smallisp.example", "mx.smallisp.example")
 	dns.Host("mx.smallisp.example", "127.0.0.1")
 
@@ -59,14 +63,14 @@ func main() {
 		// In a real program these two stay zero: the system resolver and
 		// port 25. Here they point at the servers in this process.
 		Resolver: mailroute.DNSServer(dns.Addr),
-		Direct:   mailroute.DirectOptions{Port: mx.port},
+		Direct:   mailroute.DirectOptions{Port: mx.Port()},
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer m.Close()
 
-	relayAddr := net.JoinHostPort("localhost", strconv.Itoa(relay.port)) // "localhost:587" above
+	relayAddr := net.JoinHostPort("localhost", strconv.Itoa(relay.Port())) // "localhost:587" above
 	auth := smtp.PlainAuth("", "app", "secret", "localhost")
 	for _, rcpt := range []string{"friend@gmail.com", "pal@smallisp.example"} {
 		msg := []byte("From: app@example.net\r\nTo: " + rcpt + "\r\nSubject: hello\r\n\r\nHi!\r\n")
@@ -82,105 +86,17 @@ func main() {
 			log.Fatal(err)
 		}
 		fmt.Printf("%s → %v\n    why:  %s\n", rcpt, r.Via, r.Reason)
-		for _, s := range []*server{relay, mx} {
-			for _, d := range s.take() {
-				fmt.Printf("    got:  %s (%s), from %s%s\n", s.name, s.addr, d.from, d.user)
+		for name, s := range map[string]*smtptest.Server{"relay": relay, "mx.smallisp.example": mx} {
+			for _, msg := range s.Messages() {
+				if msg.Rcpts[0] != rcpt {
+					continue
+				}
+				fmt.Printf("    got:  %s (%s), from %s", name, s.Addr, msg.From)
+				if msg.AuthUser != "" {
+					fmt.Printf(", authenticated as %s", msg.AuthUser)
+				}
+				fmt.Println()
 			}
 		}
 	}
 }
-
-// server is an SMTP server on loopback that records what it accepts; with
-// users it requires AUTH PLAIN, as a submission relay does.
-type server struct {
-	name  string
-	addr  string
-	port  int
-	users map[string]string
-	srv   *gosmtp.Server
-
-	mu  sync.Mutex
-	got []delivery
-}
-
-type delivery struct {
-	from, user string
-}
-
-func startServer(name string, users map[string]string) *server {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	s := &server{name: name, addr: ln.Addr().String(), port: ln.Addr().(*net.TCPAddr).Port, users: users}
-	s.srv = gosmtp.NewServer(gosmtp.BackendFunc(func(*gosmtp.Conn) (gosmtp.Session, error) {
-		return &session{srv: s}, nil
-	}))
-	s.srv.Domain = name
-	s.srv.AllowInsecureAuth = true // loopback only: see the package comment
-	go s.srv.Serve(ln)
-	return s
-}
-
-func (s *server) close() { s.srv.Close() }
-
-// take returns the deliveries recorded since the last call.
-func (s *server) take() []delivery {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	got := s.got
-	s.got = nil
-	return got
-}
-
-type session struct {
-	srv        *server
-	user, from string
-}
-
-func (s *session) AuthMechanisms() []string {
-	if s.srv.users == nil {
-		return nil
-	}
-	return []string{sasl.Plain}
-}
-
-func (s *session) Auth(string) (sasl.Server, error) {
-	return sasl.NewPlainServer(func(_, user, pass string) error {
-		if want, ok := s.srv.users[user]; !ok || pass != want {
-			return gosmtp.ErrAuthFailed
-		}
-		s.user = user
-		return nil
-	}), nil
-}
-
-func (s *session) Mail(from string, _ *gosmtp.MailOptions) error {
-	if s.srv.users != nil && s.user == "" {
-		return gosmtp.ErrAuthRequired
-	}
-	s.from = from
-	return nil
-}
-
-func (s *session) Rcpt(string, *gosmtp.RcptOptions) error { return nil }
-
-func (s *session) Data(r io.Reader) error {
-	if _, err := io.Copy(io.Discard, r); err != nil {
-		return err
-	}
-	d := delivery{from: s.from}
-	if s.user != "" {
-		d.user = ", authenticated as " + s.user
-	}
-	s.srv.mu.Lock()
-	s.srv.got = append(s.srv.got, d)
-	s.srv.mu.Unlock()
-	return nil
-}
-
-func (s *session) Reset() { s.from = "" }
-
-func (s *session) Logout() error { return nil }
-
-var _ gosmtp.AuthSession = (*session)(nil)

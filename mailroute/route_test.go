@@ -295,3 +295,16 @@ func TestDestinationMX(t *testing.T) {
 		t.Fatal("bad domain accepted")
 	}
 }
+
+// A decision from the rules costs no allocation (the benchmarks give the
+// time; the count is exact, so it is asserted).
+func TestRouteRuleHitDoesNotAllocate(t *testing.T) {
+	m, _ := newTestMailer(t, Config{})
+	ctx := context.Background()
+	m.Route(ctx, "smallisp.test") // warm the MX cache for the second case
+	for _, addr := range []string{"friend@gmail.com", "friend@smallisp.test"} {
+		if n := testing.AllocsPerRun(100, func() { m.Route(ctx, addr) }); n != 0 {
+			t.Errorf("Route(%q) allocates %v times, want 0", addr, n)
+		}
+	}
+}

@@ -2,16 +2,18 @@
 # internal/peers/peers.sh - entry point for the real servers mailroute's tests
 # run against on loopback: Postfix (MX receiver + submission smarthost, see
 # postfix.sh), CoreDNS (the test zones, see coredns.sh) and maddy (a second
-# submission smarthost, see maddy.sh). Used by .ci/run and by developers;
+# submission smarthost, see maddy.sh) and PostgreSQL (the shared queue of
+# mailroute/riverqueue, see postgres.sh). Used by .ci/run and by developers;
 # internal/peertest reads the environment printed by `env`.
 #
 # Usage: peers.sh install|start|stop|restart|status|env
-#   install  apt-get install Postfix (root), build CoreDNS and maddy with go
-#            (cached)
+#   install  apt-get install Postfix and PostgreSQL (root), build CoreDNS and
+#            maddy with go (cached)
 #   start    install if needed, then start every peer; idempotent (a peer that
 #            runs with the same configuration is left alone, one whose
 #            configuration changed is restarted); a fresh start empties the
-#            Maildirs (Postfix) and the message store (maddy)
+#            Maildirs (Postfix), the message store (maddy) and the database
+#            (PostgreSQL)
 #   stop     stop every peer (no-op when none runs)
 #   status   one line per peer; exit 1 unless all run
 #   env      print the `export` lines for the tests:
@@ -24,15 +26,15 @@
 #
 # Env: PEERS_DIR (/tmp/mailroute-peers): all state, logs, Maildirs, maddy's
 # store and the cached CoreDNS and maddy binaries. The settings of
-# postfix.sh, coredns.sh and maddy.sh (PF_SMTP_PORT, DNS_PORT,
-# MADDY_SUBMISSION_PORT, ...) are honoured here too.
+# postfix.sh, coredns.sh, maddy.sh and postgres.sh (PF_SMTP_PORT, DNS_PORT,
+# MADDY_SUBMISSION_PORT, PG_PORT, ...) are honoured here too.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export PEERS_DIR=${PEERS_DIR:-/tmp/mailroute-peers}
 
 # The peers, in start order (maddy's DNS is CoreDNS, so it comes after).
-PEERS="coredns postfix maddy"
+PEERS="coredns postfix maddy postgres"
 
 log() { echo "peers: $*" >&2; }
 
@@ -67,6 +69,7 @@ export MAILROUTE_MADDY_SUBMISSION_ADDR=127.0.0.1:${MADDY_SUBMISSION_PORT:-5871}
 export MAILROUTE_MADDY_SUBMISSIONS_ADDR=127.0.0.1:${MADDY_SUBMISSIONS_PORT:-4651}
 export MAILROUTE_MADDY_STORE=$PEERS_DIR/maddy/store/submitted
 export MAILROUTE_MADDY_CERT=$PEERS_DIR/maddy/tls/cert.pem
+export MAILROUTE_POSTGRES_URL=$(bash "$HERE/postgres.sh" url)
 EOF
   # maddy's credentials only when they differ from Postfix's (peertest falls
   # back to MAILROUTE_SMARTHOST_USER/PASS).

@@ -36,6 +36,9 @@
 //	timeout.test      no answer
 //	anything else     NXDOMAIN
 //
+// PostgreSQL (Env.PostgresURL) holds the shared queue of
+// mailroute/riverqueue; its tests create a schema of their own per test.
+//
 // Postfix accepts mail (port Env.PostfixPort on 127.0.0.1 and 127.0.0.2) for
 // example.org, mx-test.internal, mx1down.test, cnamemx.test, amx.test and
 // mixed.test; recipients whose local part starts with "reject" get
@@ -49,7 +52,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -115,6 +120,13 @@ type Env struct {
 	// prints only when they differ from SmarthostUser and SmarthostPass;
 	// those are the default).
 	MaddyUser, MaddyPass string
+
+	// PostgresURL is the connection URL of the PostgreSQL server that
+	// internal/peers/postgres.sh runs on loopback, for the shared queue's
+	// tests (MAILROUTE_POSTGRES_URL,
+	// "postgres://mailroute:mailroute@127.0.0.1:5433/mailroute?sslmode=disable").
+	// The role owns the database: tests create their own schemas in it.
+	PostgresURL string
 }
 
 // PostfixAddr returns ip:PostfixPort, ip being "127.0.0.1" or "127.0.0.2".
@@ -157,7 +169,7 @@ var (
 // not "1". With MAILROUTE_PEERS=1 every variable must be set and every peer
 // must answer (the SMTP greeting on both receiver addresses and on
 // Postfix's and maddy's submission ports, an MX answer from the DNS
-// server); otherwise the test
+// server, PostgreSQL's answer to an SSLRequest); otherwise the test
 // fails: a missing peer is an error, not a reason to skip. The check runs
 // once per test binary.
 func Require(t testing.TB) Env {
@@ -201,8 +213,11 @@ func load(getenv func(string) string) (Env, error) {
 		MaddySubmissionsAddr: get("MAILROUTE_MADDY_SUBMISSIONS_ADDR"),
 		MaddyStore:           get("MAILROUTE_MADDY_STORE"),
 		MaddyCert:            get("MAILROUTE_MADDY_CERT"),
-		MaddyUser:            getenv("MAILROUTE_MADDY_USER"),
-		MaddyPass:            getenv("MAILROUTE_MADDY_PASS"),
+		// Checked by probe, so that an Env without it still loads (older
+		// `peers.sh env` output) and Require names it when it is missing.
+		PostgresURL: getenv("MAILROUTE_POSTGRES_URL"),
+		MaddyUser:   getenv("MAILROUTE_MADDY_USER"),
+		MaddyPass:   getenv("MAILROUTE_MADDY_PASS"),
 	}
 	if e.MaddyUser == "" && e.MaddyPass == "" {
 		e.MaddyUser, e.MaddyPass = e.SmarthostUser, e.SmarthostPass
@@ -258,6 +273,9 @@ func probe(e Env) error {
 	if err := dnsProbe(e.DNS); err != nil {
 		errs = append(errs, fmt.Errorf("DNS server: %w", err))
 	}
+	if err := postgresProbe(e.PostgresURL); err != nil {
+		errs = append(errs, fmt.Errorf("PostgreSQL: %w", err))
+	}
 	return errors.Join(errs...)
 }
 
@@ -301,6 +319,41 @@ func dnsProbe(server string) error {
 	if r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
 		return fmt.Errorf("%s: MX example.org: rcode %s, %d answers; is it the peers' DNS server?",
 			server, dns.RcodeToString[r.Rcode], len(r.Answer))
+	}
+	return nil
+}
+
+// postgresProbe checks that the server of a postgres:// URL accepts a
+// connection and answers an SSLRequest ('S' or 'N'), the first message of
+// PostgreSQL's protocol, without a driver.
+func postgresProbe(rawURL string) error {
+	if rawURL == "" {
+		return fmt.Errorf("MAILROUTE_POSTGRES_URL is not set (internal/peers/postgres.sh; `peers.sh env` prints it)")
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+		return fmt.Errorf("MAILROUTE_POSTGRES_URL=%q is not a postgres://host:port/db URL", rawURL)
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "5432")
+	}
+	c, err := net.DialTimeout("tcp", addr, probeTimeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(probeTimeout))
+	// Length 8, request code 80877103.
+	if _, err := c.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err != nil {
+		return fmt.Errorf("%s: %w", addr, err)
+	}
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(c, b); err != nil {
+		return fmt.Errorf("%s: no answer to SSLRequest: %w", addr, err)
+	}
+	if b[0] != 'S' && b[0] != 'N' {
+		return fmt.Errorf("%s: answer %q to SSLRequest; is it PostgreSQL?", addr, b)
 	}
 	return nil
 }

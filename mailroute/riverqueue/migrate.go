@@ -1,0 +1,95 @@
+package riverqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
+)
+
+// migrateLock is the pg_advisory_xact_lock key that serialises Migrate
+// across instances ("mailroute" in ASCII).
+const migrateLock int64 = 0x6d61696c726f7574
+
+// migrations are this package's own, applied after River's, in order; the
+// version is the index plus one.
+var migrations = []string{
+	// 1: the messages and the claim's index.
+	`CREATE TABLE mailroute_message (
+		id           text PRIMARY KEY,
+		job_id       bigint NOT NULL UNIQUE REFERENCES river_job (id) ON DELETE CASCADE,
+		sender       text NOT NULL,
+		created_at   timestamptz NOT NULL,
+		recipients   jsonb NOT NULL,
+		next_attempt timestamptz NOT NULL,
+		lease        bigint NOT NULL DEFAULT 0,
+		leased_by    text,
+		lease_until  timestamptz,
+		body_size    bigint NOT NULL,
+		body         bytea NOT NULL
+	);
+	CREATE INDEX river_job_mailroute_due ON river_job (queue, scheduled_at, id)
+		WHERE kind = 'mailroute_message' AND state IN ('available', 'scheduled', 'retryable');`,
+}
+
+// Migrate brings the database to the schema this package needs: River's
+// migrations first (rivermigrate, up to the latest, each version in its own
+// transaction as River requires), then the store's table and index, in one
+// transaction. A session advisory lock serialises callers, so any number of
+// instances may call it at start; a database already up to date is left
+// alone. Nothing else in the package changes the schema.
+func (s *Store) Migrate(ctx context.Context) error {
+	if s.Pool == nil {
+		return errNoPool
+	}
+	conn, err := s.Pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("riverqueue: migrate: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrateLock); err != nil {
+		return fmt.Errorf("riverqueue: migrate: lock: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrateLock)
+
+	migrator, err := rivermigrate.New(riverpgxv5.New(s.Pool), &rivermigrate.Config{Logger: s.logger()})
+	if err != nil {
+		return fmt.Errorf("riverqueue: migrate: %w", err)
+	}
+	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return fmt.Errorf("riverqueue: River's migrations: %w", err)
+	}
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS mailroute_migration (
+			version    integer PRIMARY KEY,
+			applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return fmt.Errorf("riverqueue: migrate: %w", err)
+		}
+		var have int
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM mailroute_migration`).Scan(&have); err != nil {
+			return fmt.Errorf("riverqueue: migrate: %w", err)
+		}
+		for v := have + 1; v <= len(migrations); v++ {
+			if _, err := tx.Exec(ctx, migrations[v-1]); err != nil {
+				return fmt.Errorf("riverqueue: migration %d: %w", v, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO mailroute_migration (version) VALUES ($1)`, v); err != nil {
+				return fmt.Errorf("riverqueue: migration %d: %w", v, err)
+			}
+		}
+		return nil
+	})
+}
+
+// schemaHint explains a missing table: Migrate was not called.
+func schemaHint(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table
+		return fmt.Errorf("%w (call riverqueue.Store.Migrate first)", err)
+	}
+	return err
+}

@@ -1,0 +1,333 @@
+package riverqueue
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/mailroute/go-mailroute/mailroute"
+)
+
+// Kind is the River job kind of a queued message.
+const Kind = "mailroute_message"
+
+// DefaultQueue is the River queue the store uses when Store.Queue is empty.
+const DefaultQueue = "mailroute"
+
+// DefaultMaxBodySize is the largest body stored when Store.MaxBodySize is 0.
+const DefaultMaxBodySize = 64 << 20
+
+// jobMaxAttempts is River's max_attempts of the jobs. River never works
+// them (the Mailer does, on its RetryPolicy, which decides when to give up),
+// so it only has to stay out of the way of River's own bookkeeping.
+const jobMaxAttempts = 10000
+
+var (
+	// ErrNotFound: no message with that ID is queued.
+	ErrNotFound = errors.New("riverqueue: no such message")
+	// ErrLeaseLost: Update came from a lease that ran out and was granted
+	// again, to this instance or another; the outcome was not recorded.
+	ErrLeaseLost = errors.New("riverqueue: lease ran out and was granted again")
+	// ErrTooLarge: the body is larger than Store.MaxBodySize.
+	ErrTooLarge = errors.New("riverqueue: message body too large")
+
+	errNoPool = errors.New("riverqueue: Store.Pool is nil")
+)
+
+// Store is a mailroute.QueueStore in PostgreSQL, through River. Set Pool;
+// the other fields have usable zero values. Call Migrate once before use.
+// Safe for concurrent use; give each Mailer its own Store value (they may
+// share the Pool), since a Store keeps the leases its Mailer holds.
+type Store struct {
+	// Pool is the database. Required.
+	Pool *pgxpool.Pool
+	// Queue is the River queue of the jobs. "": DefaultQueue. Stores on
+	// different queues of one database do not see each other's mail.
+	Queue string
+	// MaxBodySize is the largest body stored, in octets. 0:
+	// DefaultMaxBodySize (64 MiB); PostgreSQL's limit is 1 GiB.
+	MaxBodySize int64
+	// LeaseTimeout, when positive, replaces the lease duration the Mailer
+	// asks for (45 minutes, longer than any attempt can take): how long a
+	// message leased by an instance that died waits before another takes
+	// it. Shorter than the longest attempt, it lets two instances attempt
+	// one message at once. 0: as asked.
+	LeaseTimeout time.Duration
+	// ClientID names this instance in River's attempted_by and in the
+	// message's leased_by. "": host name, process ID and a random suffix.
+	ClientID string
+	// Logger receives River's log lines (migrations). nil: none.
+	Logger *slog.Logger
+
+	once   sync.Once
+	client *river.Client[pgx.Tx]
+	id     string
+	err    error
+
+	mu     sync.Mutex
+	leases map[string]int64 // message ID → lease generation held
+}
+
+var _ mailroute.QueueStore = (*Store)(nil)
+
+// messageArgs are the job's River args: a summary for River's UI and
+// tools. The message itself is in mailroute_message.
+type messageArgs struct {
+	From       string `json:"from"`
+	Recipients int    `json:"recipients"`
+}
+
+func (messageArgs) Kind() string { return Kind }
+
+func (s *Store) init() error {
+	s.once.Do(func() {
+		if s.Pool == nil {
+			s.err = errNoPool
+			return
+		}
+		// An insert-only River client: no queues, no workers, nothing
+		// started. River inserts the jobs; the Mailer works them.
+		s.client, s.err = river.NewClient(riverpgxv5.New(s.Pool), &river.Config{Logger: s.logger()})
+		s.id = s.ClientID
+		if s.id == "" {
+			host, _ := os.Hostname()
+			var b [3]byte
+			rand.Read(b[:])
+			s.id = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+		}
+		s.leases = make(map[string]int64)
+	})
+	return s.err
+}
+
+func (s *Store) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (s *Store) queue() string {
+	if s.Queue != "" {
+		return s.Queue
+	}
+	return DefaultQueue
+}
+
+func (s *Store) maxBody() int64 {
+	if s.MaxBodySize > 0 {
+		return s.MaxBodySize
+	}
+	return DefaultMaxBodySize
+}
+
+// txKey carries the application's transaction to Enqueue.
+type txKey struct{}
+
+// WithTx returns a context under which the Store's Enqueue inserts into
+// tx instead of committing on its own: the message is queued when tx
+// commits and never exists if it rolls back. Pass it to the Mailer's
+// Enqueue, which checks and prepares the message exactly as Send does:
+//
+//	id, err := mailer.Enqueue(riverqueue.WithTx(ctx, tx), from, to, msg)
+//
+// The Mailer's Config.Queue must be a *Store on tx's database; any other
+// store ignores the transaction. Do not pass it to Send, which delivers
+// before the transaction commits.
+func WithTx(ctx context.Context, tx pgx.Tx) context.Context {
+	return context.WithValue(ctx, txKey{}, tx)
+}
+
+// Enqueue implements mailroute.QueueStore: the message's River job and its
+// row are inserted in one transaction, the caller's when ctx comes from
+// WithTx. It assigns m.ID (the job's ID) when empty.
+func (s *Store) Enqueue(ctx context.Context, m *mailroute.QueuedMessage, body io.Reader) error {
+	if err := s.init(); err != nil {
+		return err
+	}
+	if tx, ok := ctx.Value(txKey{}).(pgx.Tx); ok && tx != nil {
+		return s.enqueueTx(ctx, tx, m, body)
+	}
+	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		return s.enqueueTx(ctx, tx, m, body)
+	})
+}
+
+// EnqueueMessageTx stores a prepared message in the caller's transaction:
+// it is queued when tx commits. m's recipients and times are stored as
+// given (see mailroute.QueuedMessage); body must already be canonical
+// (CRLF line endings, as mailroute's Mailer produces). It assigns m.ID
+// when empty.
+func (s *Store) EnqueueMessageTx(ctx context.Context, tx pgx.Tx, m *mailroute.QueuedMessage, body io.Reader) error {
+	if err := s.init(); err != nil {
+		return err
+	}
+	return s.enqueueTx(ctx, tx, m, body)
+}
+
+func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, m *mailroute.QueuedMessage, body io.Reader) error {
+	if len(m.Recipients) == 0 {
+		return errors.New("riverqueue: message has no recipients")
+	}
+	if body == nil {
+		return errors.New("riverqueue: message has no body")
+	}
+	data, err := io.ReadAll(io.LimitReader(body, s.maxBody()+1))
+	if err != nil {
+		return fmt.Errorf("riverqueue: reading the body: %w", err)
+	}
+	if int64(len(data)) > s.maxBody() {
+		return fmt.Errorf("%w: over %d octets (Store.MaxBodySize)", ErrTooLarge, s.maxBody())
+	}
+	rcpts, next, err := encodeRecipients(m.Recipients)
+	if err != nil {
+		return err
+	}
+	res, err := s.client.InsertTx(ctx, tx, messageArgs{From: m.From, Recipients: len(m.Recipients)}, &river.InsertOpts{
+		Queue:       s.queue(),
+		ScheduledAt: next,
+		MaxAttempts: jobMaxAttempts,
+	})
+	if err != nil {
+		return fmt.Errorf("riverqueue: inserting the job: %w", schemaHint(err))
+	}
+	id := m.ID
+	if id == "" {
+		id = strconv.FormatInt(res.Job.ID, 10)
+	}
+	created := m.Created
+	if created.IsZero() {
+		created = time.Now()
+	}
+	if next.IsZero() {
+		next = res.Job.ScheduledAt
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO mailroute_message
+		(id, job_id, sender, created_at, recipients, next_attempt, body_size, body)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		id, res.Job.ID, m.From, created, rcpts, next, len(data), data)
+	if err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23505" { // unique_violation
+			return fmt.Errorf("riverqueue: message %s is already queued", id)
+		}
+		return fmt.Errorf("riverqueue: inserting the message: %w", schemaHint(err))
+	}
+	m.ID = id
+	return nil
+}
+
+// Body implements mailroute.QueueStore. The body is read whole.
+func (s *Store) Body(ctx context.Context, id string) (io.ReadCloser, error) {
+	if err := s.init(); err != nil {
+		return nil, err
+	}
+	var b []byte
+	err := s.Pool.QueryRow(ctx, `SELECT body FROM mailroute_message WHERE id = $1`, id).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("riverqueue: body of %s: %w", id, schemaHint(err))
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+// List implements mailroute.QueueStore: every message of the store's
+// queue, leased or not, oldest first.
+func (s *Store) List(ctx context.Context) ([]*mailroute.QueuedMessage, error) {
+	if err := s.init(); err != nil {
+		return nil, err
+	}
+	rows, err := s.Pool.Query(ctx, `SELECT m.id, m.sender, m.created_at, m.recipients
+		FROM mailroute_message m JOIN river_job j ON j.id = m.job_id
+		WHERE j.queue = $1 ORDER BY m.created_at, m.job_id`, s.queue())
+	if err != nil {
+		return nil, fmt.Errorf("riverqueue: list: %w", schemaHint(err))
+	}
+	var out []*mailroute.QueuedMessage
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("riverqueue: list: %w", err)
+	}
+	return out, nil
+}
+
+// recipient is a mailroute.QueuedRecipient in mailroute_message.recipients.
+type recipient struct {
+	Rcpt           string    `json:"rcpt"`
+	Attempts       int       `json:"attempts,omitempty"`
+	DirectAttempts int       `json:"direct_attempts,omitempty"`
+	NextAttempt    time.Time `json:"next_attempt"`
+	Queued         time.Time `json:"queued"`
+	LastError      string    `json:"last_error,omitempty"`
+}
+
+// encodeRecipients returns the JSON of the recipients and the earliest
+// next attempt.
+func encodeRecipients(rs []mailroute.QueuedRecipient) ([]byte, time.Time, error) {
+	out := make([]recipient, len(rs))
+	var next time.Time
+	for i, r := range rs {
+		out[i] = recipient{Rcpt: r.Rcpt, Attempts: r.Attempts, DirectAttempts: r.DirectAttempts,
+			NextAttempt: r.NextAttempt, Queued: r.Queued, LastError: r.LastError}
+		if i == 0 || r.NextAttempt.Before(next) {
+			next = r.NextAttempt
+		}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("riverqueue: encoding the recipients: %w", err)
+	}
+	return b, next, nil
+}
+
+func decodeRecipients(b []byte) ([]mailroute.QueuedRecipient, error) {
+	var in []recipient
+	if err := json.Unmarshal(b, &in); err != nil {
+		return nil, fmt.Errorf("riverqueue: decoding the recipients: %w", err)
+	}
+	out := make([]mailroute.QueuedRecipient, len(in))
+	for i, r := range in {
+		out[i] = mailroute.QueuedRecipient{Rcpt: r.Rcpt, Attempts: r.Attempts, DirectAttempts: r.DirectAttempts,
+			NextAttempt: r.NextAttempt, Queued: r.Queued, LastError: r.LastError}
+	}
+	return out, nil
+}
+
+// scanMessage reads id, sender, created_at, recipients.
+func scanMessage(row pgx.Row) (*mailroute.QueuedMessage, error) {
+	var (
+		m     mailroute.QueuedMessage
+		rcpts []byte
+	)
+	if err := row.Scan(&m.ID, &m.From, &m.Created, &rcpts); err != nil {
+		return nil, fmt.Errorf("riverqueue: %w", err)
+	}
+	var err error
+	m.Recipients, err = decodeRecipients(rcpts)
+	return &m, err
+}

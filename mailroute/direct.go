@@ -55,7 +55,7 @@ func (m *Mailer) hostAddrs(ctx context.Context, host string) ([]netip.Addr, erro
 	if a, err := netip.ParseAddr(host); err == nil {
 		return []netip.Addr{a}, nil
 	}
-	ips, err := m.mx.Resolver.LookupIPAddr(ctx, host)
+	ips, err := m.mx.LookupHost(ctx, host)
 	if err != nil {
 		return nil, err
 	}

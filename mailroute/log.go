@@ -42,25 +42,31 @@ func levelOf(e *Error) slog.Level {
 
 // logAttempt logs a failed attempt that did not decide any recipient.
 func (m *Mailer) logAttempt(j *job, via Via, host string, batch []int, e *Error, d time.Duration) {
+	if !m.cfg.logger().Enabled(context.Background(), levelOf(e)) {
+		return
+	}
 	m.cfg.logger().LogAttrs(context.Background(), levelOf(e), "mailroute: delivery attempt",
 		attrs(j, via, host, len(batch), e, d)...)
 }
 
 // logTx logs a transaction that decided its recipients.
 func (m *Mailer) logTx(j *job, via Via, host string, batch []int, res *smtpclient.TxResult, err error, d time.Duration) {
+	var e *Error
+	if err != nil {
+		e = fromClient(err, nil)
+	}
+	if !m.cfg.logger().Enabled(context.Background(), levelOf(e)) {
+		return // building the fields costs allocations nobody reads
+	}
 	delivered := 0
 	for _, r := range res.Rcpts {
 		if r.Err == nil {
 			delivered++
 		}
 	}
-	var e *Error
-	if err != nil {
-		e = fromClient(err, nil)
-	}
 	a := attrs(j, via, host, len(batch), e, d)
 	a = append(a, slog.Int("delivered", delivered))
-	if delivered > 0 {
+	if delivered > 0 && e == nil {
 		a = append(a, slog.Int("code", res.Data.Code))
 	}
 	m.cfg.logger().LogAttrs(context.Background(), levelOf(e), "mailroute: delivery attempt", a...)

@@ -123,8 +123,14 @@ func (m *Mailer) readBody(msg io.Reader) (*message.Body, error) {
 	return prepared, nil
 }
 
-// runJobs delivers the jobs, Config.Concurrency at a time.
+// runJobs delivers the jobs, Config.Concurrency at a time. A single job
+// runs on the caller's goroutine: most Sends have one destination, and a
+// goroutine per message costs more than the rest of the bookkeeping.
 func (m *Mailer) runJobs(ctx context.Context, jobs []*job) {
+	if len(jobs) == 1 {
+		m.deliver(ctx, jobs[0])
+		return
+	}
 	sem := make(chan struct{}, m.cfg.concurrency())
 	var wg sync.WaitGroup
 	for _, j := range jobs {

@@ -2,9 +2,9 @@ package mx
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net"
-	"sync"
 	"time"
 )
 
@@ -18,9 +18,10 @@ const (
 	DefaultLookupTimeout = 30 * time.Second
 )
 
-// Cache answers MX lookups from memory when it can, and collapses concurrent
-// lookups of one domain into a single query. The zero value is not usable;
-// fill Resolver. Safe for concurrent use.
+// Cache answers MX lookups, and the address lookups of MX hosts, from
+// memory when it can, and collapses concurrent lookups of one name into a
+// single query. The zero value is not usable; fill Resolver. Safe for
+// concurrent use.
 type Cache struct {
 	Resolver      Resolver
 	TTL           time.Duration    // answers and permanent failures; 0 = DefaultTTL, <0 = no caching
@@ -28,21 +29,8 @@ type Cache struct {
 	LookupTimeout time.Duration    // 0 = DefaultLookupTimeout
 	Now           func() time.Time // nil = time.Now; a test seam
 
-	mu        sync.Mutex
-	entries   map[string]*entry
-	nextPurge int // purge expired entries when the map reaches this size
-}
-
-// minPurge is the map size below which expired entries are left alone.
-const minPurge = 1024
-
-// entry is one domain's answer, or the lookup that will produce it. Once done
-// is closed, answer and err never change, so readers need no lock.
-type entry struct {
-	done    chan struct{}
-	answer  Answer
-	err     error
-	expires time.Time
+	mx    ttlCache[Answer]
+	hosts ttlCache[[]net.IPAddr]
 }
 
 func (c *Cache) now() time.Time {
@@ -59,21 +47,48 @@ func ttlOr(d, def time.Duration) time.Duration {
 	return d
 }
 
+// ttlFor is how long a lookup's outcome is kept.
+func (c *Cache) ttlFor(temporary bool) time.Duration {
+	if temporary {
+		return ttlOr(c.TemporaryTTL, DefaultTemporaryTTL)
+	}
+	return ttlOr(c.TTL, DefaultTTL)
+}
+
 // Peek returns the cached answer without copying. The caller must not modify
 // anything reachable from it. It performs the lookup when needed.
 func (c *Cache) Peek(ctx context.Context, domain string) (Answer, error) {
-	e := c.entry(domain)
-	select {
-	case <-e.done: // an answer at hand wins over a cancelled context
-		return e.answer, e.err
-	default:
+	if a, err, ok := c.mx.cached(domain, c.now()); ok {
+		return a, err
 	}
-	select {
-	case <-e.done:
-		return e.answer, e.err
-	case <-ctx.Done():
-		return Answer{}, &Error{Domain: domain, Kind: ErrTemporary, Cause: ctx.Err()}
+	a, err := c.mx.get(ctx, domain, c.now, ttlOr(c.LookupTimeout, DefaultLookupTimeout),
+		func(ctx context.Context) (Answer, error, time.Duration) {
+			a, err := Resolve(ctx, c.Resolver, domain)
+			me, _ := err.(*Error)
+			return a, err, c.ttlFor(me != nil && me.Temporary())
+		})
+	if err != nil {
+		if _, ok := err.(*Error); !ok { // the caller's context ended
+			return Answer{}, &Error{Domain: domain, Kind: ErrTemporary, Cause: err}
+		}
 	}
+	return a, err
+}
+
+// LookupHost returns the addresses of an MX host, cached like the MX
+// answers (the resolver's own error when the lookup fails). The slice is
+// shared: the caller must not modify it.
+func (c *Cache) LookupHost(ctx context.Context, host string) ([]net.IPAddr, error) {
+	if addrs, err, ok := c.hosts.cached(host, c.now()); ok {
+		return addrs, err
+	}
+	return c.hosts.get(ctx, host, c.now, ttlOr(c.LookupTimeout, DefaultLookupTimeout),
+		func(ctx context.Context) ([]net.IPAddr, error, time.Duration) {
+			addrs, err := c.Resolver.LookupIPAddr(ctx, host)
+			var de *net.DNSError
+			temporary := err != nil && !(errors.As(err, &de) && de.IsNotFound)
+			return addrs, err, c.ttlFor(temporary)
+		})
 }
 
 // Lookup returns the MX hosts of a normalised domain in delivery order:
@@ -108,84 +123,13 @@ func (a Answer) Shuffled() Answer {
 	return Answer{Hosts: hosts, Implicit: a.Implicit}
 }
 
-// entry returns the live cache entry for domain, starting a lookup if there
-// is none. Only one lookup per domain is ever in flight.
-func (c *Cache) entry(domain string) *entry {
-	now := c.now()
-	c.mu.Lock()
-	if e, ok := c.entries[domain]; ok {
-		select {
-		case <-e.done:
-			if now.Before(e.expires) {
-				c.mu.Unlock()
-				return e
-			}
-		default:
-			c.mu.Unlock()
-			return e // in flight: wait for it
-		}
-	}
-	if c.entries == nil {
-		c.entries = make(map[string]*entry)
-	}
-	if len(c.entries) >= max(c.nextPurge, minPurge) {
-		c.purgeLocked(now)
-		c.nextPurge = 2 * len(c.entries)
-	}
-	e := &entry{done: make(chan struct{})}
-	c.entries[domain] = e
-	c.mu.Unlock()
-
-	go c.fill(domain, e)
-	return e
-}
-
-func (c *Cache) fill(domain string, e *entry) {
-	ctx, cancel := context.WithTimeout(context.Background(), ttlOr(c.LookupTimeout, DefaultLookupTimeout))
-	defer cancel()
-	e.answer, e.err = Resolve(ctx, c.Resolver, domain)
-
-	ttl := ttlOr(c.TTL, DefaultTTL)
-	if e.err != nil {
-		if me, ok := e.err.(*Error); ok && me.Temporary() {
-			ttl = ttlOr(c.TemporaryTTL, DefaultTemporaryTTL)
-		}
-	}
-	e.expires = c.now().Add(ttl)
-	close(e.done)
-
-	if ttl < 0 {
-		c.mu.Lock()
-		if c.entries[domain] == e {
-			delete(c.entries, domain)
-		}
-		c.mu.Unlock()
-	}
-}
-
-// Forget drops a domain from the cache.
-func (c *Cache) Forget(domain string) {
-	c.mu.Lock()
-	delete(c.entries, domain)
-	c.mu.Unlock()
-}
+// Forget drops a domain's MX answer from the cache.
+func (c *Cache) Forget(domain string) { c.mx.forget(domain) }
 
 // Purge drops every expired entry. The cache also does this by itself as it
-// grows, so the map stays bounded by the number of live domains.
+// grows, so its maps stay bounded by the number of live names.
 func (c *Cache) Purge() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.purgeLocked(c.now())
-}
-
-func (c *Cache) purgeLocked(now time.Time) {
-	for d, e := range c.entries {
-		select {
-		case <-e.done:
-			if !now.Before(e.expires) {
-				delete(c.entries, d)
-			}
-		default:
-		}
-	}
+	now := c.now()
+	c.mx.purge(now)
+	c.hosts.purge(now)
 }

@@ -107,32 +107,43 @@ func (r *ServerResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, 
 	return out, nil
 }
 
-// LookupIPAddr implements Resolver: A and AAAA, queried one after the
-// other. The name is not found only when neither exists.
+// LookupIPAddr implements Resolver: A and AAAA, asked at the same time.
+// The name is not found only when neither exists.
 func (r *ServerResolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
+	type result struct {
+		rrs []dns.RR
+		err error
+	}
+	var aaaa result
+	done := make(chan struct{})
+	go func() {
+		aaaa.rrs, aaaa.err = r.exchange(ctx, host, dns.TypeAAAA)
+		close(done)
+	}()
+	var a result
+	a.rrs, a.err = r.exchange(ctx, host, dns.TypeA)
+	<-done
+
 	var addrs []net.IPAddr
 	var firstErr error
-	notFound := 0
-	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
-		rrs, err := r.exchange(ctx, host, qtype)
-		if err != nil {
+	for _, res := range []result{a, aaaa} {
+		if res.err != nil {
 			var de *net.DNSError
-			if errors.As(err, &de) && de.IsNotFound {
-				notFound++
-				if errors.Is(err, ErrNXDOMAIN) {
-					return nil, err // the name does not exist at all
+			if errors.As(res.err, &de) && de.IsNotFound {
+				if errors.Is(res.err, ErrNXDOMAIN) {
+					return nil, res.err // the name does not exist at all
 				}
 			} else if firstErr == nil {
-				firstErr = err
+				firstErr = res.err
 			}
 			continue
 		}
-		for _, rr := range rrs {
-			switch a := rr.(type) {
+		for _, rr := range res.rrs {
+			switch v := rr.(type) {
 			case *dns.A:
-				addrs = append(addrs, net.IPAddr{IP: a.A})
+				addrs = append(addrs, net.IPAddr{IP: v.A})
 			case *dns.AAAA:
-				addrs = append(addrs, net.IPAddr{IP: a.AAAA})
+				addrs = append(addrs, net.IPAddr{IP: v.AAAA})
 			}
 		}
 	}

@@ -273,8 +273,8 @@ func TestPurge(t *testing.T) {
 	c.Lookup(context.Background(), "cname.test")
 	now = now.Add(DefaultTTL + time.Second)
 	c.Purge()
-	if len(c.entries) != 0 {
-		t.Fatalf("%d entries after Purge, want 0", len(c.entries))
+	if n := c.mx.len(); n != 0 {
+		t.Fatalf("%d entries after Purge, want 0", n)
 	}
 }
 
@@ -290,5 +290,25 @@ func TestTruncatedAnswerRetriesOverTCP(t *testing.T) {
 	}
 	if n := s.Queries("big.test", "MX"); n != 2 {
 		t.Fatalf("%d MX queries, want 2 (UDP truncated, then TCP)", n)
+	}
+}
+
+// MX hosts' addresses are cached like MX answers: a burst of deliveries to
+// one host costs one A and one AAAA query.
+func TestLookupHostCached(t *testing.T) {
+	s, r := startDNS(t)
+	s.Host("mx.cached.test", "127.0.0.5", "::1")
+	c := &Cache{Resolver: r}
+	for range 10 {
+		addrs, err := c.LookupHost(context.Background(), "mx.cached.test")
+		if err != nil || len(addrs) != 2 {
+			t.Fatalf("%v, %v", addrs, err)
+		}
+	}
+	if a, aaaa := s.Queries("mx.cached.test", "A"), s.Queries("mx.cached.test", "AAAA"); a != 1 || aaaa != 1 {
+		t.Fatalf("%d A and %d AAAA queries for 10 lookups, want 1 and 1", a, aaaa)
+	}
+	if _, err := c.LookupHost(context.Background(), "nohost.cached.test"); err == nil {
+		t.Fatal("a missing host resolved")
 	}
 }

@@ -112,21 +112,14 @@ func (m *Mailer) queueLen(t *testing.T) int {
 	return n
 }
 
-// deferFirst answers 450 (greylisting) to the first n attempts of each
-// recipient, then accepts.
+// deferFirst greylists the first n attempts of each recipient and counts
+// every attempt.
 func deferFirst(n int) (func(string) *smtp.SMTPError, *atomic.Int64) {
-	var mu sync.Mutex
-	seen := map[string]int{}
 	var attempts atomic.Int64
+	policy := smtptest.Greylist(n)
 	return func(rcpt string) *smtp.SMTPError {
 		attempts.Add(1)
-		mu.Lock()
-		defer mu.Unlock()
-		seen[rcpt]++
-		if seen[rcpt] <= n {
-			return &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "Greylisted, try again later"}
-		}
-		return nil
+		return policy(rcpt)
 	}, &attempts
 }
 

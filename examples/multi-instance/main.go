@@ -24,7 +24,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -75,17 +74,7 @@ func main() {
 	}
 
 	// A greylisting MX on loopback, recording which instance delivered.
-	var mu sync.Mutex
-	seen := map[string]bool{}
-	mx, err := smtptest.Serve(smtptest.Options{Domain: "mx.customer.example", RcptPolicy: func(rcpt string) *smtp.SMTPError {
-		mu.Lock()
-		defer mu.Unlock()
-		if !seen[rcpt] {
-			seen[rcpt] = true
-			return &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "Greylisted, please try again later"}
-		}
-		return nil
-	}})
+	mx, err := smtptest.Serve(smtptest.Options{Domain: "mx.customer.example", RcptPolicy: smtptest.Greylist(1)})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -12,10 +12,7 @@ import (
 	"log"
 	"os"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/emersion/go-smtp"
 
 	"github.com/mailroute/go-mailroute/internal/dnstest"
 	"github.com/mailroute/go-mailroute/internal/smtptest"
@@ -25,17 +22,7 @@ import (
 func main() {
 	// An MX that greylists: the first attempt of each recipient is
 	// deferred, as many real ones do.
-	var mu sync.Mutex
-	seen := map[string]bool{}
-	mx, err := smtptest.Serve(smtptest.Options{Domain: "mx.smallisp.example", RcptPolicy: func(rcpt string) *smtp.SMTPError {
-		mu.Lock()
-		defer mu.Unlock()
-		if !seen[rcpt] {
-			seen[rcpt] = true
-			return &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "Greylisted, please try again later"}
-		}
-		return nil
-	}})
+	mx, err := smtptest.Serve(smtptest.Options{Domain: "mx.smallisp.example", RcptPolicy: smtptest.Greylist(1)})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -263,36 +263,28 @@ func (e Env) WaitMaddy(t testing.TB, dir string, pred func(*MaddyMail) bool, tim
 }
 
 func waitMaddy(dir string, pred func(*MaddyMail) bool, timeout time.Duration) (*MaddyMail, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		mails, complete, err := readMaddyStore(dir)
-		if err != nil {
-			return nil, err
-		}
-		for i, m := range mails {
-			if complete[i] && (pred == nil || pred(m)) {
-				return m, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			var b strings.Builder
-			fmt.Fprintf(&b, "no matching mail in %s after %v; it holds %d message(s)", dir, timeout, len(mails))
-			for i, m := range mails {
-				if i == 20 {
-					fmt.Fprintf(&b, "\n  ...")
-					break
-				}
-				state := ""
-				if !complete[i] {
-					state = " (still being written)"
-				}
-				fmt.Fprintf(&b, "\n  %s from=<%s> to=%v Message-ID=%s Subject=%q%s",
-					filepath.Base(m.Path), m.From, m.To, m.Header("Message-ID"), m.Header("Subject"), state)
-			}
-			return nil, errors.New(b.String())
-		}
-		time.Sleep(pollInterval)
+	type stored struct {
+		m        *MaddyMail
+		complete bool
 	}
+	st, err := waitFor(dir, timeout, func() ([]stored, error) {
+		mails, complete, err := readMaddyStore(dir)
+		out := make([]stored, len(mails))
+		for i := range mails {
+			out[i] = stored{mails[i], complete[i]}
+		}
+		return out, err
+	}, func(s stored) bool {
+		return s.complete && (pred == nil || pred(s.m))
+	}, func(s stored) string {
+		state := ""
+		if !s.complete {
+			state = " (still being written)"
+		}
+		return fmt.Sprintf("%s from=<%s> to=%v Message-ID=%s Subject=%q%s",
+			filepath.Base(s.m.Path), s.m.From, s.m.To, s.m.Header("Message-ID"), s.m.Header("Subject"), state)
+	})
+	return st.m, err
 }
 
 // maddyLogTail returns the last lines of maddy's log when dir is the peers'

@@ -226,29 +226,40 @@ func (e Env) WaitMaildir(t testing.TB, dir string, pred func(*Mail) bool, timeou
 }
 
 func waitMaildir(dir string, pred func(*Mail) bool, timeout time.Duration) (*Mail, error) {
+	return waitFor(dir, timeout, func() ([]*Mail, error) { return ReadMaildir(dir) },
+		func(m *Mail) bool { return pred == nil || pred(m) },
+		func(m *Mail) string {
+			return fmt.Sprintf("%s from=<%s> to=<%s> Message-ID=%s Subject=%q",
+				filepath.Base(m.Path), m.ReturnPath, m.DeliveredTo, m.Header("Message-ID"), m.Header("Subject"))
+		})
+}
+
+// waitFor polls list until an item matches, or until timeout, when the
+// error describes (up to 20 of) the items it saw.
+func waitFor[T any](dir string, timeout time.Duration, list func() ([]T, error), match func(T) bool, describe func(T) string) (T, error) {
+	var zero T
 	deadline := time.Now().Add(timeout)
 	for {
-		mails, err := ReadMaildir(dir)
+		items, err := list()
 		if err != nil {
-			return nil, err
+			return zero, err
 		}
-		for _, m := range mails {
-			if pred == nil || pred(m) {
-				return m, nil
+		for _, it := range items {
+			if match(it) {
+				return it, nil
 			}
 		}
 		if time.Now().After(deadline) {
 			var b strings.Builder
-			fmt.Fprintf(&b, "no matching mail in %s after %v; it holds %d message(s)", dir, timeout, len(mails))
-			for i, m := range mails {
+			fmt.Fprintf(&b, "no matching mail in %s after %v; it holds %d message(s)", dir, timeout, len(items))
+			for i, it := range items {
 				if i == 20 {
 					fmt.Fprintf(&b, "\n  ...")
 					break
 				}
-				fmt.Fprintf(&b, "\n  %s from=<%s> to=<%s> Message-ID=%s Subject=%q",
-					filepath.Base(m.Path), m.ReturnPath, m.DeliveredTo, m.Header("Message-ID"), m.Header("Subject"))
+				fmt.Fprintf(&b, "\n  %s", describe(it))
 			}
-			return nil, errors.New(b.String())
+			return zero, errors.New(b.String())
 		}
 		time.Sleep(pollInterval)
 	}

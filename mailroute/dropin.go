@@ -133,6 +133,16 @@ func (m *Mailer) adhocRelay(addr string, a smtp.Auth) (*smarthost, error) {
 	return s, nil
 }
 
+// reap ends the sessions idle past their time in every pool.
+func (ar *adhocRelays) reap() {
+	ar.mu.Lock()
+	relays := append([]*adhocRelay(nil), ar.relays...)
+	ar.mu.Unlock()
+	for _, r := range relays {
+		r.s.pool.reap()
+	}
+}
+
 // close closes every pool; sessions in use are closed when put back.
 func (ar *adhocRelays) close(ctx context.Context) {
 	ar.mu.Lock()

@@ -229,6 +229,7 @@ func (m *Mailer) reapLoop() {
 			return
 		case <-t.C:
 			m.direct.reap()
+			m.adhoc.reap()
 			if m.relay != nil {
 				m.relay.pool.reap()
 			}

@@ -70,9 +70,10 @@ func wantOneConnection(t *testing.T, s *smtptest.Server, p *latencyproxy.Proxy, 
 }
 
 // N sequential Sends to the smarthost ride one connection: the first costs
-// connect, greeting, EHLO, MAIL+RCPT+DATA (pipelined) and body+dot; every
-// later one exactly 2 round trips, with no NOOP, RSET or EHLO in between.
-func TestPerfSmarthostTwoRoundTripsPerMessage(t *testing.T) {
+// connect, greeting, EHLO and MAIL+RCPT+BDAT with the body (pipelined,
+// CHUNKING: go-smtp's server offers it); every later one exactly 1 round
+// trip, with no NOOP, RSET or EHLO in between.
+func TestPerfSmarthostOneRoundTripPerMessage(t *testing.T) {
 	const n = 10
 	s := smtptest.Start(t, smtptest.Options{})
 	p := perfProxy(t, "", s.Addr)
@@ -86,22 +87,22 @@ func TestPerfSmarthostTwoRoundTripsPerMessage(t *testing.T) {
 	}
 	defer m.Close()
 	first, last := perfSends(t, m, p, "b@dest.test", n)
-	if first != 5 {
-		t.Errorf("first message: %d round trips, want 5 (connect, greeting, EHLO, MAIL+RCPT+DATA, body)", first)
+	if first != 4 {
+		t.Errorf("first message: %d round trips, want 4 (connect, greeting, EHLO, MAIL+RCPT+BDAT+body)", first)
 	}
-	if got := last - first; got != 2*(n-1) {
-		t.Errorf("messages 2..%d: %d round trips, want exactly %d (2 each)", n, got, 2*(n-1))
+	if got := last - first; got != n-1 {
+		t.Errorf("messages 2..%d: %d round trips, want exactly %d (1 each)", n, got, n-1)
 	}
-	if turns := p.Turns(); turns != 3+2*(n-1) {
-		t.Errorf("%d client turns, want %d", turns, 3+2*(n-1))
+	if turns := p.Turns(); turns != 2+(n-1) {
+		t.Errorf("%d client turns, want %d", turns, 2+(n-1))
 	}
 	wantOneConnection(t, s, p, n)
 }
 
 // The same over STARTTLS with AUTH: the session's setup costs more round
 // trips (STARTTLS, the TLS 1.3 handshake, EHLO again, AUTH), the messages
-// after the first still 2 each.
-func TestPerfSmarthostTLSAuthTwoRoundTripsPerMessage(t *testing.T) {
+// after the first still 1 each.
+func TestPerfSmarthostTLSAuthOneRoundTripPerMessage(t *testing.T) {
 	const n = 10
 	w := newRelay(t, smtptest.Options{})
 	p := perfProxy(t, "", w.s.Addr)
@@ -111,12 +112,12 @@ func TestPerfSmarthostTLSAuthTwoRoundTripsPerMessage(t *testing.T) {
 	m := w.mailer(r)
 	first, last := perfSends(t, m, p, "b@dest.test", n)
 	// connect, greeting, EHLO, STARTTLS, handshake, EHLO, AUTH PLAIN (with
-	// its initial response), MAIL+RCPT+DATA, body.
-	if first != 9 {
-		t.Errorf("first message: %d round trips, want 9", first)
+	// its initial response), MAIL+RCPT+BDAT with the body.
+	if first != 8 {
+		t.Errorf("first message: %d round trips, want 8", first)
 	}
-	if got := last - first; got != 2*(n-1) {
-		t.Errorf("messages 2..%d: %d round trips, want exactly %d (2 each)", n, got, 2*(n-1))
+	if got := last - first; got != n-1 {
+		t.Errorf("messages 2..%d: %d round trips, want exactly %d (1 each)", n, got, n-1)
 	}
 	wantOneConnection(t, w.s, p, n)
 	for _, msg := range w.s.Messages() {
@@ -126,8 +127,8 @@ func TestPerfSmarthostTLSAuthTwoRoundTripsPerMessage(t *testing.T) {
 	}
 }
 
-// N sequential Sends direct to one MX reuse one connection, at 2 round
-// trips per message after the first.
+// N sequential Sends direct to one MX reuse one connection, at 1 round
+// trip per message after the first (MAIL+RCPT+BDAT with the body).
 func TestPerfDirectReusesOneConnection(t *testing.T) {
 	const n = 10
 	w := newDirectWorld(t)
@@ -138,11 +139,11 @@ func TestPerfDirectReusesOneConnection(t *testing.T) {
 	w.dns.MX("dest.test", "mx.dest.test")
 	m := w.mailer(Config{})
 	first, last := perfSends(t, m, p, "b@dest.test", n)
-	if first != 5 {
-		t.Errorf("first message: %d round trips, want 5", first)
+	if first != 4 {
+		t.Errorf("first message: %d round trips, want 4", first)
 	}
-	if got := last - first; got != 2*(n-1) {
-		t.Errorf("messages 2..%d: %d round trips, want exactly %d (2 each)", n, got, 2*(n-1))
+	if got := last - first; got != n-1 {
+		t.Errorf("messages 2..%d: %d round trips, want exactly %d (1 each)", n, got, n-1)
 	}
 	wantOneConnection(t, s, p, n)
 	if q := w.dns.Queries("dest.test.", "MX"); q != 1 {

@@ -56,8 +56,8 @@ type Timeouts struct {
 	Mail      time.Duration // MAIL reply; default 5m
 	Rcpt      time.Duration // each RCPT reply; default 5m
 	DataInit  time.Duration // the 354 reply to DATA; default 2m
-	DataBlock time.Duration // each write (flush) of body data; default 3m
-	DataFinal time.Duration // the reply to the final "."; default 10m
+	DataBlock time.Duration // each write (flush) of body data, BDAT's chunk included; default 3m
+	DataFinal time.Duration // the reply to the final "." or to BDAT LAST; default 10m
 	Command   time.Duration // EHLO, STARTTLS (and its handshake), AUTH, RSET, NOOP, QUIT; default 5m
 }
 
@@ -112,8 +112,12 @@ type Config struct {
 	// AllowInsecureAuth permits AUTH without TLS, but only when the peer
 	// address is loopback. Otherwise credentials are never sent in clear.
 	AllowInsecureAuth bool
-	Dialer            Dialer // nil = &net.Dialer{}
-	Timeouts          Timeouts
+	// NoChunking keeps the DATA command even when the server offers
+	// CHUNKING (RFC 3030), for servers whose BDAT misbehaves. See Send for
+	// when BDAT is used otherwise.
+	NoChunking bool
+	Dialer     Dialer // nil = &net.Dialer{}
+	Timeouts   Timeouts
 }
 
 func (cfg *Config) dialer() Dialer {
@@ -146,7 +150,8 @@ type Conn struct {
 	tlsState tls.ConnectionState
 	usable   bool
 	closed   bool
-	limitRcp int // LIMITS RCPTMAX (RFC 9422); 0 = none
+	limitRcp int  // LIMITS RCPTMAX (RFC 9422); 0 = none
+	noChunk  bool // Config.NoChunking
 
 	// Cancellation and deadlines of the current operation.
 	mu        sync.Mutex
@@ -160,8 +165,10 @@ type Conn struct {
 	scratch []byte // reply assembly
 	copyBuf []byte // body copy buffer for readers without WriteTo
 	dw      dotWriter
-	accBuf  []int // reused by transactions
-	pendBuf []int // reused by Send
+	chunkR  chunkReader // BDAT body reader, kept here so it does not allocate
+	probe   [1]byte     // checks that a BDAT body ends where Tx.Size says
+	accBuf  []int       // reused by transactions
+	pendBuf []int       // reused by Send
 
 	ignoreLimits bool // tests: exercise the 452 path even when LIMITS is advertised
 }
@@ -275,6 +282,25 @@ func (c *Conn) readReply(cmd string, timeout time.Duration) (Reply, error) {
 	c.scratch = buf[:0]
 	if err != nil {
 		return Reply{}, c.ioError(cmd, err)
+	}
+	if rep.Code == 421 {
+		c.usable = false
+	}
+	return rep, nil
+}
+
+// readReplyLost is readReply for a reply awaited after the end of the
+// message data: when lost is set, the message may have been accepted, so a
+// reply that cannot be read is ErrConnectionLost with Command ".".
+func (c *Conn) readReplyLost(cmd string, timeout time.Duration, lost bool) (Reply, error) {
+	if !lost {
+		return c.readReply(cmd, timeout)
+	}
+	c.setReadDeadline(timeout)
+	rep, buf, err := readReply(c.r, c.scratch)
+	c.scratch = buf[:0]
+	if err != nil {
+		return Reply{}, c.ioError(".", err, ErrConnectionLost)
 	}
 	if rep.Code == 421 {
 		c.usable = false

@@ -49,6 +49,7 @@ func Dial(ctx context.Context, addr, host string, cfg *Config) (*Conn, error) {
 		return nil, &Error{Command: "connect", Host: host, Err: joinErrs(errs)}
 	}
 	c := newConn(raw, host, to)
+	c.noChunk = cfg.NoChunking
 	c.begin(ctx)
 	err = c.open(ctx, cfg)
 	c.end()

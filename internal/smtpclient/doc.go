@@ -22,8 +22,12 @@
 //  6. per message: MAIL FROM with SIZE (RFC 1870), BODY=8BITMIME
 //     (RFC 6152), SMTPUTF8 (RFC 6531); RCPT TO per recipient; DATA,
 //     pipelined when offered (RFC 2920); the dot-stuffed body; the final
-//     reply. Recipients refused with 452 go in a further transaction on the
-//     same connection; LIMITS RCPTMAX (RFC 9422) is honoured.
+//     reply. When the server offers CHUNKING (RFC 3030) and PIPELINING and
+//     the body's size is known and at most 1 MiB, "BDAT <size> LAST" and
+//     the body as is replace DATA, in the same write as MAIL and RCPT: one
+//     round trip per message. Recipients refused with 452 go in a further
+//     transaction on the same connection; LIMITS RCPTMAX (RFC 9422) is
+//     honoured.
 //  7. RSET, NOOP, QUIT for the pool.
 //
 // Every read and write has a deadline: the smaller of the stage timeout

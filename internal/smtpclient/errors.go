@@ -37,9 +37,11 @@ var (
 	// does not offer it; nothing was sent.
 	ErrSMTPUTF8Unsupported = errors.New("smtpclient: server does not support SMTPUTF8")
 	// ErrConnectionLost: the connection dropped or timed out after the final
-	// "." and before the server's reply. The outcome is unknown: the server
-	// may have accepted the message. The error is temporary; re-sending may
-	// deliver a duplicate (RFC 1047), which is the lesser evil.
+	// "." (or after BDAT LAST and its chunk were written) and before the
+	// server's reply. The error's Command is ".". The outcome is unknown:
+	// the server may have accepted the message. The error is temporary;
+	// re-sending may deliver a duplicate (RFC 1047), which is the lesser
+	// evil.
 	ErrConnectionLost = errors.New("smtpclient: connection lost after end of data; the message may have been accepted")
 	// ErrProtocol: the server's reply was malformed (non-numeric code,
 	// mismatched codes in a multi-line reply, a line over 2000 octets, too
@@ -63,7 +65,10 @@ type Error struct {
 	Message  string // reply text (lines joined by "\n"), enhanced code stripped
 	// Command is the step that failed: "connect", "greeting", "EHLO",
 	// "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "BODY" (writing
-	// the body), "." (the reply to the final dot), "RSET", "NOOP", "QUIT".
+	// the body, BDAT's chunk included), "." (the reply to the final dot,
+	// and equally the reply to BDAT LAST when a recipient was accepted:
+	// whatever comes after the end of the data), "BDAT" (a BDAT reply lost
+	// when nothing could have been delivered), "RSET", "NOOP", "QUIT".
 	Command   string
 	Host      string
 	Permanent bool  // a 5xx reply or a local condition that retrying cannot fix

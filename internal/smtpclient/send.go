@@ -14,13 +14,20 @@ type Tx struct {
 	From  string   // reverse-path without brackets, validated by the caller; "" = null sender <>
 	Rcpts []string // forward-paths without brackets, validated by the caller
 	// Body is the canonical message: CRLF line endings, no bare CR or LF,
-	// ending with CRLF. Send does the dot-stuffing and the final ".". When
-	// the recipients need more than one transaction (see Send) the body is
-	// sent again: an io.Seeker is rewound, any other reader is buffered.
-	Body     io.Reader
-	Size     int64 // body size in octets, for SIZE= (RFC 1870); 0 = unknown
-	EightBit bool  // BODY=8BITMIME when offered (RFC 6152); sent as is otherwise
-	SMTPUTF8 bool  // SMTPUTF8 (RFC 6531); the server must offer it
+	// ending with CRLF. With DATA, Send does the dot-stuffing and the final
+	// "."; with BDAT (see Send) the octets go exactly as they are, so a
+	// bare LF or CR would reach the server as such. When the recipients
+	// need more than one transaction (see Send) the body is sent again: an
+	// io.Seeker is rewound, any other reader is buffered (always, with
+	// BDAT).
+	Body io.Reader
+	// Size is the body's size in octets, for SIZE= (RFC 1870) and BDAT;
+	// 0 = unknown. When set it must be exact: with BDAT a body of any
+	// other length fails the Send with a permanent "BODY" error and the
+	// connection is closed, nothing delivered.
+	Size     int64
+	EightBit bool // BODY=8BITMIME when offered (RFC 6152); sent as is otherwise
+	SMTPUTF8 bool // SMTPUTF8 (RFC 6531); the server must offer it
 }
 
 // RcptResult is the outcome for one recipient.
@@ -56,6 +63,18 @@ const pipeWindow = 100
 // and the replies are read in order; without it, lock-step, with DATA only
 // after an accepted RCPT. A transaction in which no recipient was accepted
 // ends with RSET and the connection stays usable.
+//
+// With CHUNKING (RFC 3030) as well as PIPELINING, when Config.NoChunking is
+// not set and Size is known (> 0) and at most 1 MiB, the transaction ends
+// with "BDAT <Size> LAST" and the body, not dot-stuffed, written in the same
+// flush as MAIL and the RCPTs; then the MAIL, RCPT and BDAT replies are
+// read in order: one round trip instead of two. The reply to BDAT LAST is
+// reported as the final reply: TxResult.Data, and an error with Command "."
+// (as for the final "." of DATA); a connection lost once the chunk is
+// written, before a reply that could mean delivery, is ErrConnectionLost
+// with Command ".". When every recipient was refused the server refuses
+// BDAT after consuming the chunk, and RSET follows as with DATA. Bodies of
+// unknown size or above 1 MiB keep DATA.
 //
 // Recipients refused with 452 (too many recipients, RFC 5321
 // §4.5.3.1.10) are sent in a further transaction on the same connection
@@ -98,6 +117,7 @@ func (c *Conn) Send(ctx context.Context, tx *Tx) (*TxResult, error) {
 		pending = append(pending, i)
 	}
 	c.pendBuf = pending[:0] // kept for the next Send; nothing else uses it meanwhile
+	bdat := c.useBDAT(tx)
 	limit := c.limitRcp
 	if c.ignoreLimits {
 		limit = 0
@@ -107,7 +127,7 @@ func (c *Conn) Send(ctx context.Context, tx *Tx) (*TxResult, error) {
 		if limit > 0 && len(chunk) > limit {
 			chunk, rest = pending[:limit], pending[limit:]
 		}
-		retry, accepted, progress, err := c.transaction(tx, res, chunk, len(rest) > 0, &body)
+		retry, accepted, progress, err := c.transaction(tx, res, chunk, len(rest) > 0, &body, bdat)
 		if err != nil {
 			return res, res.failAll(err)
 		}

@@ -5,7 +5,8 @@ import (
 	"strconv"
 )
 
-// txn is the state of one MAIL…DATA transaction over a chunk of recipients.
+// txn is the state of one MAIL…DATA (or MAIL…BDAT) transaction over a
+// chunk of recipients.
 type txn struct {
 	c        *Conn
 	tx       *Tx
@@ -18,13 +19,19 @@ type txn struct {
 	accepted []int // indices whose RCPT got 2xx
 	retry    []int // indices that got 452
 	decided  int   // recipients with an outcome other than 452
+	// afterData: BDAT LAST and its whole chunk were written, so a reply
+	// that does not arrive may be hiding an accepted message.
+	afterData bool
 }
 
 // transaction runs one transaction for chunk. It returns the recipients to
 // try again (452), how many RCPTs were accepted, whether any recipient got
 // an outcome other than 452, and an error when the transaction failed as a
 // whole.
-func (c *Conn) transaction(tx *Tx, res *TxResult, chunk []int, hasRest bool, body *bodySource) ([]int, int, bool, error) {
+//
+// With bdat (see useBDAT) the transaction ends with one BDAT LAST chunk
+// pipelined after the RCPTs instead of DATA.
+func (c *Conn) transaction(tx *Tx, res *TxResult, chunk []int, hasRest bool, body *bodySource, bdat bool) ([]int, int, bool, error) {
 	_, pipelined := c.ext["PIPELINING"]
 	t := txn{c: c, tx: tx, res: res, chunk: chunk, accepted: c.accBuf[:0]}
 	defer func() { c.accBuf = t.accepted[:0] }()
@@ -51,6 +58,9 @@ func (c *Conn) transaction(tx *Tx, res *TxResult, chunk []int, hasRest bool, bod
 				return nil, 0, false, err
 			}
 		}
+	}
+	if bdat {
+		return t.endBDAT(body)
 	}
 	dataSent := false
 	if t.mailErr == nil && (pipelined || len(t.accepted) > 0) {
@@ -101,15 +111,17 @@ func (c *Conn) transaction(tx *Tx, res *TxResult, chunk []int, hasRest bool, bod
 	if err := c.writeBody(r); err != nil {
 		return nil, 0, false, err
 	}
-	c.setReadDeadline(c.to.DataFinal)
-	rep, buf, err := readReply(c.r, c.scratch)
-	c.scratch = buf[:0]
+	rep, err := c.readReplyLost(".", c.to.DataFinal, true)
 	if err != nil {
-		return nil, 0, false, c.ioError(".", err, ErrConnectionLost)
+		return nil, 0, false, err
 	}
-	if rep.Code == 421 {
-		c.usable = false
-	}
+	return t.final(rep)
+}
+
+// final handles the reply to the final "." (or to BDAT LAST) of a
+// transaction with accepted recipients.
+func (t *txn) final(rep Reply) ([]int, int, bool, error) {
+	c, res := t.c, t.res
 	res.Data = rep
 	if !rep.Positive() {
 		var e *Error
@@ -123,9 +135,143 @@ func (c *Conn) transaction(tx *Tx, res *TxResult, chunk []int, hasRest bool, bod
 	}
 	for _, i := range t.accepted {
 		res.Rcpts[i].Err = nil
-		res.Accepted = append(res.Accepted, tx.Rcpts[i])
+		res.Accepted = append(res.Accepted, t.tx.Rcpts[i])
 	}
 	return t.retry, len(t.accepted), true, nil
+}
+
+// maxChunk is the largest body sent with BDAT. Larger ones take DATA, whose
+// body goes only once a recipient is accepted: BDAT's chunk is written
+// before any reply is read, so this bounds what is sent for nothing when
+// every recipient is refused.
+const maxChunk = 1 << 20
+
+// useBDAT reports whether tx ends its transactions with one BDAT LAST
+// chunk (RFC 3030) pipelined after the RCPTs: the server offers CHUNKING
+// and PIPELINING, Config.NoChunking is not set, and the body's size is
+// known and at most maxChunk.
+func (c *Conn) useBDAT(tx *Tx) bool {
+	if c.noChunk || tx.Size <= 0 || tx.Size > maxChunk {
+		return false
+	}
+	_, chunking := c.ext["CHUNKING"]
+	_, pipelining := c.ext["PIPELINING"]
+	return chunking && pipelining
+}
+
+// endBDAT ends a pipelined transaction with "BDAT <size> LAST" and the
+// body as is (length-delimited: no dot-stuffing, no final dot), written in
+// the same flush as MAIL and the RCPTs (unless a window sync came first),
+// then reads the MAIL, RCPT and BDAT replies in order: one round trip.
+//
+// When no recipient was accepted the server answers BDAT with an error
+// after consuming the chunk (RFC 3030 §4.2); RSET then ends the
+// transaction as on the DATA path. A reply to BDAT LAST when recipients
+// were accepted is reported as the reply to the final "." (Command "."),
+// and losing the connection once the chunk is written, before the replies
+// that could mean delivery, is ErrConnectionLost, as after the final ".".
+func (t *txn) endBDAT(body *bodySource) ([]int, int, bool, error) {
+	c := t.c
+	sent := false
+	if t.mailErr == nil {
+		// The replies are not known yet, so a body that cannot seek is kept
+		// for a further transaction in any case (it is at most maxChunk).
+		r, err := body.next(true)
+		if err != nil {
+			c.Close() // MAIL and the RCPTs may have gone out already
+			return nil, 0, false, &Error{Command: "BODY", Host: c.host, Err: err}
+		}
+		if err := c.writeChunk(r, t.tx.Size); err != nil {
+			return nil, 0, false, err
+		}
+		sent = true
+		t.afterData = true
+	}
+	if err := t.sync(); err != nil {
+		return nil, 0, false, err
+	}
+	var rep Reply
+	if sent {
+		var err error
+		rep, err = c.readReplyLost("BDAT", c.to.DataFinal, t.mailErr == nil && len(t.accepted) > 0)
+		if err != nil {
+			return nil, 0, false, err
+		}
+	}
+	if t.mailErr != nil || len(t.accepted) == 0 {
+		// The BDAT reply (an error: no valid recipients) decides nothing.
+		if c.usable {
+			c.rset()
+		}
+		if t.mailErr != nil {
+			return nil, len(t.accepted), true, t.mailErr
+		}
+		return t.retry, 0, t.decided > 0, nil
+	}
+	return t.final(rep)
+}
+
+// writeChunk writes "BDAT n LAST" and exactly n octets of r, unchanged,
+// and flushes. Each flush gets the DataBlock timeout. A body that is not
+// n octets long cannot be framed: the connection is closed (the server
+// never sees a complete chunk, so nothing is delivered) and the error is
+// permanent.
+func (c *Conn) writeChunk(r io.Reader, n int64) error {
+	c.w.WriteString("BDAT ")
+	c.w.Write(strconv.AppendInt(c.w.AvailableBuffer(), n, 10))
+	c.w.WriteString(" LAST\r\n")
+	c.wTimeout = c.to.DataBlock
+	c.chunkR = chunkReader{r: r, n: n}
+	_, werr := c.w.ReadFrom(&c.chunkR) // the body is read straight into the write buffer
+	cr := c.chunkR
+	c.chunkR = chunkReader{}
+	src := cr.r
+	switch {
+	case cr.err != nil:
+		c.Close()
+		return &Error{Command: "BODY", Host: c.host, Err: &bodyReadError{cr.err}}
+	case werr != nil:
+		return c.ioError("BODY", werr)
+	case cr.n > 0:
+		c.Close()
+		return c.localError("BODY", true, nil, "the body is "+strconv.FormatInt(n-cr.n, 10)+
+			" octets, shorter than Tx.Size ("+strconv.FormatInt(n, 10)+")")
+	}
+	// The last octets are still buffered: a body longer than announced is
+	// refused before the server could take a truncated message.
+	k, err := io.ReadAtLeast(src, c.probe[:], 1)
+	if k > 0 {
+		c.Close()
+		return c.localError("BODY", true, nil, "the body is longer than Tx.Size ("+strconv.FormatInt(n, 10)+" octets)")
+	}
+	if err != io.EOF {
+		c.Close()
+		return &Error{Command: "BODY", Host: c.host, Err: &bodyReadError{err}}
+	}
+	return c.flush("BODY", c.to.DataBlock)
+}
+
+// chunkReader hands bufio.Writer.ReadFrom at most n octets of r and keeps
+// a read error apart from a write error.
+type chunkReader struct {
+	r   io.Reader
+	n   int64 // octets still due
+	err error // r's error other than io.EOF
+}
+
+func (cr *chunkReader) Read(p []byte) (int, error) {
+	if cr.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > cr.n {
+		p = p[:cr.n]
+	}
+	k, err := cr.r.Read(p)
+	cr.n -= int64(k)
+	if err != nil && err != io.EOF {
+		cr.err = err
+	}
+	return k, err
 }
 
 // writeMail buffers the MAIL command with its ESMTP parameters.
@@ -158,7 +304,7 @@ func (t *txn) sync() error {
 		return err
 	}
 	if !t.mailRead {
-		rep, err := c.readReply("MAIL", c.to.Mail)
+		rep, err := c.readReplyLost("MAIL", c.to.Mail, t.afterData)
 		if err != nil {
 			return err
 		}
@@ -175,7 +321,7 @@ func (t *txn) sync() error {
 	}
 	for t.read < t.written {
 		i := t.chunk[t.read]
-		rep, err := c.readReply("RCPT", c.to.Rcpt)
+		rep, err := c.readReplyLost("RCPT", c.to.Rcpt, t.afterData && t.mailErr == nil)
 		if err != nil {
 			return err
 		}

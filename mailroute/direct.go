@@ -185,6 +185,10 @@ func (m *Mailer) dialDirect(ctx context.Context, addr netip.Addr, host string) (
 // turns out dead before MAIL was accepted is replaced once.
 func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Conn, pooled bool, batch []int, lastErr **Error) bool {
 	start := time.Now()
+	if batch = j.withoutSMTPUTF8(c, batch, Direct); len(batch) == 0 {
+		p.put(c)
+		return true
+	}
 	res, err := c.Send(ctx, j.tx(batch))
 	if err != nil && pooled && deadBeforeAccepting(err) {
 		var e *Error

@@ -463,3 +463,35 @@ func TestSendNullSenderAndDuplicates(t *testing.T) {
 		t.Fatalf("arrived %+v", msgs)
 	}
 }
+
+// A non-ASCII local part needs SMTPUTF8 (RFC 6531): a clear permanent
+// error for that recipient when the server lacks it, nothing sent; a
+// server offering it gets the message. An IDN domain goes out as A-labels.
+func TestDirectSMTPUTF8(t *testing.T) {
+	w := newDirectWorld(t)
+	plain := w.mx("mx.plain.test", "127.0.0.1", smtptest.Options{})
+	utf8 := w.mx("mx.utf8.test", "127.0.0.2", smtptest.Options{EnableSMTPUTF8: true})
+	w.dns.MX("plain.test", "mx.plain.test")
+	w.dns.MX("xn--bcher-kva.test", "mx.utf8.test")
+	m := w.mailer(Config{})
+	res, err := send(t, m, "a@sender.test", []string{"jürgen@plain.test", "ascii@plain.test", "jürgen@bücher.test"}, testBody)
+	if err == nil {
+		t.Fatal("no error for the recipient that needs SMTPUTF8")
+	}
+	r := wantStatus(t, res, "jürgen@plain.test", Failed)
+	if !errors.Is(r.Err, ErrSMTPUTF8Required) || !IsPermanent(r.Err) {
+		t.Errorf("err %v, want a permanent ErrSMTPUTF8Required", r.Err)
+	}
+	wantStatus(t, res, "ascii@plain.test", Delivered)
+	wantStatus(t, res, "jürgen@xn--bcher-kva.test", Delivered)
+	if msgs := utf8.Messages(); len(msgs) != 1 || msgs[0].Rcpts[0] != "jürgen@xn--bcher-kva.test" || !msgs[0].MailOpts.UTF8 {
+		t.Errorf("the SMTPUTF8 server got %+v", msgs)
+	}
+	for _, msg := range plain.Messages() {
+		for _, rc := range msg.Rcpts {
+			if rc != "ascii@plain.test" {
+				t.Errorf("the plain server got %q", rc)
+			}
+		}
+	}
+}

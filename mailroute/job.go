@@ -1,6 +1,8 @@
 package mailroute
 
 import (
+	"fmt"
+
 	"github.com/mailroute/go-mailroute/internal/message"
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
 )
@@ -87,4 +89,30 @@ func statusOf(e *Error) Status {
 		return Failed
 	}
 	return Deferred
+}
+
+// withoutSMTPUTF8 handles a server that lacks SMTPUTF8 (RFC 6531): the
+// recipients whose addresses need it fail permanently, on their own, and
+// the rest of the batch is returned to be sent as usual. When the sender's
+// address needs it, nothing can be sent.
+func (j *job) withoutSMTPUTF8(c *smtpclient.Conn, batch []int, via Via) []int {
+	if _, ok := c.Extension("SMTPUTF8"); ok {
+		return batch
+	}
+	refuse := func(k int) {
+		r := j.slot(k)
+		r.Via, r.Route, r.Host = via, j.route, c.Host()
+		r.Status = Failed
+		r.Err = &Error{Command: "MAIL", Host: c.Host(), Permanent: true,
+			Err: fmt.Errorf("%w: the address needs an internationalised mail server (RFC 6531)", ErrSMTPUTF8Required)}
+	}
+	var rest []int
+	for _, k := range batch {
+		if j.utf8 || j.rcpts[k].UTF8 {
+			refuse(k)
+		} else {
+			rest = append(rest, k)
+		}
+	}
+	return rest
 }

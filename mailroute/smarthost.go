@@ -150,6 +150,10 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 		m.logAttempt(j, Smarthost, s.host, batch, e, time.Since(start))
 		return
 	}
+	if batch = j.withoutSMTPUTF8(c, batch, Smarthost); len(batch) == 0 {
+		s.pool.put(c)
+		return
+	}
 	res, err := c.Send(ctx, j.tx(batch))
 	if err != nil && pooled && deadBeforeAccepting(err) {
 		if c, e = s.pool.redial(ctx, c); e != nil {

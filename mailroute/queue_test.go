@@ -470,3 +470,27 @@ func TestSendQueueDiskFull(t *testing.T) {
 		t.Errorf("stored body %q", got)
 	}
 }
+
+// A flush tries each queued message once, even when the attempt defers it
+// again, and returns.
+func TestQueueFlushTriesOnce(t *testing.T) {
+	w := newDirectWorld(t)
+	policy, attempts := deferFirst(1000)
+	w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{RcptPolicy: policy})
+	w.dns.MX("dest.test", "mx.dest.test")
+	clock, events := newFakeClock(), &eventLog{}
+	m := w.queued(Config{}, clock, events)
+	send(t, m, "a@sender.test", []string{"x@dest.test"}, testBody)
+	send(t, m, "a@sender.test", []string{"y@dest.test"}, testBody)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Flush(ctx, ""); err != nil || ctx.Err() != nil {
+		t.Fatalf("Flush: %v, ctx %v", err, ctx.Err())
+	}
+	if n := attempts.Load(); n != 4 {
+		t.Fatalf("%d attempts, want 4 (2 by Send, 1 each by the flush)", n)
+	}
+	if m.queueLen(t) != 2 {
+		t.Fatal("deferred mail left the queue")
+	}
+}

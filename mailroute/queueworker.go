@@ -113,10 +113,12 @@ func (q *queueRuntime) poke() {
 // round leases the messages due now (all of them when flushing) and
 // attempts them, Config.Concurrency at a time, until none is left. A
 // message with nothing to try (its destination held back) stays leased
-// until the round ends, so that the next lease reaches the others.
+// until the round ends, so that the next lease reaches the others; so does
+// a message a flush already tried, so that a flush tries each message once.
 func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 	batch := q.m.cfg.concurrency()
 	var skipped []string
+	tried := make(map[string]bool)
 	defer func() {
 		for _, id := range skipped {
 			q.store.Release(context.WithoutCancel(ctx), id)
@@ -141,6 +143,11 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 			mu sync.Mutex
 		)
 		for _, qm := range msgs {
+			if flush && tried[qm.ID] {
+				skipped = append(skipped, qm.ID)
+				continue
+			}
+			tried[qm.ID] = true
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

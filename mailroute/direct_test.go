@@ -495,3 +495,24 @@ func TestDirectSMTPUTF8(t *testing.T) {
 		}
 	}
 }
+
+// An address literal goes direct to that address, with no DNS at all.
+func TestDirectAddressLiteral(t *testing.T) {
+	w := newDirectWorld(t)
+	s := w.mx("mx.unused.test", "127.0.0.1", smtptest.Options{})
+	before := w.dns.TotalQueries()
+	res, err := send(t, w.mailer(Config{Router: DefaultRouter}), "a@sender.test", []string{"postmaster@[127.0.0.1]"}, testBody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := wantStatus(t, res, "postmaster@[127.0.0.1]", Delivered)
+	if r.Via != Direct || r.Host != "127.0.0.1" || !strings.Contains(r.Route.Reason, "address literal") {
+		t.Errorf("%+v", r)
+	}
+	if msgs := s.Messages(); len(msgs) != 1 || msgs[0].Rcpts[0] != "postmaster@[127.0.0.1]" {
+		t.Fatalf("arrived %+v", msgs)
+	}
+	if w.dns.TotalQueries() != before {
+		t.Error("an address literal caused DNS queries")
+	}
+}

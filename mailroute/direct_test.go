@@ -516,3 +516,24 @@ func TestDirectAddressLiteral(t *testing.T) {
 		t.Error("an address literal caused DNS queries")
 	}
 }
+
+// A Send whose context ends mid-delivery returns (the stall would
+// otherwise last the 3-minute data timeout), the recipient Deferred with the
+// context's error reachable.
+func TestSendContextDeadline(t *testing.T) {
+	w := newDirectWorld(t)
+	w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{StallDuringData: true})
+	w.dns.MX("dest.test", "mx.dest.test")
+	m := w.mailer(Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	body := testBody + strings.Repeat(strings.Repeat("q", 900)+"\r\n", 20000)
+	res, err := m.Send(ctx, "a@sender.test", []string{"b@dest.test"}, strings.NewReader(body))
+	if err == nil {
+		t.Fatal("delivered to a stalled server")
+	}
+	r := wantStatus(t, res, "b@dest.test", Deferred)
+	if !errors.Is(r.Err, context.DeadlineExceeded) {
+		t.Errorf("err %v does not hold the context's error", r.Err)
+	}
+}

@@ -293,27 +293,7 @@ func TestBDATRecipientLimit(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				for _, r := range res.Rcpts {
-					if r.Err != nil {
-						t.Fatalf("%s: %v", r.Rcpt, r.Err)
-					}
-				}
-				if len(res.Accepted) != 150 {
-					t.Errorf("%d accepted", len(res.Accepted))
-				}
-				msgs := srv.Messages()
-				seen := map[string]bool{}
-				for _, m := range msgs {
-					if string(m.Data) != bdatBody {
-						t.Fatalf("message data %q", m.Data)
-					}
-					for _, r := range m.Rcpts {
-						seen[r] = true
-					}
-				}
-				if len(msgs) != 15 || len(seen) != 150 || srv.Connections() != 1 {
-					t.Errorf("%d messages, %d distinct recipients, %d connections", len(msgs), len(seen), srv.Connections())
-				}
+				wantAllDelivered(t, srv, res, bdatBody, 15, 150)
 				tr := srv.Transcript()
 				if cut := bytes.Contains(tr, []byte("r009@y.test>\r\n"+bdatLine(bdatBody))); cut != useLimits {
 					t.Errorf("LIMITS=%v but first transaction cut after 10: %v", useLimits, cut)
@@ -417,11 +397,7 @@ func TestBDATCloseAfterData(t *testing.T) {
 // the message may have been accepted all the same.
 func TestBDATCloseBeforeReplies(t *testing.T) {
 	addr := scripted(t, func(p *peer) {
-		p.greet("PIPELINING", "CHUNKING")
-		p.expect("MAIL")
-		p.expect("RCPT")
-		p.expect("BDAT")
-		io.ReadFull(p.r, make([]byte, len(bdatBody)))
+		p.takeBDAT(len(bdatBody))
 	})
 	c := dial(t, addr, nil)
 	res, err := c.Send(testCtx(t), sizedTx("a@x.test", bdatBody, "b@y.test"))
@@ -434,11 +410,7 @@ func TestBDATCloseBeforeReplies(t *testing.T) {
 // The reply to BDAT LAST gets DataFinal.
 func TestBDATFinalReplyTimeout(t *testing.T) {
 	addr := scripted(t, func(p *peer) {
-		p.greet("PIPELINING", "CHUNKING")
-		p.expect("MAIL")
-		p.expect("RCPT")
-		p.expect("BDAT")
-		io.ReadFull(p.r, make([]byte, len(bdatBody)))
+		p.takeBDAT(len(bdatBody))
 		p.send("250 ok\r\n250 ok\r\n")
 		p.wait()
 	})
@@ -457,11 +429,7 @@ func TestBDATFinalReplyTimeout(t *testing.T) {
 // reply: nothing can have been delivered, so not ErrConnectionLost.
 func TestBDATLostAfterAllRejected(t *testing.T) {
 	addr := scripted(t, func(p *peer) {
-		p.greet("PIPELINING", "CHUNKING")
-		p.expect("MAIL")
-		p.expect("RCPT")
-		p.expect("BDAT")
-		io.ReadFull(p.r, make([]byte, len(bdatBody)))
+		p.takeBDAT(len(bdatBody))
 		p.send("250 ok\r\n550 no\r\n")
 	})
 	c := dial(t, addr, nil)
@@ -547,4 +515,14 @@ func TestBDATSizeExceeded(t *testing.T) {
 	if bytes.Contains(srv.Transcript(), []byte("MAIL")) {
 		t.Error("MAIL sent")
 	}
+}
+
+// takeBDAT greets with PIPELINING and CHUNKING and reads one pipelined
+// MAIL, RCPT and BDAT chunk of n octets, replying nothing yet.
+func (p *peer) takeBDAT(n int) {
+	p.greet("PIPELINING", "CHUNKING")
+	p.expect("MAIL")
+	p.expect("RCPT")
+	p.expect("BDAT")
+	io.ReadFull(p.r, make([]byte, n))
 }

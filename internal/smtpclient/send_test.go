@@ -235,27 +235,7 @@ func TestSendRecipientLimit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, r := range res.Rcpts {
-				if r.Err != nil {
-					t.Fatalf("%s: %v", r.Rcpt, r.Err)
-				}
-			}
-			if len(res.Accepted) != 150 {
-				t.Errorf("%d accepted", len(res.Accepted))
-			}
-			msgs := srv.Messages()
-			seen := map[string]bool{}
-			for _, m := range msgs {
-				if string(m.Data) != testBody {
-					t.Fatalf("message data %q", m.Data)
-				}
-				for _, r := range m.Rcpts {
-					seen[r] = true
-				}
-			}
-			if len(msgs) != 15 || len(seen) != 150 || srv.Connections() != 1 {
-				t.Errorf("%d messages, %d distinct recipients, %d connections", len(msgs), len(seen), srv.Connections())
-			}
+			wantAllDelivered(t, srv, res, testBody, 15, 150)
 			// With LIMITS the first transaction stops at the 10th recipient;
 			// without, all 150 go out and 140 come back 452.
 			if cut := bytes.Contains(srv.Transcript(), []byte("r009@y.test>\r\nDATA\r\n")); cut != useLimits {
@@ -398,5 +378,33 @@ func TestErrorFormatting(t *testing.T) {
 	}
 	if !errors.Is(e, io.EOF) || !errors.Is(e, ErrConnectionLost) || !e.Temporary() {
 		t.Error("Is/Temporary")
+	}
+}
+
+// wantAllDelivered checks that every recipient of res was delivered, that
+// the server received body in wantMsgs transactions over one connection,
+// and that they carried wantRcpts distinct recipients.
+func wantAllDelivered(t *testing.T, srv *smtptest.Server, res *TxResult, body string, wantMsgs, wantRcpts int) {
+	t.Helper()
+	for _, r := range res.Rcpts {
+		if r.Err != nil {
+			t.Fatalf("%s: %v", r.Rcpt, r.Err)
+		}
+	}
+	if len(res.Accepted) != wantRcpts {
+		t.Errorf("%d accepted, want %d", len(res.Accepted), wantRcpts)
+	}
+	msgs := srv.Messages()
+	seen := map[string]bool{}
+	for _, m := range msgs {
+		if string(m.Data) != body {
+			t.Fatalf("message data %q", m.Data)
+		}
+		for _, r := range m.Rcpts {
+			seen[r] = true
+		}
+	}
+	if len(msgs) != wantMsgs || len(seen) != wantRcpts || srv.Connections() != 1 {
+		t.Errorf("%d messages, %d distinct recipients, %d connections; want %d, %d, 1", len(msgs), len(seen), srv.Connections(), wantMsgs, wantRcpts)
 	}
 }

@@ -30,35 +30,7 @@ func TestMaddySubmission(t *testing.T) {
 	host, _, _ := net.SplitHostPort(e.MaddySubmissionAddr)
 	tc := &tls.Config{RootCAs: pool, ServerName: host}
 
-	dialSTARTTLS := func(t *testing.T) *smtp.Client {
-		c, err := smtp.Dial(e.MaddySubmissionAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if err := c.Hello("client.peertest.test"); err != nil {
-			t.Fatal(err)
-		}
-		if ok, _ := c.Extension("AUTH"); ok {
-			t.Error("AUTH offered before STARTTLS")
-		}
-		if err := c.StartTLS(tc); err != nil {
-			t.Fatalf("STARTTLS: %v", err)
-		}
-		return c
-	}
-	dialTLS := func(t *testing.T) *smtp.Client {
-		conn, err := tls.Dial("tcp", e.MaddySubmissionsAddr, tc)
-		if err != nil {
-			t.Fatalf("implicit TLS: %v", err)
-		}
-		c, err := smtp.NewClient(conn, host)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dialSTARTTLS, dialTLS := submissionDialers(e.MaddySubmissionAddr, e.MaddySubmissionsAddr, tc, "client.peertest.test")
 	auth := func(t *testing.T, c *smtp.Client) {
 		t.Helper()
 		if ok, mechs := c.Extension("AUTH"); !ok || !strings.Contains(mechs, "PLAIN") {

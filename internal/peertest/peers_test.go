@@ -230,32 +230,7 @@ func TestSubmission(t *testing.T) {
 	host, _, _ := net.SplitHostPort(e.SubmissionAddr)
 	tc := &tls.Config{RootCAs: pool, ServerName: host}
 
-	dialSTARTTLS := func(t *testing.T) *smtp.Client {
-		c, err := smtp.Dial(e.SubmissionAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if ok, _ := c.Extension("AUTH"); ok {
-			t.Error("AUTH offered before STARTTLS")
-		}
-		if err := c.StartTLS(tc); err != nil {
-			t.Fatalf("STARTTLS: %v", err)
-		}
-		return c
-	}
-	dialTLS := func(t *testing.T) *smtp.Client {
-		conn, err := tls.Dial("tcp", e.SubmissionsAddr, tc)
-		if err != nil {
-			t.Fatalf("implicit TLS: %v", err)
-		}
-		c, err := smtp.NewClient(conn, host)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	dialSTARTTLS, dialTLS := submissionDialers(e.SubmissionAddr, e.SubmissionsAddr, tc, "")
 
 	for _, tt := range []struct {
 		name string
@@ -391,4 +366,42 @@ func TestDNSZones(t *testing.T) {
 			t.Fatalf("MX timeout.test = %v, %v; want a timeout", r, err)
 		}
 	})
+}
+
+// submissionDialers return functions that open a net/smtp session to a
+// submission peer: over STARTTLS (checking that AUTH is not offered before
+// it) and over implicit TLS. helo, when set, is sent first.
+func submissionDialers(starttlsAddr, implicitAddr string, tc *tls.Config, helo string) (dialSTARTTLS, dialTLS func(*testing.T) *smtp.Client) {
+	dialSTARTTLS = func(t *testing.T) *smtp.Client {
+		c, err := smtp.Dial(starttlsAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if helo != "" {
+			if err := c.Hello(helo); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ok, _ := c.Extension("AUTH"); ok {
+			t.Error("AUTH offered before STARTTLS")
+		}
+		if err := c.StartTLS(tc); err != nil {
+			t.Fatalf("STARTTLS: %v", err)
+		}
+		return c
+	}
+	dialTLS = func(t *testing.T) *smtp.Client {
+		conn, err := tls.Dial("tcp", implicitAddr, tc)
+		if err != nil {
+			t.Fatalf("implicit TLS: %v", err)
+		}
+		c, err := smtp.NewClient(conn, tc.ServerName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	return dialSTARTTLS, dialTLS
 }

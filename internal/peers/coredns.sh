@@ -38,6 +38,7 @@ COREDNS_BIN=${COREDNS_BIN:-$PEERS_DIR/bin/coredns-$COREDNS_VERSION-slim}
 D=$PEERS_DIR/coredns
 
 log() { echo "peers/coredns: $*" >&2; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 do_install() {
   [ -x "$COREDNS_BIN" ] && return 0
@@ -141,26 +142,13 @@ stamp() {
 }
 
 pid() { cat "$D/coredns.pid" 2>/dev/null || true; }
-# alive: the pid exists, is not a zombie (a killed CoreDNS may linger
-# unreaped) and is CoreDNS (not a recycled pid).
-alive() {
-  local p=$1 st
-  [ -n "$p" ] && [ -r "/proc/$p/stat" ] || return 1
-  st=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f1)
-  [ "$st" != Z ] && [ "$st" != X ] && tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q coredns
-}
-is_running() { alive "$(pid)"; }
+# running: the pid file names a live CoreDNS, not a zombie or a recycled pid.
+is_running() { alive "$(pid)" coredns; }
 
 do_start() {
   do_install
+  up_to_date && return 0
   local s; s=$(stamp)
-  if is_running; then
-    if [ "$(cat "$D/stamp" 2>/dev/null)" = "$s" ]; then
-      log "already running (pid $(pid))"; return 0
-    fi
-    log "configuration changed, restarting"
-    do_stop
-  fi
   configure
   rm -f "$D/coredns.pid"
   : > "$D/coredns.log"
@@ -180,12 +168,7 @@ do_start() {
 }
 
 do_stop() {
-  local p; p=$(pid)
-  if alive "$p"; then
-    kill "$p"
-    for _ in $(seq 1 50); do alive "$p" || break; sleep 0.1; done
-    if alive "$p"; then kill -9 "$p" || true; fi
-  fi
+  stop_pid "$(pid)" coredns 50
   rm -f "$D/coredns.pid" "$D/stamp"
   log "stopped"
 }

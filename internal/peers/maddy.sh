@@ -60,6 +60,7 @@ MADDY_HOSTNAME=mx.example.org
 D=$PEERS_DIR/maddy
 
 log() { echo "peers/maddy: $*" >&2; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 do_install() {
   [ -x "$MADDY_BIN" ] && return 0
@@ -164,25 +165,13 @@ stamp() {
 }
 
 pid() { cat "$D/run/maddy.pid" 2>/dev/null || true; }
-# alive: the pid exists, is not a zombie and is maddy (not a recycled pid).
-alive() {
-  local p=$1 st
-  [ -n "$p" ] && [ -r "/proc/$p/stat" ] || return 1
-  st=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f1)
-  [ "$st" != Z ] && [ "$st" != X ] && tr '\0' ' ' 2>/dev/null < "/proc/$p/cmdline" | grep -q maddy
-}
-is_running() { alive "$(pid)"; }
+# running: the pid file names a live maddy, not a zombie or a recycled pid.
+is_running() { alive "$(pid)" maddy; }
 
 do_start() {
   do_install
+  up_to_date && return 0
   local s; s=$(stamp)
-  if is_running; then
-    if [ "$(cat "$D/stamp" 2>/dev/null)" = "$s" ]; then
-      log "already running (pid $(pid))"; return 0
-    fi
-    log "configuration changed, restarting"
-    do_stop
-  fi
   local t0=${EPOCHREALTIME/./}
   mkdir -p "$D"
   : > "$D/maddy.log"
@@ -217,12 +206,7 @@ do_start() {
 }
 
 do_stop() {
-  local p; p=$(pid)
-  if alive "$p"; then
-    kill "$p"
-    for _ in $(seq 1 100); do alive "$p" || break; sleep 0.1; done
-    if alive "$p"; then kill -9 "$p" || true; fi
-  fi
+  stop_pid "$(pid)" maddy 100
   rm -f "$D/run/maddy.pid" "$D/stamp"
   log "stopped"
 }

@@ -31,6 +31,7 @@ PG_DB=${PG_DB:-mailroute}
 D=$PEERS_DIR/postgres
 
 log() { echo "peers/postgres: $*" >&2; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 pg_bin() {
   if [ -n "${PG_BIN:-}" ]; then echo "$PG_BIN"; return; fi
@@ -74,13 +75,7 @@ stamp() {
 }
 
 pid() { head -1 "$D/data/postmaster.pid" 2>/dev/null || true; }
-alive() {
-  local p=$1 st
-  [ -n "$p" ] && [ -r "/proc/$p/stat" ] || return 1
-  st=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f1)
-  [ "$st" != Z ] && [ "$st" != X ] && tr '\0' ' ' 2>/dev/null < "/proc/$p/cmdline" | grep -q postgres
-}
-is_running() { alive "$(pid)"; }
+is_running() { alive "$(pid)" postgres; }
 
 psql_super() { as_pg "$(pg_bin)/../bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$D/run" -p "$PG_PORT" -U postgres "$@"; }
 
@@ -109,14 +104,8 @@ EOF
 
 do_start() {
   do_install
+  up_to_date && return 0
   local s; s=$(stamp)
-  if is_running; then
-    if [ "$(cat "$D/stamp" 2>/dev/null)" = "$s" ]; then
-      log "already running (pid $(pid))"; return 0
-    fi
-    log "configuration changed, restarting"
-    do_stop
-  fi
   local t0=${EPOCHREALTIME/./}
   mkdir -p "$D"
   if [ ! -s "$D/data/PG_VERSION" ] || [ "$(cat "$D/stamp.init" 2>/dev/null)" != "$s" ]; then

@@ -49,6 +49,10 @@ type Config struct {
 	// Fallback decides which direct failures are re-sent through the
 	// smarthost. The zero value is the default policy; see FallbackPolicy.
 	Fallback FallbackPolicy
+	// Learning configures the routes learned from refusals and the
+	// blocked-port-25 detector. The zero value learns, with the defaults;
+	// see Learning.
+	Learning Learning
 	// Queue keeps what Send could not deliver and retries it; nil: no
 	// queue, and deferred recipients are the caller's to retry. &Spool{Dir:
 	// …} is the embedded store.

@@ -188,8 +188,14 @@ func Check(ctx context.Context, cfg Config, opts CheckOptions) (*Report, error) 
 }
 
 // Check runs Check with the Mailer's configuration.
+// Beside the setup checks, it reports what the Mailer has found while
+// sending, such as a blocked outbound port 25.
 func (m *Mailer) Check(ctx context.Context, opts CheckOptions) (*Report, error) {
-	return check(ctx, &m.cfg, m.hostname, opts)
+	r, err := check(ctx, &m.cfg, m.hostname, opts)
+	if r != nil {
+		m.learn.findings(r)
+	}
+	return r, err
 }
 
 func check(ctx context.Context, cfg *Config, hostname string, opts CheckOptions) (*Report, error) {

@@ -185,13 +185,26 @@ func (m *Mailer) deliver(ctx context.Context, j *job) {
 		return
 	}
 	j.route = route
+	learn := m.learn.active(j)
+	var site string
+	var probe bool
+	if learn && route.Via == Direct {
+		route, site, probe = m.learn.route(ctx, j)
+		j.route = route
+	}
 	if route.Via == Smarthost {
 		m.deliverSmarthost(ctx, j)
 		return
 	}
 	m.deliverDirect(ctx, j)
+	if learn {
+		m.learn.observe(ctx, j, site, probe)
+	}
 	if j.relay != nil {
 		m.fallback(ctx, j)
+	}
+	if learn {
+		m.learn.blocked.observe(ctx, j, site)
 	}
 }
 

@@ -25,6 +25,7 @@ type Mailer struct {
 	direct   directPools
 	queue    *queueRuntime // nil without Config.Queue
 	learn    *learner      // routes learned from refusals; see Learning
+	figures  *figures      // outcome figures; see Stats
 
 	// testDialer replaces the direct dialer in tests that count
 	// connections from the client's side.
@@ -88,6 +89,7 @@ func New(cfg Config) (*Mailer, error) {
 		TemporaryTTL: cfg.MXCacheTemporaryTTL,
 	}
 	m.learn = newLearner(m)
+	m.figures = newFigures(cfg.MeterProvider)
 	go m.reapLoop()
 	if cfg.Queue != nil {
 		m.queue = newQueueRuntime(m)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/mailroute/go-mailroute/internal/message"
 	"github.com/mailroute/go-mailroute/internal/mx"
@@ -172,6 +173,8 @@ func (m *Mailer) group(from string, fromUTF8 bool, rcpts []message.Address, body
 // deliver routes one destination and hands it to the chosen transport. A
 // job the queue marked for the smarthost skips routing.
 func (m *Mailer) deliver(ctx context.Context, j *job) {
+	start := time.Now()
+	defer func() { m.figures.record(ctx, j, m.providerOf(j.dest), time.Since(start)) }()
 	if j.forceRelay {
 		m.deliverSmarthost(ctx, j)
 		for k := range j.rcpts {

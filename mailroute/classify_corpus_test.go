@@ -117,3 +117,19 @@ func explanationEvidence(v Verdict) string {
 func evidencePresent(e *Error, why string) bool {
 	return strings.Contains(e.Message, why) || why == e.Enhanced.String() || why == strconv.Itoa(e.Code)
 }
+
+// BenchmarkExplainCorpus: one op classifies every reply of the corpus once.
+func BenchmarkExplainCorpus(b *testing.B) {
+	corpus := loadCorpus(b)
+	errs := make([]*Error, len(corpus))
+	for i, c := range corpus {
+		errs[i] = c.err(b)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, e := range errs {
+			Explain(e)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(errs)), "ns/reply")
+}

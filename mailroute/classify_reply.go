@@ -11,14 +11,14 @@ import (
 // before codes, because providers put reputation blocks under 5.1.x or
 // 5.0.0 as often as under 5.7.x, and mailbox problems under 5.7.1.
 func explainReply(code int, enh EnhancedCode, text, command string) Verdict {
-	own := ownText(text)
+	own := string(ownText(text))
 	temp := code >= 400 && code < 500
 	if temp {
 		if m := findMarker(text, own, greylistMarkers); m != "" {
 			return Verdict{Class: ClassGreylist, Marker: m}
 		}
 	}
-	if m := findToken(text, own, providerCodes); m != "" {
+	if m := findToken(text, own, providerCodesLower); m != "" {
 		return Verdict{Class: ClassPolicy, Marker: m}
 	}
 	if m := findMarker(text, own, recipientStatusMarkers); m != "" {
@@ -353,7 +353,7 @@ func echoed(tok, orig string) bool {
 // findMarker returns the first of markers (they are listed strongest
 // first) found in own (the masked, lower-cased text) at a word start, as
 // it appears in text, or "".
-func findMarker(text string, own []byte, markers []string) string {
+func findMarker(text, own string, markers []string) string {
 	for _, m := range markers {
 		if at := wordIndex(own, m); at >= 0 {
 			return text[at : at+len(m)]
@@ -362,13 +362,21 @@ func findMarker(text string, own []byte, markers []string) string {
 	return ""
 }
 
-// findToken returns the first code found as a whole token, as it appears
-// in text, or "".
-func findToken(text string, own []byte, codes []string) string {
-	for _, c := range codes {
-		lc := strings.ToLower(c)
+// providerCodesLower is providerCodes as ownText writes them.
+var providerCodesLower = func() []string {
+	out := make([]string, len(providerCodes))
+	for i, c := range providerCodes {
+		out[i] = strings.ToLower(c)
+	}
+	return out
+}()
+
+// findToken returns the first of codes (lower case) found as a whole
+// token, as it appears in text, or "".
+func findToken(text, own string, codes []string) string {
+	for _, lc := range codes {
 		for from := 0; ; {
-			i := strings.Index(string(own[from:]), lc)
+			i := strings.Index(own[from:], lc)
 			if i < 0 {
 				break
 			}
@@ -385,8 +393,7 @@ func findToken(text string, own []byte, codes []string) string {
 
 // wordIndex finds m in own where it starts a word (so "spam" matches
 // "spammer" but not "antispam"), or returns -1.
-func wordIndex(own []byte, m string) int {
-	s := string(own)
+func wordIndex(s, m string) int {
 	for from := 0; from <= len(s); {
 		i := strings.Index(s[from:], m)
 		if i < 0 {
@@ -408,7 +415,7 @@ func isWordByte(c byte) bool {
 // extendList lengthens a block-list marker by the list it names ("blocked
 // using" + " zen.spamhaus.org"): the name is what the sender needs to look
 // up, and the marker stays a substring of the reply.
-func extendList(text string, own []byte, m string) string {
+func extendList(text, own, m string) string {
 	switch strings.ToLower(m) {
 	case "blocked using", "listed at", "listed in", "listed on", "listed by":
 	default:

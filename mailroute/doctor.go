@@ -83,7 +83,8 @@ func (s CheckStatus) String() string {
 // Finding is the outcome of one check of a Report.
 type Finding struct {
 	// Check names what was checked: "MX", "EHLO name", "reverse DNS",
-	// "SPF", "DKIM", "DMARC" or "relay".
+	// "SPF", "DKIM", "DMARC", "relay", or "port 25" (what a Mailer found
+	// while sending; see BlockedPort25).
 	Check string
 	// Path is the delivery path the finding concerns: Direct, Smarthost,
 	// or 0 for both.

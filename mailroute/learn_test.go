@@ -2,6 +2,8 @@ package mailroute
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -265,5 +267,69 @@ func TestSiteOf(t *testing.T) {
 	long := siteOf(hosts(strings.Repeat("a", 200)+".test", strings.Repeat("b", 200)+".test"))
 	if k := siteKey(long); len(k) > 255 || !strings.HasPrefix(k, "sha256:") {
 		t.Errorf("key for a long site: %q", k)
+	}
+}
+
+// brokenState fails the calls its fields say, like a database that is
+// down or a full disk.
+type brokenState struct {
+	memoryState
+	get, put, del bool
+}
+
+var errBroken = errors.New("state store down")
+
+func (b *brokenState) GetState(ctx context.Context, ns, key string, now time.Time) ([]byte, bool, error) {
+	if b.get {
+		return nil, false, errBroken
+	}
+	return b.memoryState.GetState(ctx, ns, key, now)
+}
+
+func (b *brokenState) PutState(ctx context.Context, ns, key string, v []byte, exp time.Time) error {
+	if b.put {
+		return errBroken
+	}
+	return b.memoryState.PutState(ctx, ns, key, v, exp)
+}
+
+func (b *brokenState) DeleteState(ctx context.Context, ns, key string) error {
+	if b.del {
+		return errBroken
+	}
+	return b.memoryState.DeleteState(ctx, ns, key)
+}
+
+// A failing StateStore never fails or loses mail: lessons that cannot be
+// read are not applied (the router decides), lessons that cannot be
+// stored are not learned; the failure is logged.
+func TestLearningStoreFaults(t *testing.T) {
+	for _, tt := range []struct {
+		name          string
+		store         *brokenState
+		wantRelayed   bool // the second domain skips direct
+		wantWarnAbout string
+	}{
+		{"reads fail", &brokenState{get: true}, false, "reading learned routes failed"},
+		{"writes fail", &brokenState{put: true}, false, "storing a learned route failed"},
+		{"deletes fail", &brokenState{del: true}, true, ""},
+		{"all well", &brokenState{}, true, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newLearnWorld(t)
+			log := &recordingHandler{}
+			m := w.mailer(Config{Logger: slog.New(log)})
+			m.learn.store = tt.store
+			res, _ := send(t, m, "a@sender.test", []string{"x@one.test"}, testBody)
+			wantStatus(t, res, "x@one.test", Delivered)
+			res, _ = send(t, m, "a@sender.test", []string{"y@two.test"}, testBody)
+			r := wantStatus(t, res, "y@two.test", Delivered)
+			if relayed := r.Via == Smarthost && !r.Fallback; relayed != tt.wantRelayed {
+				t.Errorf("second domain %+v: relayed without a direct attempt %v, want %v", r, relayed, tt.wantRelayed)
+			}
+			if tt.wantWarnAbout != "" && log.count(slog.LevelWarn, tt.wantWarnAbout) == 0 {
+				t.Errorf("no warning %q", tt.wantWarnAbout)
+			}
+		})
 	}
 }

@@ -95,6 +95,9 @@ type figures struct {
 	recipients metric.Int64Counter
 	fallbacks  metric.Int64Counter
 	duration   metric.Float64Histogram
+	// export is false without a MeterProvider: building attribute sets
+	// for no-op instruments costs allocations on every Send.
+	export bool
 
 	mu   sync.Mutex
 	rows map[statsKey]*StatsRow
@@ -103,11 +106,11 @@ type figures struct {
 type statsKey struct{ provider, path string }
 
 func newFigures(mp metric.MeterProvider) *figures {
+	m := &figures{rows: make(map[statsKey]*StatsRow), export: mp != nil}
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
 	meter := mp.Meter("github.com/mailroute/go-mailroute/mailroute")
-	m := &figures{rows: make(map[statsKey]*StatsRow)}
 	// The instrument constructors return a usable no-op instrument with
 	// the error; a bad name is a bug in this file, caught by the tests.
 	m.recipients, _ = meter.Int64Counter(metricRecipients, metric.WithUnit("{recipient}"),
@@ -137,7 +140,6 @@ func (mt *figures) record(ctx context.Context, j *job, provider string, took tim
 
 // add counts one recipient: an outcome (status != 0) or a fallback.
 func (mt *figures) add(ctx context.Context, provider, path string, status Status, class Class, fellBack bool, took time.Duration) {
-	attrs := []attribute.KeyValue{attribute.String(attrProvider, provider), attribute.String(attrPath, path)}
 	mt.mu.Lock()
 	row := mt.rows[statsKey{provider, path}]
 	if row == nil {
@@ -148,7 +150,10 @@ func (mt *figures) add(ctx context.Context, provider, path string, status Status
 		row.FellBack++
 		row.Classes[class.String()]++
 		mt.mu.Unlock()
-		mt.fallbacks.Add(ctx, 1, metric.WithAttributes(append(attrs, attribute.String(attrError, class.String()))...))
+		if mt.export {
+			mt.fallbacks.Add(ctx, 1, metric.WithAttributes(attribute.String(attrProvider, provider),
+				attribute.String(attrPath, path), attribute.String(attrError, class.String())))
+		}
 		return
 	}
 	outcome := "deferred"
@@ -167,7 +172,11 @@ func (mt *figures) add(ctx context.Context, provider, path string, status Status
 		row.Classes[class.String()]++
 	}
 	mt.mu.Unlock()
-	attrs = append(attrs, attribute.String(attrOutcome, outcome))
+	if !mt.export {
+		return
+	}
+	attrs := []attribute.KeyValue{attribute.String(attrProvider, provider), attribute.String(attrPath, path),
+		attribute.String(attrOutcome, outcome)}
 	if status != Delivered {
 		attrs = append(attrs, attribute.String(attrError, class.String()))
 	}

@@ -110,11 +110,7 @@ func newLearner(m *Mailer) *learner {
 	if m.cfg.now != nil {
 		l.now = m.cfg.now
 	}
-	if s, ok := m.cfg.Queue.(StateStore); ok {
-		l.store = s
-	} else {
-		l.store = &memoryState{}
-	}
+	l.store = m.state
 	l.blocked = newPortWatch(l)
 	return l
 }

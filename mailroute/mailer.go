@@ -24,6 +24,7 @@ type Mailer struct {
 	relay    *smarthost // nil without Config.Smarthost
 	direct   directPools
 	queue    *queueRuntime // nil without Config.Queue
+	state    StateStore    // what the Mailer learns: Config.Queue's, or in memory
 	learn    *learner      // routes learned from refusals; see Learning
 	figures  *figures      // outcome figures; see Stats
 
@@ -88,6 +89,7 @@ func New(cfg Config) (*Mailer, error) {
 		TTL:          cfg.MXCacheTTL,
 		TemporaryTTL: cfg.MXCacheTemporaryTTL,
 	}
+	m.state = stateStoreOf(cfg.Queue)
 	m.learn = newLearner(m)
 	m.figures = newFigures(cfg.MeterProvider)
 	go m.reapLoop()

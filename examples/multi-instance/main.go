@@ -7,7 +7,8 @@
 // sent.
 //
 //	bash internal/peers/peers.sh start   # or any PostgreSQL you can create tables in
-//	go run ./examples/multi-instance -db "$(bash internal/peers/postgres.sh url)"
+//	cd examples/multi-instance   # a module of its own: it requires mailroute/riverqueue
+//	go run . -db "$(bash ../../internal/peers/postgres.sh url)"
 //
 // The database is given by -db or MAILROUTE_POSTGRES_URL. The example works
 // in a schema of its own, dropped at the end.

@@ -465,13 +465,13 @@ func (m *Mailer) Enqueue(ctx context.Context, from string, to []string, msg io.R
 		return "", ErrClosed
 	default:
 	}
-	env, err := parseEnvelope(from, to)
+	env, _, err := parseEnvelope(from, to)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("mailroute: %w", err)
 	}
 	body, err := m.readBody(msg)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("mailroute: %w", err)
 	}
 	defer body.Close()
 	now := m.queue.now()

@@ -11,6 +11,7 @@ require (
 	github.com/miekg/dns v1.1.73
 	github.com/wneessen/go-mail v0.8.1
 	golang.org/x/net v0.58.0
+	golang.org/x/oauth2 v0.36.0
 )
 
 require (

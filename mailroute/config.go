@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
+	"golang.org/x/oauth2"
 
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
 )
@@ -203,10 +204,19 @@ type Relay struct {
 	// mechanism it offers after TLS: PLAIN, then LOGIN, then CRAM-MD5.
 	// They are only ever sent over a verified TLS connection.
 	Username, Password string
-	// Auth, when set, is used instead of Username and Password: a go-sasl
-	// client such as XOAUTH2 or OAUTHBEARER for Gmail or Microsoft 365. It
-	// is used for every new connection, so it must be reusable (go-sasl's
-	// PLAIN, XOAUTH2 and OAUTHBEARER clients are).
+	// TokenSource, when set, authenticates Username with OAuth 2.0
+	// instead of a password, as Gmail and Microsoft 365 want: a token is
+	// taken from it for each new session (so a pooled relay never sends
+	// an expired one; wrap it in oauth2.ReuseTokenSource to cache tokens
+	// until they expire) and sent by OAUTHBEARER (RFC 7628) or XOAUTH2,
+	// whichever the relay offers. A refused token's error holds an
+	// *OAuth2Error with the server's status and the scope it wants.
+	TokenSource oauth2.TokenSource
+	// Auth, when set, is used instead of Username and Password: any
+	// go-sasl client. The same client is used for every new session, so
+	// it must be reusable and hold nothing that expires: go-sasl's PLAIN
+	// client is fine, but a bearer token is not (it expires within an
+	// hour; use TokenSource). go-sasl has no XOAUTH2 client.
 	Auth sasl.Client
 	// TLSConfig is used for the relay's TLS. nil: the system roots.
 	// ServerName defaults to the host in Addr.
@@ -247,6 +257,14 @@ func (r *Relay) check() error {
 	}
 	if r.Password != "" && r.Username == "" && r.Auth == nil {
 		return fmt.Errorf("mailroute: Relay has a Password but no Username")
+	}
+	if r.TokenSource != nil {
+		switch {
+		case r.Username == "":
+			return fmt.Errorf("mailroute: Relay.TokenSource needs the Username the token is for")
+		case r.Password != "" || r.Auth != nil:
+			return fmt.Errorf("mailroute: Relay has a TokenSource and also a Password or Auth; give one way to authenticate")
+		}
 	}
 	return nil
 }

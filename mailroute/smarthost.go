@@ -39,6 +39,10 @@ func newSmarthost(r *Relay, localName string, maxConns int) *smarthost {
 			Timeouts:  r.Timeouts.client(),
 		},
 	}
+	if r.TokenSource != nil {
+		s.cfg.AuthFor = oauth2AuthFor(r)
+		s.cfg.Username = ""
+	}
 	switch {
 	case r.InsecurePlaintextLoopback:
 		// A local relay: encrypt if it offers STARTTLS, else go plain;

@@ -57,6 +57,10 @@ func TestCoreUserModuleGraph(t *testing.T) {
 		cmd.Env = append(os.Environ(), "GOPROXY=off", "GOFLAGS=-mod=mod", "GOWORK=off",
 			"GOTOOLCHAIN=local", "GOSUMDB=off")
 		out, err := cmd.CombinedOutput()
+		if err != nil && strings.Contains(string(out), "disabled by GOPROXY=off") {
+			// The test stays offline; CI runs go list -m all first.
+			t.Skipf("the module cache lacks a module of the graph (run go list -m all in the core module): go %s: %s", strings.Join(args, " "), out)
+		}
 		if err != nil {
 			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 		}

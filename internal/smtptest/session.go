@@ -21,6 +21,7 @@ type session struct {
 	c        *smtp.Conn
 	conn     int
 	authUser string
+	authMech string
 
 	from     string
 	mailOpts *smtp.MailOptions
@@ -47,7 +48,7 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	o := s.srv.opts
-	if len(o.Auth) > 0 && !o.AuthOptional && s.authUser == "" {
+	if (len(o.Auth) > 0 || o.OAuth2 != nil) && !o.AuthOptional && s.authUser == "" {
 		return errAuthRequired
 	}
 	if o.Disable8BitMIME && opts.Body == smtp.Body8BitMIME {
@@ -84,15 +85,16 @@ func (s *session) Data(r io.Reader) error {
 	data, err := io.ReadAll(r)
 	_, isTLS := s.c.TLSConnectionState()
 	m := &Message{
-		From:     s.from,
-		Rcpts:    s.rcpts,
-		MailOpts: s.mailOpts,
-		RcptOpts: s.rcptOpts,
-		Data:     data,
-		Helo:     s.c.Hostname(),
-		TLS:      isTLS,
-		AuthUser: s.authUser,
-		Conn:     s.conn,
+		From:          s.from,
+		Rcpts:         s.rcpts,
+		MailOpts:      s.mailOpts,
+		RcptOpts:      s.rcptOpts,
+		Data:          data,
+		Helo:          s.c.Hostname(),
+		TLS:           isTLS,
+		AuthUser:      s.authUser,
+		AuthMechanism: s.authMech,
+		Conn:          s.conn,
 	}
 	switch {
 	case errors.Is(err, smtp.ErrDataTooLarge):

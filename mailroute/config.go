@@ -24,9 +24,22 @@ type Config struct {
 	Hostname string
 	// Router decides each destination's route. nil: DefaultRouter.
 	Router Router
-	// Smarthost is the relay for Smarthost routes and fallback. nil: none,
-	// and mail routed to the smarthost fails with a clear error.
+	// Smarthost is the default relay, for Smarthost routes and fallback
+	// that name no other. nil: none, and mail routed to it fails with a
+	// clear error.
 	Smarthost *Relay
+	// Relays are further relays, by name, for routes that name one
+	// (Route.Relay, Rule.Relay), for senders (SenderRelays), and as the
+	// failover of another relay (Relay.Failover).
+	Relays map[string]*Relay
+	// SenderRelays picks the relay by the envelope sender's domain, for
+	// applications that send for several domains, each with its own relay
+	// account (Postfix's sender_dependent_relayhost_maps). Keys are
+	// domains ("example.com") or, with a leading dot, a domain and its
+	// subdomains (".example.com"); an exact key beats a suffix, and a
+	// longer suffix a shorter one. Values name relays of Relays. A relay
+	// the route names beats the sender's; the sender's beats Smarthost.
+	SenderRelays map[string]string
 	// Direct configures delivery to MX hosts.
 	Direct DirectOptions
 	// Resolver answers MX and address lookups. nil: the system resolver.
@@ -227,6 +240,13 @@ type Relay struct {
 	// session goes on in plaintext otherwise — credentials included, if
 	// configured. New refuses it for any address that is not loopback.
 	InsecurePlaintextLoopback bool
+	// Failover names the relay of Config.Relays tried next when this one
+	// cannot be used: connecting, the greeting, EHLO, TLS or AUTH failed
+	// (it is down, or refuses the configuration), so that nothing of the
+	// message was sent. Refusals of the mail itself (MAIL, RCPT, DATA) do
+	// not fail over: the next relay would most likely refuse it too.
+	// "": none. Chains are allowed, cycles are not.
+	Failover string
 	// MaxIdle is how many idle authenticated sessions are kept for reuse.
 	// 0: 2; negative: none (a new session per transaction).
 	MaxIdle int

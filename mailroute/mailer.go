@@ -21,6 +21,7 @@ type Mailer struct {
 	router   Router
 	mx       *mx.Cache
 	relay    *smarthost // nil without Config.Smarthost
+	relays   namedRelays
 	direct   directPools
 	queue    *queueRuntime // nil without Config.Queue
 
@@ -63,6 +64,9 @@ func New(cfg Config) (*Mailer, error) {
 			return nil, err
 		}
 		m.relay = newSmarthost(cfg.Smarthost, m.hostname, cfg.maxConnsPerHost())
+	}
+	if err := m.setupRelays(&cfg); err != nil {
+		return nil, err
 	}
 	if err := cfg.Direct.check(); err != nil {
 		return nil, err
@@ -231,6 +235,7 @@ func (m *Mailer) Shutdown(ctx context.Context) error {
 		if m.relay != nil {
 			m.relay.close(quitCtx)
 		}
+		m.relays.each(func(s *smarthost) { s.close(quitCtx) })
 		m.adhoc.close(quitCtx)
 		m.direct.close(quitCtx)
 	})
@@ -251,6 +256,7 @@ func (m *Mailer) reapLoop() {
 			if m.relay != nil {
 				m.relay.pool.reap()
 			}
+			m.relays.each(func(s *smarthost) { s.pool.reap() })
 		}
 	}
 }

@@ -195,11 +195,26 @@ func (m *Mailer) group(from string, fromUTF8 bool, rcpts []message.Address, body
 // job the queue marked for the smarthost skips routing.
 func (m *Mailer) deliver(ctx context.Context, j *job) {
 	if j.forceRelay {
-		m.deliverSmarthost(ctx, j)
-		for k := range j.rcpts {
-			j.slot(k).Fallback = true
+		// The queue's fallback over time: the relay is still the one the
+		// destination's route names, when it can be routed.
+		route, err := m.route(ctx, j.dest)
+		if err != nil {
+			route = Route{}
 		}
-		return
+		if e := m.pickRelay(j, route); e != nil {
+			j.failAll(e, "")
+			return
+		}
+		if j.relay != nil {
+			m.deliverSmarthost(ctx, j)
+			for k := range j.rcpts {
+				j.slot(k).Fallback = true
+			}
+			return
+		}
+		// No relay for this sender and destination after all (only named
+		// relays exist, and none applies): go on direct.
+		j.forceRelay = false
 	}
 	route, err := m.route(ctx, j.dest)
 	if err != nil {
@@ -207,6 +222,10 @@ func (m *Mailer) deliver(ctx context.Context, j *job) {
 		return
 	}
 	j.route = route
+	if e := m.pickRelay(j, route); e != nil {
+		j.failAll(e, "")
+		return
+	}
 	if route.Via == Smarthost {
 		m.deliverSmarthost(ctx, j)
 		return

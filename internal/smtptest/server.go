@@ -45,6 +45,12 @@ type Options struct {
 	// OAuth2Mechanisms limits the mechanisms OAuth2 offers, e.g.
 	// []string{"XOAUTH2"} as Microsoft 365 does; nil offers both.
 	OAuth2Mechanisms []string
+	// RequireTLS refuses MAIL on a connection that has not done STARTTLS
+	// with 530 5.7.0, as receivers that insist on encryption do.
+	RequireTLS bool
+	// ReplyDelay is how long the server waits before answering MAIL, each
+	// RCPT and the end of data: a slow server.
+	ReplyDelay time.Duration
 	// AuthOptional accepts mail from clients that did not authenticate even
 	// though Auth is set.
 	AuthOptional bool

@@ -7,8 +7,9 @@ import (
 	"strings"
 )
 
-// Resolver is a static DNS for mailroute's Config.Resolver, answering
-// from its two maps with no network at all. Names are matched without
+// Resolver is a static DNS for mailroute's Config.Resolver (and
+// CheckOptions.Resolver: it answers TXT and PTR lookups too), answering
+// from its maps with no network at all. Names are matched without
 // regard to case or a trailing dot. A name in neither map does not exist
 // (NXDOMAIN); a domain only in Hosts has no MX and receives mail at its
 // own address (the implicit MX of RFC 5321 §5.1); an MX list of "."
@@ -21,6 +22,11 @@ type Resolver struct {
 	MX map[string][]string
 	// Hosts maps a host name to its IP addresses.
 	Hosts map[string][]string
+	// TXT maps a name to its TXT records (SPF, DKIM keys, DMARC), one
+	// string per record.
+	TXT map[string][]string
+	// PTR maps an IP address to its reverse DNS names.
+	PTR map[string][]string
 }
 
 func canonical(name string) string { return strings.ToLower(strings.TrimSuffix(name, ".")) }
@@ -33,12 +39,6 @@ func (r *Resolver) lookup(m map[string][]string, name string) ([]string, bool) {
 		}
 	}
 	return nil, false
-}
-
-func (r *Resolver) exists(name string) bool {
-	_, mx := r.lookup(r.MX, name)
-	_, host := r.lookup(r.Hosts, name)
-	return mx || host
 }
 
 func notFound(name string) error {
@@ -78,4 +78,27 @@ func (r *Resolver) LookupIPAddr(_ context.Context, host string) ([]net.IPAddr, e
 		out = append(out, net.IPAddr{IP: ip.AsSlice()})
 	}
 	return out, nil
+}
+
+// LookupTXT returns the name's TXT records.
+func (r *Resolver) LookupTXT(_ context.Context, name string) ([]string, error) {
+	txt, ok := r.lookup(r.TXT, name)
+	if !ok || len(txt) == 0 {
+		return nil, notFound(name)
+	}
+	return txt, nil
+}
+
+// LookupAddr returns the reverse DNS names of an address.
+func (r *Resolver) LookupAddr(_ context.Context, addr string) ([]string, error) {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return nil, &net.DNSError{Err: "unrecognized address", Name: addr}
+	}
+	for k, names := range r.PTR {
+		if k2, err := netip.ParseAddr(k); err == nil && k2 == a && len(names) > 0 {
+			return names, nil
+		}
+	}
+	return nil, notFound(addr)
 }

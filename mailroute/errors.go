@@ -143,7 +143,7 @@ func fromClient(err error, extra error) *Error {
 	if !errors.As(err, &ce) {
 		e := &Error{Err: err}
 		if extra != nil {
-			e.Err = errors.Join(extra, err)
+			e.Err = causes{extra, err}
 		}
 		return e
 	}
@@ -153,13 +153,27 @@ func fromClient(err error, extra error) *Error {
 	}
 	if extra != nil {
 		if e.Err != nil {
-			e.Err = errors.Join(extra, e.Err)
+			e.Err = causes{extra, e.Err}
 		} else {
 			e.Err = extra
 		}
 	}
 	return e
 }
+
+// causes is a sentinel and the cause it classifies, on one line
+// ("smarthost authentication failed: …"), both reachable with errors.Is.
+type causes []error
+
+func (c causes) Error() string {
+	parts := make([]string, len(c))
+	for i, e := range c {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, ": ")
+}
+
+func (c causes) Unwrap() []error { return c }
 
 // fromDNS converts an MX lookup failure.
 func fromDNS(err error) *Error {

@@ -45,12 +45,14 @@ type OAuth2Error struct {
 	Schemes string `json:"schemes"`
 }
 
-// Error says what the relay refused and what it wanted.
+// Error says what the relay refused and what it wanted. The server's
+// words are quoted when they hold anything but printable text, so that a
+// hostile challenge cannot forge lines in a log.
 func (e *OAuth2Error) Error() string {
 	var b strings.Builder
 	b.WriteString("the relay refused the OAuth 2.0 token (" + e.Mechanism)
 	if e.Status != "" {
-		b.WriteString(", status " + e.Status)
+		b.WriteString(", status " + printable(e.Status))
 	}
 	b.WriteString(")")
 	switch {
@@ -60,9 +62,19 @@ func (e *OAuth2Error) Error() string {
 		b.WriteString(": the token lacks the scope")
 	}
 	if e.Scope != "" {
-		b.WriteString("; it needs scope " + e.Scope)
+		b.WriteString("; it needs scope " + printable(e.Scope))
 	}
 	return b.String()
+}
+
+// printable returns s as is when it is printable ASCII, else quoted.
+func printable(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // oauth2AuthFor returns the AuthFor of a relay with a TokenSource: asked
@@ -127,6 +139,10 @@ func (c *bearerClient) Next(challenge []byte) ([]byte, error) {
 	e := &OAuth2Error{}
 	if err := json.Unmarshal(challenge, e); err != nil {
 		e = &OAuth2Error{Status: "unreadable error challenge " + strconv.Quote(truncateText(string(challenge), 80))}
+	}
+	if len(e.Status) > 200 || len(e.Scope) > 500 {
+		// A server's JSON is not a place for essays: keep errors short.
+		e.Status, e.Scope = truncateText(e.Status, 200), truncateText(e.Scope, 500)
 	}
 	e.Mechanism = c.mech
 	c.failure = e

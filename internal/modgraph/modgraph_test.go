@@ -1,6 +1,6 @@
-// Package modgraph holds no code: its test checks what the core module
-// brings into the module graph of a program that uses it, the way a user
-// would see it with go mod tidy and go list -m all.
+// Package modgraph holds no code: its tests check the module as a user
+// meets it — what the core brings into the module graph of a program that
+// uses it (go mod tidy, go list -m all), and examples that can be copied.
 package modgraph
 
 import (

@@ -29,6 +29,7 @@ type Server struct {
 	records  map[string][]dns.RR // by lower-case FQDN
 	servfail map[string]bool     // FQDN and everything below it
 	drop     map[string]bool     // FQDN and everything below it
+	secure   map[string]bool     // FQDN and everything below it: answers carry AD
 	queries  map[string]int      // "name TYPE" → count
 	total    int
 }
@@ -39,6 +40,7 @@ func Start() (*Server, error) {
 		records:  make(map[string][]dns.RR),
 		servfail: make(map[string]bool),
 		drop:     make(map[string]bool),
+		secure:   make(map[string]bool),
 		queries:  make(map[string]int),
 	}
 	// Find a port free for both protocols: take a UDP port, then try TCP on
@@ -145,6 +147,17 @@ func (s *Server) Drop(name string) *Server {
 	return s
 }
 
+// Secure makes answers for name, or any name below it, carry the AD bit
+// to clients that ask with DO or AD set, as a validating resolver's do for
+// a signed zone (RFC 6840 §5.7). Nothing is signed: this stands in for the
+// resolver the user trusts, not for DNSSEC itself.
+func (s *Server) Secure(name string) *Server {
+	s.mu.Lock()
+	s.secure[fqdn(name)] = true
+	s.mu.Unlock()
+	return s
+}
+
 // Queries returns how many queries of the given type ("MX", "A", "AAAA"…)
 // for name were received.
 func (s *Server) Queries(name, qtype string) int {
@@ -214,6 +227,9 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		m.Rcode = dns.RcodeServerFailure
 	default:
 		s.answer(m, name, q.Qtype)
+		if opt := req.IsEdns0(); (req.AuthenticatedData || opt != nil && opt.Do()) && underAny(s.secure, name) {
+			m.AuthenticatedData = true
+		}
 	}
 	s.mu.Unlock()
 	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {

@@ -22,6 +22,10 @@ type job struct {
 	// fallback over time (route holds the reason).
 	forceRelay bool
 	result     *Result
+	// requireTLS: the message carries REQUIRETLS (WithREQUIRETLS).
+	requireTLS bool
+	// noTLSReq memoises tlsRequiredNo: 0 unknown, 1 yes, 2 no.
+	noTLSReq uint8
 }
 
 // pending lists the job's recipients (indices into rcpts).
@@ -41,8 +45,9 @@ func (j *job) tx(batch []int) *smtpclient.Tx {
 		Rcpts:    make([]string, len(batch)),
 		Body:     j.body.Reader(),
 		Size:     j.body.Size(),
-		EightBit: j.body.EightBit(),
-		SMTPUTF8: j.utf8,
+		EightBit:   j.body.EightBit(),
+		SMTPUTF8:   j.utf8,
+		REQUIRETLS: j.requireTLS,
 	}
 	for i, k := range batch {
 		tx.Rcpts[i] = j.rcpts[k].String()

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailroute/go-mailroute/internal/dane"
 	"github.com/mailroute/go-mailroute/internal/dnsname"
 	"github.com/mailroute/go-mailroute/internal/mx"
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
@@ -31,6 +32,15 @@ type Mailer struct {
 
 	// adhoc are SendMail's relays when Config.Smarthost is nil.
 	adhoc adhocRelays
+
+	// Authenticated TLS for direct delivery: MTA-STS policies (nil when
+	// DirectOptions.NoMTASTS), the validating resolver for DANE (nil
+	// without DirectOptions.DANEResolver), TLS-RPT counts, and the
+	// port policy hosts are reached on in tests ("": 443).
+	sts            *stsCache
+	dane           *dane.Resolver
+	tlsrpt         tlsReporter
+	testPolicyPort string
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -86,6 +96,7 @@ func New(cfg Config) (*Mailer, error) {
 		TTL:          cfg.MXCacheTTL,
 		TemporaryTTL: cfg.MXCacheTemporaryTTL,
 	}
+	m.initTLSPolicy()
 	go m.reapLoop()
 	if cfg.Queue != nil {
 		m.queue = newQueueRuntime(m)

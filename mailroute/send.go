@@ -55,11 +55,13 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 
 	res := &Result{Recipients: make([]RecipientResult, len(env.rcpts))}
 	jobs := m.group(env.from, env.fromUTF8, env.rcpts, body, res)
+	reqTLS := requiresTLS(ctx)
 	for _, j := range jobs {
 		j.relay = relay
+		j.requireTLS = reqTLS
 	}
 	m.runJobs(ctx, jobs)
-	if m.queue != nil {
+	if m.queue != nil && !reqTLS {
 		m.queue.enqueueDeferred(ctx, env.from, res, body)
 	} else {
 		m.reportFirstAttempt(res)

@@ -147,10 +147,11 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, sec *destTLS, hosts []
 // opportunistic handshake that fails is retried once in plaintext.
 func (m *Mailer) dialDirect(ctx context.Context, addr netip.Addr, host string, ht *hostTLS) (*smtpclient.Conn, *Error) {
 	c, err := m.dialDirectTLS(ctx, addr, host, ht)
-	m.tlsrpt.reportSession(ht, c, err)
 	if err != nil {
+		m.tlsrpt.reportSession(ht, nil, err)
 		return nil, err
 	}
+	m.tlsrpt.reportSession(ht, c, nil)
 	return c, nil
 }
 

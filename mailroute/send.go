@@ -217,7 +217,7 @@ func (m *Mailer) fallback(ctx context.Context, j *job) {
 	}
 	sub := &job{
 		dest: j.dest, route: j.route, from: j.from, utf8: j.utf8, body: j.body,
-		relay: j.relay, result: j.result,
+		relay: j.relay, result: j.result, requireTLS: j.requireTLS, noTLSReq: j.noTLSReq,
 	}
 	for _, k := range retry {
 		sub.rcpts = append(sub.rcpts, j.rcpts[k])

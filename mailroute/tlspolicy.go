@@ -93,9 +93,10 @@ func (m *Mailer) policyTLS(ctx context.Context, j *job, hosts []*net.MX) (*destT
 func (d *destTLS) host(ctx context.Context, host string) *hostTLS {
 	m := d.m
 	h := d.hostPolicy(ctx, host)
-	if d.ignore && h.refuse == nil && h.mandatory {
-		// TLS-Required: No: the sender prefers delivery to a policy
-		// (RFC 8689 §5); the result still says what protected it.
+	if d.ignore && (h.refuse != nil || h.mandatory) {
+		// TLS-Required: No: the sender prefers delivery to the
+		// recipient domain's policy (RFC 8689 §5), whatever it says of
+		// this host; the result still says what protected it.
 		h = m.defaultHostTLS()
 	}
 	if d.requireTLS && h.refuse == nil && !h.level.authenticated() {
@@ -148,7 +149,7 @@ func (d *destTLS) daneHost(name string, records []*dns.TLSA) *hostTLS {
 	names := []string{name, d.domain}
 	return &hostTLS{
 		level: TLSDANE, mandatory: true, report: rpt,
-		conf: dane.Config(m.cfg.Direct.TLSConfig, usable, names, m.now),
+		conf: dane.Config(m.cfg.Direct.TLSConfig, usable, names, time.Now),
 		key:  "dane:" + d.domain + ":" + hex.EncodeToString(sum.Sum(nil)[:8]),
 	}
 }
@@ -184,7 +185,7 @@ func (d *destTLS) stsHost(name string) *hostTLS {
 	conf.ServerName = name
 	roots := conf.RootCAs
 	conf.VerifyConnection = func(cs tls.ConnectionState) error {
-		if _, err := verifyPKIX(cs, name, roots, m.now()); err != nil {
+		if _, err := verifyPKIX(cs, name, roots, time.Now()); err != nil {
 			m.tlsrpt.failure(rpt, resultTypeOf(err), err)
 		} else {
 			m.tlsrpt.success(rpt)

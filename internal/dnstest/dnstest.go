@@ -102,6 +102,15 @@ func (s *Server) Add(records ...string) *Server {
 	return s
 }
 
+// Remove deletes every record of name, which then no longer exists
+// unless a name below it does.
+func (s *Server) Remove(name string) *Server {
+	s.mu.Lock()
+	delete(s.records, fqdn(name))
+	s.mu.Unlock()
+	return s
+}
+
 // MX adds MX records: host names in order, preferences 10, 20, 30…
 func (s *Server) MX(domain string, hosts ...string) *Server {
 	for i, h := range hosts {

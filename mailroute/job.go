@@ -41,10 +41,10 @@ func (j *job) pending() []int {
 // own reader over the shared body: no copy per route.
 func (j *job) tx(batch []int) *smtpclient.Tx {
 	tx := &smtpclient.Tx{
-		From:     j.from,
-		Rcpts:    make([]string, len(batch)),
-		Body:     j.body.Reader(),
-		Size:     j.body.Size(),
+		From:       j.from,
+		Rcpts:      make([]string, len(batch)),
+		Body:       j.body.Reader(),
+		Size:       j.body.Size(),
 		EightBit:   j.body.EightBit(),
 		SMTPUTF8:   j.utf8,
 		REQUIRETLS: j.requireTLS,

@@ -40,6 +40,7 @@ type Mailer struct {
 	sts            *stsCache
 	dane           *dane.Resolver
 	tlsrpt         tlsReporter
+	hostMemo       hostMemo
 	testPolicyPort string
 
 	closeOnce sync.Once

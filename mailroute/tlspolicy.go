@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -56,6 +57,9 @@ type hostTLS struct {
 	// (MTA-STS testing mode), so the dialler records only a missing
 	// STARTTLS.
 	selfReported bool
+	// noMemo: building it recorded a report, which each message must do
+	// again, so hostMemo does not keep it.
+	noMemo bool
 }
 
 // policyTLS decides a direct delivery's TLS policy. hosts are the MX hosts
@@ -100,8 +104,51 @@ func (d *destTLS) host(ctx context.Context, host string) *hostTLS {
 		h = m.defaultHostTLS()
 	}
 	if d.requireTLS && h.refuse == nil && !h.level.authenticated() {
-		h.refuse = &Error{Command: "connect", Host: host, Err: fmt.Errorf("%w: %s has neither DANE nor an MTA-STS policy naming it", ErrREQUIRETLS, strings.TrimSuffix(host, "."))}
+		c := *h // h may be shared (hostMemo)
+		c.refuse = &Error{Command: "connect", Host: host, Err: fmt.Errorf("%w: %s has neither DANE nor an MTA-STS policy naming it", ErrREQUIRETLS, strings.TrimSuffix(host, "."))}
+		h = &c
 	}
+	return h
+}
+
+// hostMemo keeps the hostTLS built for a domain's MX host from one DANE
+// answer or one MTA-STS policy, so that messages after the first reuse it
+// (a TLS configuration and the report's policy strings are not cheap).
+// An entry is used only while its source — the cached TLSA answer or
+// policy, compared by identity — is the one in force.
+type hostMemo struct {
+	mu sync.Mutex
+	m  map[hostMemoKey]hostMemoEntry
+}
+
+type hostMemoKey struct{ domain, host string }
+
+type hostMemoEntry struct {
+	src any
+	h   *hostTLS
+}
+
+// maxHostMemo bounds the memo; past it, it starts over.
+const maxHostMemo = 10000
+
+func (hm *hostMemo) get(domain, host string, src any, build func() *hostTLS) *hostTLS {
+	k := hostMemoKey{domain, host}
+	hm.mu.Lock()
+	if e, ok := hm.m[k]; ok && e.src == src {
+		hm.mu.Unlock()
+		return e.h
+	}
+	hm.mu.Unlock()
+	h := build()
+	if h.refuse != nil || h.noMemo {
+		return h // a report is recorded on each attempt
+	}
+	hm.mu.Lock()
+	if hm.m == nil || len(hm.m) >= maxHostMemo {
+		hm.m = make(map[hostMemoKey]hostMemoEntry)
+	}
+	hm.m[k] = hostMemoEntry{src: src, h: h}
+	hm.mu.Unlock()
 	return h
 }
 
@@ -119,13 +166,13 @@ func (d *destTLS) hostPolicy(ctx context.Context, host string) *hostTLS {
 			return &hostTLS{refuse: &Error{Command: "DNS", Host: name, Err: fmt.Errorf("%w: %v", ErrTLSPolicy, err)}}
 		}
 		if t.Secure && len(t.Records) > 0 {
-			return d.daneHost(name, t.Records)
+			return m.hostMemo.get(d.domain, name, t.Records[0], func() *hostTLS { return d.daneHost(name, t.Records) })
 		}
 		// Authenticated denial, or an unsigned TLSA zone: no DANE for this
 		// host; insecure records are ignored (RFC 7672 §2.2).
 	}
 	if d.sts != nil {
-		return d.stsHost(name)
+		return m.hostMemo.get(d.domain, name, d.sts, func() *hostTLS { return d.stsHost(name) })
 	}
 	return m.defaultHostTLS()
 }
@@ -174,11 +221,14 @@ func (d *destTLS) stsHost(name string) *hostTLS {
 	}
 	// Testing: deliver as without a policy, and check what enforce would
 	// have checked, for the report (RFC 8461 §5).
-	h := m.defaultHostTLS()
+	h := new(hostTLS)
+	*h = *m.defaultHostTLS() // a copy: the default is shared
 	h.report = rpt
 	if !p.Match(name) {
+		// Reported here, at each attempt: not kept in hostMemo.
 		m.tlsrpt.failure(rpt, "validation-failure", fmt.Errorf("MX host %s is not in the MTA-STS policy of %s", name, d.domain))
 		h.report = nil // the session's own outcome is not the policy's
+		h.noMemo = true
 		return h
 	}
 	conf := m.baseTLS()
@@ -246,16 +296,23 @@ func (j *job) setTLS(batch []int, p TLSProtection) {
 	}
 }
 
-// defaultHostTLS is DirectOptions.TLS, for hosts no policy covers.
+// defaultHostTLS is DirectOptions.TLS, for hosts no policy covers. The
+// values are shared: never modify them.
 func (m *Mailer) defaultHostTLS() *hostTLS {
 	switch m.cfg.Direct.TLS {
 	case RequireTLS:
-		return &hostTLS{level: TLSVerified, mandatory: true}
+		return hostRequireTLS
 	case NoTLS:
-		return &hostTLS{level: TLSNone}
+		return hostNoTLS
 	}
-	return &hostTLS{level: TLSUnverified}
+	return hostOpportunistic
 }
+
+var (
+	hostRequireTLS    = &hostTLS{level: TLSVerified, mandatory: true}
+	hostNoTLS         = &hostTLS{level: TLSNone}
+	hostOpportunistic = &hostTLS{level: TLSUnverified}
+)
 
 // baseTLS is a copy of DirectOptions.TLSConfig to build on.
 func (m *Mailer) baseTLS() *tls.Config {

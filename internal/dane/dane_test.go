@@ -142,6 +142,10 @@ func TestLookup(t *testing.T) {
 	if err != nil || !ta.Secure || len(ta.Records) != 1 {
 		t.Errorf("signed TLSA: %+v %v", ta, err)
 	}
+	// Kept for its TTL: a second lookup asks nothing.
+	if _, err := r.LookupTLSA(ctx, "mx.signed.test", 25); err != nil || s.Queries("_25._tcp.mx.signed.test", "TLSA") != 1 {
+		t.Errorf("a second lookup: %v, %d queries, want 1", err, s.Queries("_25._tcp.mx.signed.test", "TLSA"))
+	}
 	ta, err = r.LookupTLSA(ctx, "mx.plain.test", 25)
 	if err != nil || ta.Secure || len(ta.Records) != 1 {
 		t.Errorf("unsigned TLSA: %+v %v", ta, err)

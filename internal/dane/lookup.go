@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -18,9 +19,33 @@ import (
 // library does not validate DNSSEC itself: the resolver must be on a path
 // an attacker cannot touch (loopback), as RFC 7672 §1.3 and Postfix's DANE
 // documentation require.
+//
+// Answers are kept for their TTL, at most MaxCacheTTL, so that a burst of
+// messages to one domain asks once: DANE's lookups sit in front of every
+// delivery.
 type Resolver struct {
 	Addr    string        // "127.0.0.1:53"
 	Timeout time.Duration // per exchange; 0: 5 s
+
+	mu    sync.Mutex
+	cache map[cacheKey]cached
+}
+
+// MaxCacheTTL caps how long an answer is kept, whatever its TTL; answers
+// without records (authenticated denial) are kept this long too.
+const MaxCacheTTL = 5 * time.Minute
+
+// maxCacheEntries bounds the cache; past it, it starts over.
+const maxCacheEntries = 10000
+
+type cacheKey struct {
+	name  string
+	qtype uint16
+}
+
+type cached struct {
+	a       Answer
+	expires time.Time
 }
 
 // ErrInsecure means an answer came without the AD bit: the data may be
@@ -47,6 +72,30 @@ func (r *Resolver) timeout() time.Duration {
 // validating resolver answers for bogus data) and network failures are
 // errors.
 func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (Answer, error) {
+	key := cacheKey{strings.ToLower(dns.Fqdn(name)), qtype}
+	now := time.Now()
+	r.mu.Lock()
+	if c, ok := r.cache[key]; ok && now.Before(c.expires) {
+		r.mu.Unlock()
+		return c.a, nil
+	}
+	r.mu.Unlock()
+	a, ttl, err := r.exchange(ctx, name, qtype)
+	if err != nil {
+		return Answer{}, err
+	}
+	r.mu.Lock()
+	if r.cache == nil || len(r.cache) >= maxCacheEntries {
+		r.cache = make(map[cacheKey]cached)
+	}
+	r.cache[key] = cached{a: a, expires: now.Add(ttl)}
+	r.mu.Unlock()
+	return a, nil
+}
+
+// exchange asks the resolver, and returns the answer with how long it may
+// be kept.
+func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) (Answer, time.Duration, error) {
 	q := new(dns.Msg)
 	q.SetQuestion(dns.Fqdn(name), qtype)
 	q.RecursionDesired = true
@@ -59,25 +108,25 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (Answer
 		resp, _, err = tcp.ExchangeContext(ctx, q, r.Addr)
 	}
 	if err != nil {
-		return Answer{}, &net.DNSError{Err: err.Error(), Name: name, Server: r.Addr, IsTemporary: true, UnwrapErr: err}
+		return Answer{}, 0, &net.DNSError{Err: err.Error(), Name: name, Server: r.Addr, IsTemporary: true, UnwrapErr: err}
 	}
 	switch resp.Rcode {
 	case dns.RcodeSuccess, dns.RcodeNameError:
 	default:
-		return Answer{}, &net.DNSError{Err: "server answered " + dns.RcodeToString[resp.Rcode] + " (bogus or unreachable)", Name: name, Server: r.Addr, IsTemporary: true}
+		return Answer{}, 0, &net.DNSError{Err: "server answered " + dns.RcodeToString[resp.Rcode] + " (bogus or unreachable)", Name: name, Server: r.Addr, IsTemporary: true}
 	}
 	a := Answer{Secure: resp.AuthenticatedData}
-	if resp.Rcode == dns.RcodeNameError {
-		return a, nil
-	}
+	ttl := MaxCacheTTL
 	// The records of the type asked, at the name or at the end of a CNAME
-	// chain inside the answer.
+	// chain inside the answer; the answer lives as long as its shortest
+	// TTL, CNAMEs included.
 	for _, rr := range resp.Answer {
-		if rr.Header().Rrtype == qtype {
+		ttl = min(ttl, time.Duration(rr.Header().Ttl)*time.Second)
+		if rr.Header().Rrtype == qtype && resp.Rcode == dns.RcodeSuccess {
 			a.RRs = append(a.RRs, rr)
 		}
 	}
-	return a, nil
+	return a, ttl, nil
 }
 
 // LookupMX returns a domain's MX hosts, sorted by preference, and whether

@@ -83,7 +83,12 @@ func (m *Mailer) policyTLS(ctx context.Context, j *job, hosts []*net.MX) (*destT
 		case err == nil && secure:
 			d.daneMX = true
 			if len(mxs) > 0 && !(len(mxs) == 1 && mxs[0].Host == ".") {
-				hosts = mxs
+				// The authenticated answer is the one DANE applies to
+				// (RFC 7672 §2.2.1), named as the MX cache names hosts.
+				hosts = make([]*net.MX, len(mxs))
+				for i, mx := range mxs {
+					hosts[i] = &net.MX{Host: strings.ToLower(strings.TrimSuffix(mx.Host, ".")), Pref: mx.Pref}
+				}
 			}
 		}
 	}

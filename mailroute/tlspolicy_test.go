@@ -466,3 +466,51 @@ func TestREQUIRETLS(t *testing.T) {
 		})
 	}
 }
+
+// stateSpool is a queue that keeps state too, as Spool and the River store
+// do: MTA-STS policies then outlive the Mailer.
+type stateSpool struct {
+	*Spool
+	state *memoryState
+}
+
+func (s *stateSpool) GetState(ctx context.Context, ns, key string, now time.Time) ([]byte, bool, error) {
+	return s.state.GetState(ctx, ns, key, now)
+}
+func (s *stateSpool) PutState(ctx context.Context, ns, key string, v []byte, exp time.Time) error {
+	return s.state.PutState(ctx, ns, key, v, exp)
+}
+func (s *stateSpool) DeleteState(ctx context.Context, ns, key string) error {
+	return s.state.DeleteState(ctx, ns, key)
+}
+func (s *stateSpool) ListState(ctx context.Context, ns string, now time.Time) (map[string][]byte, error) {
+	return s.state.ListState(ctx, ns, now)
+}
+
+// A policy learned by one Mailer is used by the next one on the same
+// store without a fetch: a restart does not reopen the window RFC 8461
+// §5.1 closes with caching.
+func TestMTASTSPolicyPersists(t *testing.T) {
+	w := newTLSWorld(t)
+	w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{TLS: w.ca.ServerConfig("mx.dest.test")})
+	w.dns.MX("dest.test", "mx.dest.test")
+	w.sts("dest.test", "1", "enforce", "mx.elsewhere.test")
+	store := &stateSpool{Spool: &Spool{Dir: t.TempDir()}, state: &memoryState{}}
+	for i := range 2 {
+		m := w.mailer(Config{Queue: store}, false)
+		res, _ := send(t, m, "a@sender.test", []string{"b@dest.test"}, testBody)
+		if r := res.Recipients[0]; !errors.Is(r.Err, ErrTLSPolicy) {
+			t.Errorf("mailer %d: %v, want ErrTLSPolicy", i, r.Err)
+		}
+		m.Close()
+		if i == 0 {
+			w.sts("dest.test", "1", "") // the policy host goes away; the TXT id stays
+		}
+	}
+	if n := w.fetched("dest.test"); n != 1 {
+		t.Errorf("%d fetches, want 1: the second Mailer should have read the store", n)
+	}
+	if v, ok, _ := store.GetState(context.Background(), stsNamespace, "dest.test", time.Now()); !ok || !strings.Contains(string(v), "mx.elsewhere.test") {
+		t.Errorf("stored policy %q", v)
+	}
+}

@@ -194,6 +194,11 @@ func (o DirectOptions) check() error {
 	if o.TLS > NoTLS {
 		return fmt.Errorf("mailroute: DirectOptions.TLS: unknown policy %v", o.TLS)
 	}
+	if o.DANEResolver != "" {
+		if _, port, err := net.SplitHostPort(o.DANEResolver); err != nil || port == "" {
+			return fmt.Errorf("mailroute: DirectOptions.DANEResolver %q: want host:port, such as 127.0.0.1:53", o.DANEResolver)
+		}
+	}
 	if o.LocalAddr.IsValid() && o.LocalAddr.Zone() != "" {
 		return fmt.Errorf("mailroute: DirectOptions.LocalAddr %v: zones are not supported", o.LocalAddr)
 	}

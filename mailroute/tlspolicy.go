@@ -198,7 +198,10 @@ func (d *destTLS) daneHost(name string, records []*dns.TLSA) *hostTLS {
 	for _, r := range usable {
 		sum.Write([]byte(r.String()))
 	}
-	names := []string{name, d.domain}
+	// DANE-TA chains must name the MX host (the TLSA base domain); the
+	// recipient domain is no reference identifier for MX delivery (RFC
+	// 7672 §3.2.3, and Postfix's dane level).
+	names := []string{name}
 	return &hostTLS{
 		level: TLSDANE, mandatory: true, report: rpt,
 		conf: dane.Config(m.cfg.Direct.TLSConfig, usable, names, time.Now),

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -512,5 +513,26 @@ func TestMTASTSPolicyPersists(t *testing.T) {
 	}
 	if v, ok, _ := store.GetState(context.Background(), stsNamespace, "dest.test", time.Now()); !ok || !strings.Contains(string(v), "mx.elsewhere.test") {
 		t.Errorf("stored policy %q", v)
+	}
+}
+
+// A validating resolver that does not answer defers the destination: what
+// it would have said is unknown, and "no TLSA" is the guess an attacker
+// wants. Nothing is dialled, and the error is a DNS one, not for the relay.
+func TestDANEResolverDownDefers(t *testing.T) {
+	w := newTLSWorld(t)
+	srv := w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{TLS: w.ca.ServerConfig("mx.dest.test")})
+	w.dns.MX("dest.test", "mx.dest.test")
+	dead, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close() // bound, never answers
+	m := w.mailer(Config{Direct: DirectOptions{DANEResolver: dead.LocalAddr().String()}}, false)
+	m.dane.Timeout = 200 * time.Millisecond
+	res, _ := send(t, m, "a@sender.test", []string{"b@dest.test"}, testBody)
+	r := wantStatus(t, res, "b@dest.test", Deferred)
+	if Classify(r.Err) != ClassDNS || srv.Connections() != 0 {
+		t.Errorf("class %v, %d connections: %v", Classify(r.Err), srv.Connections(), r.Err)
 	}
 }

@@ -143,8 +143,8 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, sec *destTLS, hosts []
 	j.fail(batch, lastErr, lastErr.Host)
 }
 
-// dialDirect opens a session to one MX address under the TLS policy. An
-// opportunistic handshake that fails is retried once in plaintext.
+// dialDirect opens a session to one MX address under the host's TLS
+// policy, and counts its TLS outcome for TLS-RPT.
 func (m *Mailer) dialDirect(ctx context.Context, addr netip.Addr, host string, ht *hostTLS) (*smtpclient.Conn, *Error) {
 	c, err := m.dialDirectTLS(ctx, addr, host, ht)
 	if err != nil {
@@ -155,6 +155,9 @@ func (m *Mailer) dialDirect(ctx context.Context, addr netip.Addr, host string, h
 	return c, nil
 }
 
+// dialDirectTLS is dialDirect's session: TLS as the policy says (DANE or
+// MTA-STS verification, or DirectOptions.TLS). An opportunistic handshake
+// that fails is retried once in plaintext; a mandatory one never is.
 func (m *Mailer) dialDirectTLS(ctx context.Context, addr netip.Addr, host string, ht *hostTLS) (*smtpclient.Conn, *Error) {
 	o := &m.cfg.Direct
 	cfg := &smtpclient.Config{

@@ -26,7 +26,10 @@ const maxRcptsPerTx = 100
 //     refusal, or a drop after the end of data is final for the
 //     transaction: another MX would answer the same, or might deliver the
 //     message twice;
-//   - at most 100 recipients per transaction, on one connection.
+//   - at most 100 recipients per transaction, on one connection;
+//   - each host under the destination's TLS policy (tlspolicy.go): DANE,
+//     MTA-STS or DirectOptions.TLS; a host the policy excludes is skipped,
+//     one whose TLS fails the policy is the next host's turn.
 func (m *Mailer) deliverDirect(ctx context.Context, j *job) {
 	hosts, err := m.directHosts(ctx, j.dest)
 	if err != nil {

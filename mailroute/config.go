@@ -189,8 +189,24 @@ type DirectOptions struct {
 	// TLS is the STARTTLS policy. The zero value is Opportunistic.
 	TLS TLSPolicy
 	// TLSConfig is used for STARTTLS. nil: the system roots (verification
-	// only applies under RequireTLS).
+	// only applies under RequireTLS, MTA-STS and DANE). Its RootCAs also
+	// verify MTA-STS policy hosts.
 	TLSConfig *tls.Config
+	// DANEResolver is the address of a validating DNS resolver the Mailer
+	// trusts, such as a local Unbound on "127.0.0.1:53". Setting it turns
+	// DANE (RFC 7672) on: MX and TLSA records are asked of it, and only
+	// answers it marks authenticated (the AD bit) count. A destination
+	// whose MX hosts publish TLSA records then gets TLS verified by them,
+	// never plaintext. The resolver must be one an attacker cannot
+	// impersonate — on this host, or reached over a trusted link — since
+	// its AD bit is believed, not checked. "": no DANE.
+	DANEResolver string
+	// NoMTASTS turns MTA-STS (RFC 8461) off. By default each destination's
+	// _mta-sts TXT record is looked up, its policy fetched over verified
+	// HTTPS and kept for its max_age (in Config.Queue when it is a
+	// StateStore, in memory otherwise), and applied: in enforce mode only
+	// the MX hosts it names are used, over TLS verified for their names.
+	NoMTASTS bool
 	// Timeouts per stage; zero fields take RFC 5321's values.
 	Timeouts Timeouts
 }
@@ -201,6 +217,11 @@ func (o DirectOptions) check() error {
 	}
 	if o.TLS > NoTLS {
 		return fmt.Errorf("mailroute: DirectOptions.TLS: unknown policy %v", o.TLS)
+	}
+	if o.DANEResolver != "" {
+		if _, port, err := net.SplitHostPort(o.DANEResolver); err != nil || port == "" {
+			return fmt.Errorf("mailroute: DirectOptions.DANEResolver %q: want host:port, such as 127.0.0.1:53", o.DANEResolver)
+		}
 	}
 	if o.LocalAddr.IsValid() && o.LocalAddr.Zone() != "" {
 		return fmt.Errorf("mailroute: DirectOptions.LocalAddr %v: zones are not supported", o.LocalAddr)

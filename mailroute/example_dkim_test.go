@@ -62,5 +62,5 @@ func ExampleDKIMSignature() {
 	}
 	// Output:
 	// publish at 2025a._domainkey.example.net the record v=DKIM1; k=ed25519; p=…
-	// d=example.net valid: true signed: From:From:To:Subject:Date:Message-ID
+	// d=example.net valid: true signed: From:From:Sender:Reply-To:To:To:Cc:Subject:Subject:Date:Date:Message-ID:Message-ID:In-Reply-To:References:MIME-Version:Content-Type:Content-Transfer-Encoding
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailroute/go-mailroute/internal/dane"
 	"github.com/mailroute/go-mailroute/internal/dnsname"
 	"github.com/mailroute/go-mailroute/internal/mx"
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
@@ -34,6 +35,16 @@ type Mailer struct {
 
 	// adhoc are SendMail's relays when Config.Smarthost is nil.
 	adhoc adhocRelays
+
+	// Authenticated TLS for direct delivery: MTA-STS policies (nil when
+	// DirectOptions.NoMTASTS), the validating resolver for DANE (nil
+	// without DirectOptions.DANEResolver), TLS-RPT counts, and the
+	// port policy hosts are reached on in tests ("": 443).
+	sts            *stsCache
+	dane           *dane.Resolver
+	tlsrpt         tlsReporter
+	hostMemo       hostMemo
+	testPolicyPort string
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -87,6 +98,7 @@ func New(cfg Config) (*Mailer, error) {
 	m.state = stateStoreOf(cfg.Queue)
 	m.learn = newLearner(m)
 	m.figures = newFigures(cfg.MeterProvider)
+	m.initTLSPolicy()
 	go m.reapLoop()
 	if cfg.Queue != nil {
 		m.queue = newQueueRuntime(m)

@@ -49,6 +49,11 @@ type RecipientResult struct {
 	Fallback bool
 	// Host is the server that answered last: MX host name or smarthost.
 	Host string
+	// TLS says which TLS protected the transaction that delivered or
+	// refused the recipient: none, unverified (opportunistic), verified
+	// (RequireTLS), MTA-STS, DANE, or the verified relay. TLSNone when no
+	// transaction was had.
+	TLS TLSProtection
 	// Status is Delivered, Deferred, Failed, or Queued. A Queued
 	// recipient's Err still says why it was not delivered now.
 	Status Status

@@ -212,6 +212,7 @@ func TestConfigValidation(t *testing.T) {
 		{Config{Hostname: "localhost.localdomain"}, "not a fully qualified"},
 		{Config{Hostname: "app.localhost"}, "not a fully qualified"},
 		{Config{Hostname: "mail.example.com", Direct: DirectOptions{Port: 70000}}, "Port"},
+		{Config{Hostname: "mail.example.com", Direct: DirectOptions{DANEResolver: "127.0.0.1"}}, "DANEResolver"},
 		{Config{Hostname: "mail.example.com", Smarthost: &Relay{Addr: "smtp.example.com"}}, "host:port"},
 		{Config{Hostname: "mail.example.com", Smarthost: &Relay{Addr: "smtp.example.com:http"}}, "bad port"},
 		{Config{Hostname: "mail.example.com", Smarthost: &Relay{Addr: ":587"}}, "no host"},

@@ -63,11 +63,13 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 
 	res := &Result{Recipients: make([]RecipientResult, len(env.rcpts))}
 	jobs := m.group(env.from, env.fromUTF8, env.rcpts, body, res)
+	reqTLS := requiresTLS(ctx)
 	for _, j := range jobs {
 		j.relay = relay
+		j.requireTLS = reqTLS
 	}
 	m.runJobs(ctx, jobs)
-	if m.queue != nil {
+	if m.queue != nil && !reqTLS {
 		m.queue.enqueueDeferred(ctx, env.from, res, body)
 	} else {
 		m.reportFirstAttempt(res)
@@ -272,7 +274,7 @@ func (m *Mailer) fallback(ctx context.Context, j *job) {
 	}
 	sub := &job{
 		dest: j.dest, route: j.route, from: j.from, utf8: j.utf8, body: j.body,
-		relay: j.relay, result: j.result,
+		relay: j.relay, result: j.result, requireTLS: j.requireTLS, noTLSReq: j.noTLSReq,
 	}
 	for _, k := range retry {
 		sub.rcpts = append(sub.rcpts, j.rcpts[k])

@@ -57,11 +57,15 @@ func newSmarthost(r *Relay, localName string, maxConns int) *smarthost {
 		s.cfg.TLS = smtpclient.TLSRequired
 	}
 	s.pool = pool{
+		tls:         TLSRelay,
 		max:         maxConns,
 		maxIdle:     r.MaxIdle,
 		idleTimeout: r.IdleTimeout,
 		now:         time.Now,
 		dial:        s.dial,
+	}
+	if r.InsecurePlaintextLoopback {
+		s.pool.tls = TLSUnverified // STARTTLS, if any, is not verified
 	}
 	if s.pool.maxIdle == 0 {
 		s.pool.maxIdle = defaultMaxIdle
@@ -152,6 +156,12 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 		m.logAttempt(j, Smarthost, s.host, batch, e, time.Since(start))
 		return
 	}
+	if e := relayREQUIRETLS(j, c, s.pool.tls); e != nil {
+		j.fail(batch, e, s.host)
+		m.logAttempt(j, Smarthost, s.host, batch, e, time.Since(start))
+		s.pool.put(c)
+		return
+	}
 	if batch = j.withoutSMTPUTF8(c, batch, Smarthost); len(batch) == 0 {
 		s.pool.put(c)
 		return
@@ -178,6 +188,7 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 		}
 	}
 	j.record(batch, res, s.host, Smarthost)
+	j.setTLS(batch, sessionTLS(c, s.pool.tls))
 	m.logTx(j, Smarthost, s.host, batch, res, err, time.Since(start))
 	s.pool.put(c)
 }

@@ -28,6 +28,9 @@ type Tx struct {
 	Size     int64
 	EightBit bool // BODY=8BITMIME when offered (RFC 6152); sent as is otherwise
 	SMTPUTF8 bool // SMTPUTF8 (RFC 6531); the server must offer it
+	// REQUIRETLS adds the RFC 8689 MAIL parameter. The caller checks that
+	// the session is verified TLS and that the server offers REQUIRETLS.
+	REQUIRETLS bool
 }
 
 // RcptResult is the outcome for one recipient.

@@ -69,6 +69,10 @@ type Options struct {
 	// EnableSMTPUTF8 advertises SMTPUTF8 and accepts MAIL FROM SMTPUTF8;
 	// without it that parameter gets 504.
 	EnableSMTPUTF8 bool
+	// EnableREQUIRETLS advertises REQUIRETLS (RFC 8689); go-smtp accepts
+	// the MAIL parameter only over TLS. Message.MailOpts.RequireTLS says
+	// whether it was given.
+	EnableREQUIRETLS bool
 	// DisablePipelining and Disable8BitMIME remove PIPELINING and 8BITMIME
 	// from the EHLO reply, which go-smtp always advertises; with
 	// Disable8BitMIME, MAIL FROM BODY=8BITMIME is refused with 555 5.5.4.
@@ -210,6 +214,7 @@ func newServer(t testing.TB, opts Options) (*Server, error) {
 	srv.MaxMessageBytes = opts.MaxMessageBytes
 	srv.AllowInsecureAuth = opts.AllowInsecureAuth
 	srv.EnableSMTPUTF8 = opts.EnableSMTPUTF8
+	srv.EnableREQUIRETLS = opts.EnableREQUIRETLS
 	srv.ReadTimeout = opts.ReadTimeout
 	srv.WriteTimeout = opts.WriteTimeout
 	srv.ErrorLog = logger{s}

@@ -20,7 +20,7 @@ import (
 // message probes direct again: a server answering ends the block, another
 // connect failure renews it. The verdict is this host's, so it is kept in
 // memory, not in the shared store; Lessons lists it with Site "*", Forget("*")
-// ends it, and Mailer.Check reports it.
+// ends it, and the doctor package's CheckMailer reports it.
 type BlockedPort25 struct {
 	// Sites is how many distinct MX sites must fail at connect. 0: 3.
 	Sites int
@@ -217,20 +217,4 @@ func asError(err error) (*Error, bool) {
 	}
 	ok := errors.As(err, &e)
 	return e, ok
-}
-
-// findings adds to a Check report what the detector concluded.
-func (l *learner) findings(r *Report) {
-	les, ok := l.blocked.lesson()
-	if !ok {
-		return
-	}
-	r.Findings = append(r.Findings, Finding{
-		Check:  "port 25",
-		Path:   Direct,
-		Status: CheckProblem,
-		Query:  "outbound connections to MX hosts",
-		Found:  "outbound port 25 appears blocked: " + les.Reply + "; direct mail goes through the smarthost until " + les.Until.UTC().Format(time.RFC3339),
-		Fix:    "ask the hosting provider or ISP to open outbound port 25, or route every domain through the smarthost: Rules{{Domains: []string{\"*\"}, Via: Smarthost}}",
-	})
 }

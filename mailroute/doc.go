@@ -63,8 +63,9 @@
 //     smarthost after repeated direct deferrals, until delivered or given
 //     up with an RFC 3464 notification ([Config.DSN], [Config.OnEvent]).
 //
-// [Check] tells whether the sender's own setup — EHLO name and reverse
-// DNS, SPF, DKIM records, DMARC alignment — is right for both paths.
+// The package [github.com/mailroute/go-mailroute/mailroute/doctor] tells
+// whether the sender's own setup — EHLO name and reverse DNS, SPF, DKIM
+// records, DMARC alignment — is right for both paths.
 //
 // # MX resolution
 //

@@ -281,3 +281,12 @@ func (m *Mailer) reapLoop() {
 		}
 	}
 }
+
+// Config returns the configuration the Mailer was made with, its Hostname
+// being the EHLO name it uses. The slices and pointers in it are the
+// Mailer's own: read them, do not change them.
+func (m *Mailer) Config() Config {
+	cfg := m.cfg
+	cfg.Hostname = m.hostname
+	return cfg
+}

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/mailroute/go-mailroute/mailroute"
+	"github.com/mailroute/go-mailroute/mailroute/doctor"
 	"github.com/mailroute/go-mailroute/mailroute/mailtest"
 )
 
@@ -53,7 +54,7 @@ func main() {
 	flag.Parse()
 
 	var cfg mailroute.Config
-	var opts mailroute.CheckOptions
+	var opts doctor.Options
 	switch flag.NArg() {
 	case 0:
 		c, o, err := demo()
@@ -101,19 +102,19 @@ func main() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	report, err := mailroute.Check(ctx, cfg, opts)
+	report, err := doctor.Check(ctx, cfg, opts)
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Printf("Sender setup of %s\n\n", report.Domain)
 	fmt.Print(report)
-	counts := map[mailroute.CheckStatus]int{}
+	counts := map[doctor.Status]int{}
 	for _, f := range report.Findings {
 		counts[f.Status]++
 	}
-	fmt.Printf("\n%d ok, %s, %s\n", counts[mailroute.CheckOK],
-		plural(counts[mailroute.CheckWarning], "warning"), plural(counts[mailroute.CheckProblem], "problem"))
-	if flag.NArg() > 0 && report.Status() == mailroute.CheckProblem {
+	fmt.Printf("\n%d ok, %s, %s\n", counts[doctor.OK],
+		plural(counts[doctor.Warning], "warning"), plural(counts[doctor.Problem], "problem"))
+	if flag.NArg() > 0 && report.Status() == doctor.Problem {
 		os.Exit(2)
 	}
 }
@@ -154,7 +155,7 @@ func loadKey(path string) (crypto.Signer, error) {
 // the provider's generic name, the DKIM record holds an older key, SPF
 // forgot the relay, there is no DMARC record, and the relay is Amazon SES
 // while the signatures cover the Message-ID SES replaces.
-func demo() (mailroute.Config, mailroute.CheckOptions, error) {
+func demo() (mailroute.Config, doctor.Options, error) {
 	seed := make([]byte, ed25519.SeedSize)
 	copy(seed, "mailroute doctor demo key")
 	key := ed25519.NewKeyFromSeed(seed)
@@ -162,7 +163,7 @@ func demo() (mailroute.Config, mailroute.CheckOptions, error) {
 	old := mailroute.DKIMSignature{Domain: "example.net", Selector: "2025a", Signer: ed25519.NewKeyFromSeed(seed)}
 	oldRecord, err := old.Record()
 	if err != nil {
-		return mailroute.Config{}, mailroute.CheckOptions{}, err
+		return mailroute.Config{}, doctor.Options{}, err
 	}
 
 	dns := &mailtest.Resolver{
@@ -185,6 +186,6 @@ func demo() (mailroute.Config, mailroute.CheckOptions, error) {
 		DKIM:      []mailroute.DKIMSignature{{Domain: "example.net", Selector: "2025a", Signer: key}},
 		Resolver:  dns,
 	}
-	opts := mailroute.CheckOptions{Domain: "example.net", PublicIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}}
+	opts := doctor.Options{Domain: "example.net", PublicIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}}
 	return cfg, opts, nil
 }

@@ -198,7 +198,7 @@ func TestEHLO(t *testing.T) {
 	fs = w.run(t)
 	expect(t, fs, "reverse DNS", Direct, OK, "192.0.2.1 → mail.example.net", "")
 	w.records["ehlo-a"] = "mail.example.net. A 192.168.1.10"
-	expect(t, w.run(t), "reverse DNS", Direct, Warning, "192.168.1.10 (from mail.example.net's A record) is not a public address", "CheckOptions.PublicIPs")
+	expect(t, w.run(t), "reverse DNS", Direct, Warning, "192.168.1.10 (from mail.example.net's A record) is not a public address", "doctor.Options.PublicIPs")
 }
 
 func TestReverseDNS(t *testing.T) {
@@ -270,7 +270,7 @@ func TestSPF(t *testing.T) {
 
 	w = goodWorld()
 	w.in.RelaySPF = ""
-	expect(t, w.run(t), "SPF", Smarthost, Warning, "could not tell: mailroute does not know which SPF domain smtp.relay.example uses", "CheckOptions.RelaySPF")
+	expect(t, w.run(t), "SPF", Smarthost, Warning, "could not tell: mailroute does not know which SPF domain smtp.relay.example uses", "doctor.Options.RelaySPF")
 }
 
 func TestDKIM(t *testing.T) {

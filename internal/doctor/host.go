@@ -140,7 +140,7 @@ func (r *run) checkReverse() {
 		if !r.ipsGiven && (ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsUnspecified()) {
 			f.Status = Warning
 			f.Found = fmt.Sprintf("%s (from %s's A record) is not a public address: receivers see the address of your NAT or provider instead, which was not checked", ip, h)
-			f.Fix = "Give the public addresses mail leaves from (CheckOptions.PublicIPs) to check their reverse DNS."
+			f.Fix = "Give the public addresses mail leaves from (doctor.Options.PublicIPs) to check their reverse DNS."
 			r.add(f)
 			continue
 		}

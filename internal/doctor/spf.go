@@ -87,7 +87,7 @@ func (r *run) checkSPF() {
 	if r.in.Hostname != "" && len(r.ips) == 0 {
 		direct = append(direct, Finding{Check: "SPF", Path: Direct, Status: Warning, Query: "SPF " + d,
 			Found: "could not tell: no address of direct delivery is known",
-			Fix:   "Give the public addresses mail leaves from (CheckOptions.PublicIPs)."})
+			Fix:   "Give the public addresses mail leaves from (doctor.Options.PublicIPs)."})
 	}
 	r.out = append(r.out, direct...)
 	if r.in.Relay != "" {
@@ -104,7 +104,7 @@ func (r *run) checkRelaySPF() {
 		f.Query = "SPF " + d + ": the include of " + r.in.Relay
 		f.Status = Warning
 		f.Found = "could not tell: mailroute does not know which SPF domain " + r.in.Relay + " uses"
-		f.Fix = "Find the include: in the relay's documentation and give it (CheckOptions.RelaySPF), e.g. amazonses.com."
+		f.Fix = "Find the include: in the relay's documentation and give it (doctor.Options.RelaySPF), e.g. amazonses.com."
 		r.add(f)
 		return
 	}

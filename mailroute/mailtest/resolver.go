@@ -8,7 +8,7 @@ import (
 )
 
 // Resolver is a static DNS for mailroute's Config.Resolver (and
-// CheckOptions.Resolver: it answers TXT and PTR lookups too), answering
+// doctor.Options.Resolver: it answers TXT and PTR lookups too), answering
 // from its maps with no network at all. Names are matched without
 // regard to case or a trailing dot. A name in neither map does not exist
 // (NXDOMAIN); a domain only in Hosts has no MX and receives mail at its

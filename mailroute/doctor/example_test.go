@@ -1,4 +1,4 @@
-package mailroute_test
+package doctor_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"net/netip"
 
 	"github.com/mailroute/go-mailroute/mailroute"
+	"github.com/mailroute/go-mailroute/mailroute/doctor"
 	"github.com/mailroute/go-mailroute/mailroute/mailtest"
 )
 
@@ -40,7 +41,7 @@ func ExampleCheck() {
 		DKIM:      []mailroute.DKIMSignature{sig},
 		Resolver:  dns,
 	}
-	report, err := mailroute.Check(context.Background(), cfg, mailroute.CheckOptions{
+	report, err := doctor.Check(context.Background(), cfg, doctor.Options{
 		PublicIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1")},
 	})
 	if err != nil {
@@ -51,7 +52,7 @@ func ExampleCheck() {
 		if f.Path != 0 {
 			path = f.Path.String()
 		}
-		if f.Status != mailroute.CheckOK {
+		if f.Status != doctor.OK {
 			fmt.Printf("%s: %s (%s): %s\n", f.Status, f.Check, path, f.Found)
 		}
 	}

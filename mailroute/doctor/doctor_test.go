@@ -1,19 +1,42 @@
-package mailroute
+package doctor
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/mailroute/go-mailroute/internal/dkimsign"
 	"github.com/mailroute/go-mailroute/internal/dnstest"
+	"github.com/mailroute/go-mailroute/mailroute"
 )
+
+func testEd25519(t testing.TB) ed25519.PrivateKey {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// publishDKIM serves s's public key record on dns, split into TXT strings
+// of at most 255 octets as a zone file would have it.
+func publishDKIM(t testing.TB, dns *dnstest.Server, s mailroute.DKIMSignature) {
+	t.Helper()
+	rec, err := s.Record()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns.Add(s.RecordName() + ". TXT " + dkimsign.ZoneTXT(rec))
+}
 
 // senderDNS serves a sender whose setup is right for both paths:
 // example.net sending direct from mail.example.net (192.0.2.1) and through
 // Postmark.
-func senderDNS(t *testing.T, sig DKIMSignature) *dnstest.Server {
+func senderDNS(t *testing.T, sig mailroute.DKIMSignature) *dnstest.Server {
 	t.Helper()
 	dns, err := dnstest.Start()
 	if err != nil {
@@ -31,7 +54,7 @@ func senderDNS(t *testing.T, sig DKIMSignature) *dnstest.Server {
 	return dns
 }
 
-func findingsOf(r *Report, check string, path Via) []Finding {
+func findingsOf(r *Report, check string, path mailroute.Via) []Finding {
 	var out []Finding
 	for _, f := range r.Findings {
 		if f.Check == check && f.Path == path {
@@ -42,98 +65,98 @@ func findingsOf(r *Report, check string, path Via) []Finding {
 }
 
 func TestCheckAllGood(t *testing.T) {
-	sig := DKIMSignature{Domain: "example.net", Selector: "s1", Signer: testEd25519(t)}
+	sig := mailroute.DKIMSignature{Domain: "example.net", Selector: "s1", Signer: testEd25519(t)}
 	dns := senderDNS(t, sig)
-	cfg := Config{
+	cfg := mailroute.Config{
 		Hostname:  "mail.example.net",
-		Smarthost: &Relay{Addr: "smtp.postmarkapp.com:587"},
-		DKIM:      []DKIMSignature{sig},
-		Resolver:  DNSServer(dns.Addr),
+		Smarthost: &mailroute.Relay{Addr: "smtp.postmarkapp.com:587"},
+		DKIM:      []mailroute.DKIMSignature{sig},
+		Resolver:  mailroute.DNSServer(dns.Addr),
 	}
 	// The domain comes from the DKIM signature, the address from the EHLO
 	// name, the resolver from the Config.
-	rep, err := Check(context.Background(), cfg, CheckOptions{})
+	rep, err := Check(context.Background(), cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Domain != "example.net" || rep.Status() != CheckOK {
+	if rep.Domain != "example.net" || rep.Status() != OK {
 		t.Errorf("domain %s, status %v:\n%s", rep.Domain, rep.Status(), rep)
 	}
-	if f := findingsOf(rep, "SPF", Smarthost); len(f) != 1 || f[0].Found != "include:spf.mtasv.net is there" {
+	if f := findingsOf(rep, "SPF", mailroute.Smarthost); len(f) != 1 || f[0].Found != "include:spf.mtasv.net is there" {
 		t.Errorf("relay SPF: %+v", f)
 	}
-	if f := findingsOf(rep, "reverse DNS", Direct); len(f) != 1 || !strings.Contains(f[0].Found, "192.0.2.1 → mail.example.net") {
+	if f := findingsOf(rep, "reverse DNS", mailroute.Direct); len(f) != 1 || !strings.Contains(f[0].Found, "192.0.2.1 → mail.example.net") {
 		t.Errorf("reverse DNS: %+v", f)
 	}
-	if f := findingsOf(rep, "relay", Smarthost); len(f) != 2 || f[1].Found != "no known quirks of Postmark" {
+	if f := findingsOf(rep, "relay", mailroute.Smarthost); len(f) != 2 || f[1].Found != "no known quirks of Postmark" {
 		t.Errorf("relay: %+v", f)
 	}
 
 	// The same through a Mailer, whose Check uses its own Config.
-	m, err := New(cfg)
+	m, err := mailroute.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	rep2, err := m.Check(context.Background(), CheckOptions{})
-	if err != nil || len(rep2.Findings) != len(rep.Findings) || rep2.Status() != CheckOK {
-		t.Errorf("Mailer.Check: %v\n%s", err, rep2)
+	rep2, err := CheckMailer(context.Background(), m, Options{})
+	if err != nil || len(rep2.Findings) != len(rep.Findings) || rep2.Status() != OK {
+		t.Errorf("CheckMailer: %v\n%s", err, rep2)
 	}
 }
 
 func TestCheckOptions(t *testing.T) {
-	sig := DKIMSignature{Domain: "example.net", Selector: "s1", Signer: testEd25519(t)}
+	sig := mailroute.DKIMSignature{Domain: "example.net", Selector: "s1", Signer: testEd25519(t)}
 	dns := senderDNS(t, sig)
 	dns.Add(`provider._domainkey.example.net. TXT "v=DKIM1; k=rsa; p="`)
 	ctx := context.Background()
 
 	// A public LocalAddr is the address checked; PublicIPs win over it.
-	cfg := Config{Hostname: "mail.example.net", Resolver: DNSServer(dns.Addr)}
+	cfg := mailroute.Config{Hostname: "mail.example.net", Resolver: mailroute.DNSServer(dns.Addr)}
 	cfg.Direct.LocalAddr = netip.MustParseAddr("198.51.100.1")
-	rep, _ := Check(ctx, cfg, CheckOptions{Domain: "example.net"})
-	if f := findingsOf(rep, "EHLO name", Direct); len(f) != 1 || f[0].Status != CheckProblem || !strings.Contains(f[0].Found, "but mail leaves from 198.51.100.1") {
+	rep, _ := Check(ctx, cfg, Options{Domain: "example.net"})
+	if f := findingsOf(rep, "EHLO name", mailroute.Direct); len(f) != 1 || f[0].Status != Problem || !strings.Contains(f[0].Found, "but mail leaves from 198.51.100.1") {
 		t.Errorf("LocalAddr not checked: %+v", f)
 	}
-	rep, _ = Check(ctx, cfg, CheckOptions{Domain: "example.net", PublicIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}})
-	if f := findingsOf(rep, "EHLO name", Direct); len(f) != 1 || f[0].Status != CheckOK {
+	rep, _ = Check(ctx, cfg, Options{Domain: "example.net", PublicIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}})
+	if f := findingsOf(rep, "EHLO name", mailroute.Direct); len(f) != 1 || f[0].Status != OK {
 		t.Errorf("PublicIPs not used: %+v", f)
 	}
 	// Each address gets its own reverse DNS and SPF finding.
-	if r := findingsOf(rep, "reverse DNS", Direct); len(r) != 2 || r[0].Status != CheckOK || r[1].Status != CheckProblem || !strings.Contains(r[1].Found, "2001:db8::1 has no PTR record") {
+	if r := findingsOf(rep, "reverse DNS", mailroute.Direct); len(r) != 2 || r[0].Status != OK || r[1].Status != Problem || !strings.Contains(r[1].Found, "2001:db8::1 has no PTR record") {
 		t.Errorf("reverse DNS of two addresses: %+v", r)
 	}
-	if s := findingsOf(rep, "SPF", Direct); len(s) != 2 || s[1].Status != CheckProblem || !strings.Contains(s[1].Fix, "ip6:2001:db8::1") {
+	if s := findingsOf(rep, "SPF", mailroute.Direct); len(s) != 2 || s[1].Status != Problem || !strings.Contains(s[1].Fix, "ip6:2001:db8::1") {
 		t.Errorf("SPF of two addresses: %+v", s)
 	}
 	// A private LocalAddr is not what receivers see: ignored.
 	cfg.Direct.LocalAddr = netip.MustParseAddr("10.0.0.5")
-	rep, _ = Check(ctx, cfg, CheckOptions{Domain: "example.net"})
-	if f := findingsOf(rep, "EHLO name", Direct); len(f) != 1 || f[0].Status != CheckOK {
+	rep, _ = Check(ctx, cfg, Options{Domain: "example.net"})
+	if f := findingsOf(rep, "EHLO name", mailroute.Direct); len(f) != 1 || f[0].Status != OK {
 		t.Errorf("private LocalAddr used: %+v", f)
 	}
 
 	// NoDirect skips this host's checks; a selector without a key is
 	// read, not compared.
-	rep, _ = Check(ctx, Config{Resolver: DNSServer(dns.Addr)}, CheckOptions{Domain: "example.net", NoDirect: true, DKIMSelectors: []string{"s1", "provider"}})
+	rep, _ = Check(ctx, mailroute.Config{Resolver: mailroute.DNSServer(dns.Addr)}, Options{Domain: "example.net", NoDirect: true, DKIMSelectors: []string{"s1", "provider"}})
 	for _, f := range rep.Findings {
-		if f.Path == Direct {
+		if f.Path == mailroute.Direct {
 			t.Errorf("a direct finding with NoDirect: %+v", f)
 		}
 	}
 	dk := findingsOf(rep, "DKIM", 0)
-	if len(dk) != 2 || dk[0].Status != CheckOK || !strings.Contains(dk[0].Found, "no signer given") || dk[1].Status != CheckProblem || !strings.Contains(dk[1].Found, "revoked") {
+	if len(dk) != 2 || dk[0].Status != OK || !strings.Contains(dk[0].Found, "no signer given") || dk[1].Status != Problem || !strings.Contains(dk[1].Found, "revoked") {
 		t.Errorf("DKIM selectors: %+v", dk)
 	}
 
 	for _, tt := range []struct {
-		opts CheckOptions
+		opts Options
 		want string
 	}{
-		{CheckOptions{}, "no sender domain"},
-		{CheckOptions{Domain: "bad..domain"}, "CheckOptions.Domain"},
-		{CheckOptions{Domain: "example.net", PublicIPs: []netip.Addr{{}}}, "invalid address"},
+		{Options{}, "no sender domain"},
+		{Options{Domain: "bad..domain"}, "Options.Domain"},
+		{Options{Domain: "example.net", PublicIPs: []netip.Addr{{}}}, "invalid address"},
 	} {
-		if _, err := Check(ctx, Config{Hostname: "mail.example.net"}, tt.opts); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, err := Check(ctx, mailroute.Config{Hostname: "mail.example.net"}, tt.opts); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Check(%+v): %v, want %q", tt.opts, err, tt.want)
 		}
 	}
@@ -141,8 +164,8 @@ func TestCheckOptions(t *testing.T) {
 
 func TestReportString(t *testing.T) {
 	rep := &Report{Domain: "example.net", Findings: []Finding{
-		{Check: "MX", Status: CheckOK, Query: "MX example.net", Found: "MX 10 mx.example.net"},
-		{Check: "SPF", Path: Direct, Status: CheckProblem, Query: "SPF example.net for 192.0.2.1",
+		{Check: "MX", Status: OK, Query: "MX example.net", Found: "MX 10 mx.example.net"},
+		{Check: "SPF", Path: mailroute.Direct, Status: Problem, Query: "SPF example.net for 192.0.2.1",
 			Found: "192.0.2.1 is not authorised (softfail): receivers see direct mail from it as forged, which is a long sentence",
 			Fix:   `Add ip4:192.0.2.1 before the all: "v=spf1 ip4:192.0.2.1 ~all"`},
 	}}
@@ -163,7 +186,7 @@ func TestReportString(t *testing.T) {
 	}) {
 		t.Errorf("the long finding is not wrapped:\n%s", got)
 	}
-	if rep.Status() != CheckProblem || CheckWarning.String() != "warning" || CheckStatus(9).String() != "CheckStatus(9)" {
+	if rep.Status() != Problem || Warning.String() != "warning" || Status(9).String() != "Status(9)" {
 		t.Error("Status or String")
 	}
 }

@@ -83,7 +83,7 @@ func TestUpdateAfterLeaseLost(t *testing.T) {
 	if err := b.Update(ctx, lb[0]); err != nil {
 		t.Fatalf("b's Update: %v", err)
 	}
-	if got, _ := a.Lease(ctx, mailroute.LeaseRequest{Now: t0.Add(59*time.Minute), Max: 1, Duration: time.Minute}); len(got) != 0 {
+	if got, _ := a.Lease(ctx, mailroute.LeaseRequest{Now: t0.Add(59 * time.Minute), Max: 1, Duration: time.Minute}); len(got) != 0 {
 		t.Fatalf("leased before b's schedule: %v", got)
 	}
 }

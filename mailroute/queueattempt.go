@@ -136,6 +136,26 @@ func (q *queueRuntime) reportQuarantine(qm *QueuedMessage, reason error) {
 	}
 }
 
+// quarantineNote is an entry a store quarantined on its own (the Spool,
+// when it opens its directory).
+type quarantineNote struct {
+	id     string
+	reason error
+}
+
+// reportStoreQuarantines gives OnEvent the entries the store quarantined on
+// its own, which no attempt saw. Their recipients are unknown (the state
+// was unreadable): one event per entry, without Rcpt.
+func (q *queueRuntime) reportStoreQuarantines() {
+	s, ok := q.store.(interface{ quarantinedAtOpen() []quarantineNote })
+	if !ok {
+		return
+	}
+	for _, n := range s.quarantinedAtOpen() {
+		q.m.emit(Event{Kind: EventQuarantined, QueueID: n.id, Err: n.reason})
+	}
+}
+
 // known reports whether an attempt's outcome for a recipient is certain:
 // the server accepted or refused it.
 func known(s Status) bool { return s == Delivered || s == Failed }

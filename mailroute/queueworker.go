@@ -130,6 +130,7 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 		heldM sync.Mutex
 	)
 	tried := make(map[string]bool)
+	q.reportStoreQuarantines()
 	defer func() {
 		for _, qm := range held {
 			if err := q.store.Release(context.WithoutCancel(ctx), qm.ID, qm.Lease); err != nil {

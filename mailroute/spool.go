@@ -159,6 +159,21 @@ func (s *Spool) List(ctx context.Context) ([]*QueuedMessage, error) {
 	return fromSpoolAll(msgs), err
 }
 
+// quarantinedAtOpen returns, once, the entries the spool found damaged when
+// it opened the directory and moved to Dir/corrupt, for the Mailer to
+// report as EventQuarantined.
+func (s *Spool) quarantinedAtOpen() []quarantineNote {
+	st, err := s.open()
+	if err != nil {
+		return nil
+	}
+	var out []quarantineNote
+	for _, q := range st.TakeQuarantined() {
+		out = append(out, quarantineNote{id: q.ID, reason: fmt.Errorf("%w: %w", ErrCorrupt, q.Reason)})
+	}
+	return out
+}
+
 // Close closes the directory store.
 func (s *Spool) Close() error {
 	st, err := s.open()

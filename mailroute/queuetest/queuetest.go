@@ -11,13 +11,19 @@
 // [Run] drives the store directly with explicit times (enqueue, list and
 // body; lease of what is due and only that, up to max, earliest first;
 // leases that hide a message until they end or until Update or Release;
-// Update that reschedules, keeps some recipients or deletes; concurrent
-// leasers that never get the same message), then through a real Mailer
-// against a loopback MX (retry after a deferral, fallback to the smarthost
-// after RetryPolicy.FallbackAfter deferred direct attempts, give-up after
-// MaxAge), on a schedule of milliseconds since the Mailer's clock is the
-// real one. [RunShared] adds what a store shared by several instances
-// promises: two Store values on one backend lease exclusively.
+// a flush's lease, which takes what is not due but never what is leased;
+// lease tokens: a re-lease fences the old token, which then changes
+// nothing by Update, Release or Quarantine, and a token is spent once its
+// lease ended; Update that reschedules, keeps some recipients or deletes;
+// Quarantine; concurrent leasers that never get the same message), then
+// through a real Mailer against a loopback MX (a Flush during a worker's
+// attempt that leaves it to the worker, retry after a deferral, fallback
+// to the smarthost after RetryPolicy.FallbackAfter deferred direct
+// attempts, give-up after MaxAge), on a schedule of milliseconds since the
+// Mailer's clock is the real one. [RunShared] adds what a store shared by
+// several instances promises: two Store values on one backend lease
+// exclusively, flush included, and a take-over by one fences the other's
+// token.
 //
 // newStore is called once per subtest and must return an empty store of
 // its own; it registers its own cleanup with t.

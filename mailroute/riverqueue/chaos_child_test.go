@@ -72,7 +72,7 @@ func TestChaosChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	say("R %s", name) // ready: the driver may signal
-	go func() { // the queue's length, for the driver to see a Spool drain
+	go func() {       // the queue's length, for the driver to see a Spool drain
 		for {
 			if l, err := m.QueueList(context.Background()); err == nil {
 				n := 0

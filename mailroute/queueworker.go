@@ -392,7 +392,10 @@ func (m *Mailer) QueueList(ctx context.Context) ([]*QueuedMessage, error) {
 // Flush retries now every queued recipient at domain, or every queued
 // recipient when domain is "", whatever their schedule (mailroute's
 // `postqueue -f`), and returns when the attempt is over. Messages that a
-// worker is attempting at the moment are left to it.
+// worker (or another instance on a shared store) is attempting at the
+// moment are left to it: the store never leases a message twice. When ctx
+// ends mid-attempt, the outcomes already known are recorded, as by
+// Shutdown.
 func (m *Mailer) Flush(ctx context.Context, domain string) error {
 	if m.queue == nil {
 		return ErrNoQueue

@@ -3,6 +3,7 @@ package riverqueue_test
 import (
 	"errors"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -48,6 +49,7 @@ func startChaosMX(t *testing.T, rcpt4xx, data4xx, drop float64, maxDelay time.Du
 		return &chaosSession{mx: mx, c: c}, nil
 	}))
 	mx.srv.Domain = "mx.chaos.test"
+	mx.srv.ErrorLog = log.New(io.Discard, "", 0) // resets by killed clients are the point
 	mx.srv.ReadTimeout, mx.srv.WriteTimeout = time.Minute, time.Minute
 	go mx.srv.Serve(ln)
 	t.Cleanup(func() { mx.srv.Close() })

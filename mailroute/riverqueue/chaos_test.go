@@ -341,6 +341,7 @@ func (d *chaosDriver) check(t *testing.T, mx *chaosMX, expected map[string]int, 
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var losses, dups, dropWindows, cutWindows, notSavedWindows, lies, afterSaved, unexplained, badBody int
+	var dupAfterDrop, dupAfterCut, dupAfterNotSaved int // what the copy before each duplicate was
 	for r, n := range expected {
 		cs := copies[r]
 		if len(cs) == 0 {
@@ -358,6 +359,16 @@ func (d *chaosDriver) check(t *testing.T, mx *chaosMX, expected map[string]int, 
 				t.Errorf("%s: copy %d (from %s) came after a copy whose delivery was saved", r, i+1, cp.helo)
 			}
 			in := d.incs[cp.helo]
+			last := i == len(cs)-1
+			switch {
+			case last:
+			case cp.dropped:
+				dupAfterDrop++
+			case in != nil && in.notSaved[r]:
+				dupAfterNotSaved++
+			case in != nil && in.cut && !in.delivered[r]:
+				dupAfterCut++
+			}
 			switch {
 			case in == nil:
 				t.Errorf("%s: a copy from unknown sender %q", r, cp.helo)
@@ -397,9 +408,11 @@ func (d *chaosDriver) check(t *testing.T, mx *chaosMX, expected map[string]int, 
 	}
 	t.Logf("chaos: %d messages, %d recipients; %d processes started (%d kills, %d impatient shutdowns, %d flushes); "+
 		"windows: %d injected hang-ups after the final dot (%d transactions), %d copies taken by a process cut short, %d saves reported failed; "+
-		"%d duplicates (%d unexplained), %d losses, %d copies after a saved delivery, %d unreported acceptances",
+		"%d duplicates (%d after a hang-up, %d after a cut-short process, %d after a failed save; %d unexplained), "+
+		"%d losses, %d copies after a saved delivery, %d unreported acceptances",
 		c.messages, len(expected), len(d.incs), c.kills, c.shutdowns, c.flushes,
-		dropWindows, drops, cutWindows, notSavedWindows, dups, unexplained, losses, afterSaved, lies)
+		dropWindows, drops, cutWindows, notSavedWindows,
+		dups, dupAfterDrop, dupAfterCut, dupAfterNotSaved, unexplained, losses, afterSaved, lies)
 	if losses > 0 {
 		t.Errorf("%d recipients lost", losses)
 	}

@@ -67,11 +67,19 @@ func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, now time.
 	}
 	res := &Result{Recipients: make([]RecipientResult, len(due))}
 	jobs := q.jobs(qm, due, rcpts, body, res)
-	actx, cancel := context.WithTimeoutCause(ctx, budget, errAttemptCutOff)
+	deadline := time.Now().Add(budget)
+	actx, cancel := context.WithDeadlineCause(ctx, deadline, errAttemptCutOff)
 	q.m.runJobs(actx, jobs)
-	cutOff := ctx.Err() == nil && actx.Err() != nil
+	// By the clock as well as Err: a connection's deadline (the same
+	// instant) can fire before the context's own timer marks it done.
+	ended := time.Now()
+	stopped := ctx.Err() != nil
+	if dl, ok := ctx.Deadline(); ok && !ended.Before(dl) {
+		stopped = true
+	}
+	cutOff := !stopped && !ended.Before(deadline)
 	cancel()
-	q.record(ctx, qm, due, res, budget, cutOff)
+	q.record(ctx, qm, due, res, budget, stopped, cutOff)
 	return true
 }
 
@@ -163,13 +171,13 @@ func known(s Status) bool { return s == Delivered || s == Failed }
 // record applies an attempt's results to the queued message, persists it,
 // and reports each outcome.
 //
-// When ctx ended during the attempt (Shutdown, or a Flush whose caller gave
-// up) the outcomes already known are recorded and the other recipients stay
-// exactly as they were: nobody knows whether the server took them. When the
-// attempt was cut off to stay within its lease (cutOff), the unknown ones
-// are deferred like any temporary failure, saying why.
-func (q *queueRuntime) record(ctx context.Context, qm *QueuedMessage, due []int, res *Result, budget time.Duration, cutOff bool) {
-	stopped := ctx.Err() != nil
+// When ctx ended during the attempt (stopped: Shutdown, or a Flush whose
+// caller gave up) the outcomes already known are recorded and the other
+// recipients stay exactly as they were: nobody knows whether the server
+// took them. When the attempt was cut off to stay within its lease
+// (cutOff), the unknown ones are deferred like any temporary failure,
+// saying why.
+func (q *queueRuntime) record(ctx context.Context, qm *QueuedMessage, due []int, res *Result, budget time.Duration, stopped, cutOff bool) {
 	now := q.now()
 	remove := make(map[int]bool)
 	var events []Event

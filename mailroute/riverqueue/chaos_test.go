@@ -222,6 +222,7 @@ type incarnation struct {
 	queueLen  int             // the last "L"
 	other     []string        // "X" lines: outcomes that must not happen
 	stderr    bytes.Buffer
+	exitErr   error
 }
 
 type chaosDriver struct {
@@ -258,7 +259,10 @@ func (d *chaosDriver) start(p *process) {
 		for sc.Scan() {
 			d.line(in, sc.Text(), ready)
 		}
-		cmd.Wait()
+		err := cmd.Wait()
+		d.mu.Lock()
+		in.exitErr = err
+		d.mu.Unlock()
 		close(p.exited)
 	}()
 	select {
@@ -396,6 +400,9 @@ func (d *chaosDriver) check(t *testing.T, mx *chaosMX, expected map[string]int, 
 	for name, in := range d.incs {
 		for _, x := range in.other {
 			t.Errorf("%s reported %s", name, x)
+		}
+		if in.graceful && in.exitErr != nil || strings.Contains(in.stderr.String(), "DATA RACE") || strings.Contains(in.stderr.String(), "panic:") {
+			t.Errorf("%s: exit %v; stderr:\n%s", name, in.exitErr, in.stderr.String())
 		}
 	}
 	for r := range copies {

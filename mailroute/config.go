@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
+	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/oauth2"
 
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
 )
@@ -23,9 +25,22 @@ type Config struct {
 	Hostname string
 	// Router decides each destination's route. nil: DefaultRouter.
 	Router Router
-	// Smarthost is the relay for Smarthost routes and fallback. nil: none,
-	// and mail routed to the smarthost fails with a clear error.
+	// Smarthost is the default relay, for Smarthost routes and fallback
+	// that name no other. nil: none, and mail routed to it fails with a
+	// clear error.
 	Smarthost *Relay
+	// Relays are further relays, by name, for routes that name one
+	// (Route.Relay, Rule.Relay), for senders (SenderRelays), and as the
+	// failover of another relay (Relay.Failover).
+	Relays map[string]*Relay
+	// SenderRelays picks the relay by the envelope sender's domain, for
+	// applications that send for several domains, each with its own relay
+	// account (Postfix's sender_dependent_relayhost_maps). Keys are
+	// domains ("example.com") or, with a leading dot, a domain and its
+	// subdomains (".example.com"); an exact key beats a suffix, and a
+	// longer suffix a shorter one. Values name relays of Relays. A relay
+	// the route names beats the sender's; the sender's beats Smarthost.
+	SenderRelays map[string]string
 	// Direct configures delivery to MX hosts.
 	Direct DirectOptions
 	// Resolver answers MX and address lookups. nil: the system resolver.
@@ -49,6 +64,15 @@ type Config struct {
 	// Fallback decides which direct failures are re-sent through the
 	// smarthost. The zero value is the default policy; see FallbackPolicy.
 	Fallback FallbackPolicy
+	// MeterProvider receives the outcome figures as OpenTelemetry metrics
+	// (instruments and attributes are listed in metrics.go's package
+	// documentation and the README). nil: none are exported; Mailer.Stats
+	// still has them.
+	MeterProvider metric.MeterProvider
+	// Learning configures the routes learned from refusals and the
+	// blocked-port-25 detector. The zero value learns, with the defaults;
+	// see Learning.
+	Learning Learning
 	// Queue keeps what Send could not deliver and retries it; nil: no
 	// queue, and deferred recipients are the caller's to retry. &Spool{Dir:
 	// …} is the embedded store.
@@ -213,10 +237,19 @@ type Relay struct {
 	// mechanism it offers after TLS: PLAIN, then LOGIN, then CRAM-MD5.
 	// They are only ever sent over a verified TLS connection.
 	Username, Password string
-	// Auth, when set, is used instead of Username and Password: a go-sasl
-	// client such as XOAUTH2 or OAUTHBEARER for Gmail or Microsoft 365. It
-	// is used for every new connection, so it must be reusable (go-sasl's
-	// PLAIN, XOAUTH2 and OAUTHBEARER clients are).
+	// TokenSource, when set, authenticates Username with OAuth 2.0
+	// instead of a password, as Gmail and Microsoft 365 want: a token is
+	// taken from it for each new session (so a pooled relay never sends
+	// an expired one; wrap it in oauth2.ReuseTokenSource to cache tokens
+	// until they expire) and sent by OAUTHBEARER (RFC 7628) or XOAUTH2,
+	// whichever the relay offers. A refused token's error holds an
+	// *OAuth2Error with the server's status and the scope it wants.
+	TokenSource oauth2.TokenSource
+	// Auth, when set, is used instead of Username and Password: any
+	// go-sasl client. The same client is used for every new session, so
+	// it must be reusable and hold nothing that expires: go-sasl's PLAIN
+	// client is fine, but a bearer token is not (it expires within an
+	// hour; use TokenSource). go-sasl has no XOAUTH2 client.
 	Auth sasl.Client
 	// TLSConfig is used for the relay's TLS. nil: the system roots.
 	// ServerName defaults to the host in Addr.
@@ -227,6 +260,13 @@ type Relay struct {
 	// session goes on in plaintext otherwise — credentials included, if
 	// configured. New refuses it for any address that is not loopback.
 	InsecurePlaintextLoopback bool
+	// Failover names the relay of Config.Relays tried next when this one
+	// cannot be used: connecting, the greeting, EHLO, TLS or AUTH failed
+	// (it is down, or refuses the configuration), so that nothing of the
+	// message was sent. Refusals of the mail itself (MAIL, RCPT, DATA) do
+	// not fail over: the next relay would most likely refuse it too.
+	// "": none. Chains are allowed, cycles are not.
+	Failover string
 	// MaxIdle is how many idle authenticated sessions are kept for reuse.
 	// 0: 2; negative: none (a new session per transaction).
 	MaxIdle int
@@ -257,6 +297,14 @@ func (r *Relay) check() error {
 	}
 	if r.Password != "" && r.Username == "" && r.Auth == nil {
 		return fmt.Errorf("mailroute: Relay has a Password but no Username")
+	}
+	if r.TokenSource != nil {
+		switch {
+		case r.Username == "":
+			return fmt.Errorf("mailroute: Relay.TokenSource needs the Username the token is for")
+		case r.Password != "" || r.Auth != nil:
+			return fmt.Errorf("mailroute: Relay has a TokenSource and also a Password or Auth; give one way to authenticate")
+		}
 	}
 	return nil
 }

@@ -37,12 +37,24 @@
 //     Direct resolves the MX hosts (the same cached answer routing used),
 //     walks them in preference order and speaks SMTP on port 25 with
 //     opportunistic STARTTLS ([DirectOptions]); Smarthost authenticates to
-//     the relay over verified TLS only ([Relay]). Sessions are pooled and
-//     transactions pipelined; at most 100 recipients per transaction.
-//  5. Report per recipient ([Result], [RecipientResult], [Error]); a
+//     the relay over verified TLS only ([Relay]: a password, or OAuth 2.0
+//     through [Relay.TokenSource]). The relay is [Config.Smarthost] unless
+//     the route names one of [Config.Relays] or the sender's domain picks
+//     one ([Config.SenderRelays]); one that cannot be reached hands over to
+//     its [Relay.Failover]. Sessions are pooled and transactions
+//     pipelined; at most 100 recipients per transaction.
+//  5. Report per recipient ([Result], [RecipientResult], [Error], and
+//     [SendError] naming who got it and who did not); a
 //     recipient whose direct delivery failed in a way the relay can fix —
 //     no MX reachable, a reputation or policy refusal — is re-sent through
 //     the smarthost ([FallbackPolicy], [Classify]).
+//     Each failure explains itself ([Explain], [Verdict]) from the reply's
+//     own words and codes, and a policy refusal teaches a route: mail to
+//     the same MX site goes through the smarthost for a while ([Learning],
+//     [Mailer.Lessons]); direct connections failing everywhere while the
+//     relay works mean outbound port 25 is blocked ([BlockedPort25]).
+//     Outcomes are counted per provider and path ([Mailer.Stats],
+//     [Config.MeterProvider]).
 //  6. Queue what is still deferred ([Config.Queue], [Spool]): it survives
 //     restarts and is retried on the [RetryPolicy] schedule, through the
 //     smarthost after repeated direct deferrals, until delivered or given
@@ -83,7 +95,8 @@
 //     A-labels. RFC 6531 (SMTPUTF8) for non-ASCII local parts.
 //   - RFC 3207 (STARTTLS), RFC 8314 (implicit TLS, port 465), RFC 7435
 //     (opportunistic security).
-//   - RFC 4954 (AUTH) with RFC 4616 (PLAIN), LOGIN and RFC 2195 (CRAM-MD5).
+//   - RFC 4954 (AUTH) with RFC 4616 (PLAIN), LOGIN, RFC 2195 (CRAM-MD5),
+//     RFC 7628 (OAUTHBEARER) and XOAUTH2.
 //   - RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 3463
 //     and RFC 2034 (enhanced status codes).
 //   - RFC 6376 and RFC 8463 (DKIM with RSA and Ed25519), RFC 8301 (key

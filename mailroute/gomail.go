@@ -21,7 +21,7 @@ import (
 // The Result lists the recipients of every message, message after message.
 // The error is nil exactly when every recipient of every message was
 // delivered; otherwise it joins the errors, each naming its message by its
-// place in msgs (1, 2, …). A message that cannot be sent at all (no sender,
+// place in msgs (1, 2, …) and wrapping that message's *SendError. A message that cannot be sent at all (no sender,
 // no recipients, a nil *mail.Msg) contributes an error and no recipients;
 // the others are still sent.
 func (m *Mailer) SendMsg(ctx context.Context, msgs ...*mail.Msg) (*Result, error) {
@@ -33,7 +33,7 @@ func (m *Mailer) SendMsg(ctx context.Context, msgs ...*mail.Msg) (*Result, error
 			res.Recipients = append(res.Recipients, r.Recipients...)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("mailroute: message %d: %w", i+1, err))
+			errs = append(errs, fmt.Errorf("message %d: %w", i+1, err))
 		}
 	}
 	return res, errors.Join(errs...)
@@ -42,15 +42,15 @@ func (m *Mailer) SendMsg(ctx context.Context, msgs ...*mail.Msg) (*Result, error
 // sendMsg sends one go-mail message.
 func (m *Mailer) sendMsg(ctx context.Context, msg *mail.Msg) (*Result, error) {
 	if msg == nil {
-		return nil, errors.New("nil *mail.Msg")
+		return nil, errors.New("mailroute: nil *mail.Msg")
 	}
 	from, err := msg.GetSender(false)
 	if err != nil {
-		return nil, fmt.Errorf("sender: %w", err)
+		return nil, fmt.Errorf("mailroute: sender: %w", err)
 	}
 	to, err := msg.GetRecipients()
 	if err != nil {
-		return nil, fmt.Errorf("recipients: %w", err)
+		return nil, fmt.Errorf("mailroute: recipients: %w", err)
 	}
 	for i, rcpt := range to {
 		to[i] = stripAngles(rcpt)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -22,8 +21,12 @@ type Mailer struct {
 	router   Router
 	mx       *mx.Cache
 	relay    *smarthost // nil without Config.Smarthost
+	relays   namedRelays
 	direct   directPools
 	queue    *queueRuntime // nil without Config.Queue
+	state    StateStore    // what the Mailer learns: Config.Queue's, or in memory
+	learn    *learner      // routes learned from refusals; see Learning
+	figures  *figures      // outcome figures; see Stats
 
 	// testDialer replaces the direct dialer in tests that count
 	// connections from the client's side.
@@ -42,17 +45,9 @@ type Mailer struct {
 func New(cfg Config) (*Mailer, error) {
 	m := &Mailer{cfg: cfg, closed: make(chan struct{})}
 
-	host := cfg.Hostname
-	if host == "" {
-		h, err := os.Hostname()
-		if err != nil {
-			return nil, fmt.Errorf("mailroute: Config.Hostname is empty and the system host name is unknown: %w", err)
-		}
-		host = h
-	}
-	name, err := checkHostname(host)
+	name, err := checkHostname(cfg.Hostname)
 	if err != nil {
-		return nil, fmt.Errorf("mailroute: Config.Hostname: %w", err)
+		return nil, err
 	}
 	m.hostname = name
 
@@ -73,6 +68,9 @@ func New(cfg Config) (*Mailer, error) {
 		}
 		m.relay = newSmarthost(cfg.Smarthost, m.hostname, cfg.maxConnsPerHost())
 	}
+	if err := m.setupRelays(&cfg); err != nil {
+		return nil, err
+	}
 	if err := cfg.Direct.check(); err != nil {
 		return nil, err
 	}
@@ -86,6 +84,9 @@ func New(cfg Config) (*Mailer, error) {
 		TTL:          cfg.MXCacheTTL,
 		TemporaryTTL: cfg.MXCacheTemporaryTTL,
 	}
+	m.state = stateStoreOf(cfg.Queue)
+	m.learn = newLearner(m)
+	m.figures = newFigures(cfg.MeterProvider)
 	go m.reapLoop()
 	if cfg.Queue != nil {
 		m.queue = newQueueRuntime(m)
@@ -94,16 +95,43 @@ func New(cfg Config) (*Mailer, error) {
 	return m, nil
 }
 
-// checkHostname validates an EHLO name: a host name (normalised to
-// A-labels) or an address literal.
+// checkHostname validates an EHLO name: a fully qualified host name
+// (normalised to A-labels) or an address literal. Receivers check the
+// name against the sending address's PTR record, and many refuse a single
+// label or localhost outright, so those are refused here rather than
+// discovered as rejected mail.
 func checkHostname(h string) (string, error) {
+	if h == "" {
+		return "", errors.New("mailroute: Config.Hostname is empty: set it to this host's fully qualified name, the one its public address's PTR record gives (e.g. mail.example.com)")
+	}
 	if addr, ok, err := dnsname.ParseLiteral(h); ok {
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("mailroute: Config.Hostname: %w", err)
 		}
 		return dnsname.FormatLiteral(addr), nil
 	}
-	return dnsname.Normalize(h)
+	name, err := dnsname.Normalize(h)
+	if err != nil {
+		return "", fmt.Errorf("mailroute: Config.Hostname: %w", err)
+	}
+	if !isFQDN(name) {
+		return "", fmt.Errorf("mailroute: Config.Hostname %q is not a fully qualified domain name: receivers want the name the PTR record of this host's public address gives (e.g. mail.example.com)", h)
+	}
+	return name, nil
+}
+
+// isFQDN reports whether a normalised host name has at least two labels
+// and is not localhost (RFC 6761 §6.3) or a name under it.
+func isFQDN(name string) bool {
+	if !strings.Contains(name, ".") {
+		return false
+	}
+	switch {
+	case name == "localhost.localdomain", strings.HasSuffix(name, ".localhost"),
+		strings.HasSuffix(name, ".localdomain"):
+		return false
+	}
+	return true
 }
 
 // ErrClosed is returned by a Mailer after Close.
@@ -111,8 +139,9 @@ var ErrClosed = errors.New("mailroute: Mailer is closed")
 
 // Route returns the route mail to a domain or address would take, with the
 // evidence, without sending anything: a dry run of the Mailer's routing,
-// through the same MX cache delivery uses. An address literal
-// ("user@[192.0.2.1]") always goes Direct.
+// through the same MX cache delivery uses. A learned route (see Learning)
+// shows as its evidence: which reply taught it, when, and until when. An
+// address literal ("user@[192.0.2.1]") always goes Direct.
 func (m *Mailer) Route(ctx context.Context, domainOrAddress string) (Route, error) {
 	domain := domainOrAddress
 	if i := strings.LastIndexByte(domain, '@'); i >= 0 {
@@ -127,10 +156,12 @@ func (m *Mailer) Route(ctx context.Context, domainOrAddress string) (Route, erro
 		// A call on the concrete type lets d stay on this stack, so a rule
 		// hit costs no allocation at all.
 		r, err := c.Route(ctx, &d)
-		return checkDecision(&d, r, err)
+		r, err = checkDecision(&d, r, err)
+		return m.withLessons(ctx, d.Domain, r, err)
 	}
 	heap := d
-	return m.route(ctx, &heap)
+	r, err := m.route(ctx, &heap)
+	return m.withLessons(ctx, heap.Domain, r, err)
 }
 
 // Destination returns the destination for a domain or an address's domain
@@ -216,6 +247,7 @@ func (m *Mailer) Shutdown(ctx context.Context) error {
 		if m.relay != nil {
 			m.relay.close(quitCtx)
 		}
+		m.relays.each(func(s *smarthost) { s.close(quitCtx) })
 		m.adhoc.close(quitCtx)
 		m.direct.close(quitCtx)
 	})
@@ -236,6 +268,7 @@ func (m *Mailer) reapLoop() {
 			if m.relay != nil {
 				m.relay.pool.reap()
 			}
+			m.relays.each(func(s *smarthost) { s.pool.reap() })
 		}
 	}
 }

@@ -197,7 +197,7 @@ func domainOf(rcpt string) string {
 // is one: the fallback over time.
 func (q *queueRuntime) jobs(qm *QueuedMessage, due []int, rcpts []message.Address, body *message.Body, res *Result) []*job {
 	direct := q.m.group(qm.From, utf8Local(qm.From), rcpts, body, res)
-	if q.m.relay == nil || q.policy.FallbackAfter < 0 {
+	if (q.m.relay == nil && len(q.m.relays.byName) == 0) || q.policy.FallbackAfter < 0 {
 		for _, j := range direct {
 			j.relay = q.m.relay
 		}
@@ -359,13 +359,13 @@ func (m *Mailer) Enqueue(ctx context.Context, from string, to []string, msg io.R
 		return "", ErrClosed
 	default:
 	}
-	env, err := parseEnvelope(from, to)
+	env, _, err := parseEnvelope(from, to)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("mailroute: %w", err)
 	}
 	body, err := m.readBody(msg)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("mailroute: %w", err)
 	}
 	defer body.Close()
 	now := m.queue.now()

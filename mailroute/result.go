@@ -1,7 +1,5 @@
 package mailroute
 
-import "errors"
-
 // Status is a recipient's outcome.
 type Status uint8
 
@@ -67,27 +65,14 @@ type RecipientResult struct {
 	DirectErr error
 }
 
-// Err joins the errors of every recipient that was neither delivered nor
-// safely queued, or returns nil when there is none.
+// Err returns nil when every recipient was delivered or safely queued, and
+// otherwise a *SendError saying who got the message and who did not.
 func (r *Result) Err() error {
-	var errs []error
-	for _, rr := range r.Recipients {
-		if rr.Err != nil && rr.Status != Queued {
-			errs = append(errs, &recipientError{rcpt: rr.Rcpt, err: rr.Err})
-		}
+	if e := newSendError(r); e != nil {
+		return e
 	}
-	return errors.Join(errs...)
+	return nil
 }
-
-// recipientError prefixes an error with its recipient while keeping it
-// reachable with errors.As.
-type recipientError struct {
-	rcpt string
-	err  error
-}
-
-func (e *recipientError) Error() string { return "<" + e.rcpt + ">: " + e.err.Error() }
-func (e *recipientError) Unwrap() error { return e.err }
 
 // fallbackError is a recipient that failed direct and then at the relay.
 type fallbackError struct{ relay, direct error }

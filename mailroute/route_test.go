@@ -205,6 +205,12 @@ func TestConfigValidation(t *testing.T) {
 	}{
 		{Config{Hostname: "bad host"}, "Hostname"},
 		{Config{Hostname: "mail.example.com\r\n"}, "Hostname"},
+		{Config{}, "Hostname is empty"},
+		{Config{Hostname: "vm"}, "not a fully qualified"},
+		{Config{Hostname: "localhost"}, "not a fully qualified"},
+		{Config{Hostname: "LocalHost."}, "not a fully qualified"},
+		{Config{Hostname: "localhost.localdomain"}, "not a fully qualified"},
+		{Config{Hostname: "app.localhost"}, "not a fully qualified"},
 		{Config{Hostname: "mail.example.com", Direct: DirectOptions{Port: 70000}}, "Port"},
 		{Config{Hostname: "mail.example.com", Smarthost: &Relay{Addr: "smtp.example.com"}}, "host:port"},
 		{Config{Hostname: "mail.example.com", Smarthost: &Relay{Addr: "smtp.example.com:http"}}, "bad port"},

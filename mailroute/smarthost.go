@@ -19,10 +19,12 @@ const (
 // smarthost is the relay: how to reach it and its pool of idle,
 // authenticated sessions.
 type smarthost struct {
-	host string // for TLS verification and errors
-	addr string
-	cfg  smtpclient.Config
-	pool pool
+	name     string     // in Config.Relays; "" for Config.Smarthost and SendMail's
+	failover *smarthost // Relay.Failover; nil: none
+	host     string     // for TLS verification and errors
+	addr     string
+	cfg      smtpclient.Config
+	pool     pool
 }
 
 func newSmarthost(r *Relay, localName string, maxConns int) *smarthost {
@@ -38,6 +40,10 @@ func newSmarthost(r *Relay, localName string, maxConns int) *smarthost {
 			Password:  r.Password,
 			Timeouts:  r.Timeouts.client(),
 		},
+	}
+	if r.TokenSource != nil {
+		s.cfg.AuthFor = oauth2AuthFor(r)
+		s.cfg.Username = ""
 	}
 	switch {
 	case r.InsecurePlaintextLoopback:
@@ -139,13 +145,9 @@ func (m *Mailer) deliverSmarthost(ctx context.Context, j *job) {
 }
 
 func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
-	s := j.relay
 	start := time.Now()
-	c, pooled, e := s.pool.get(ctx)
+	s, c, pooled, e := m.getSession(ctx, j, batch)
 	if e != nil {
-		if e.Host == "" {
-			e.Host = s.host
-		}
 		j.fail(batch, e, s.host)
 		m.logAttempt(j, Smarthost, s.host, batch, e, time.Since(start))
 		return

@@ -51,7 +51,7 @@ type TxResult struct {
 
 // errUndecided marks a recipient whose outcome is not known yet; it never
 // leaves Send.
-var errUndecided = errors.New("smtpclient: recipient not attempted")
+var errUndecided = errors.New("recipient not attempted")
 
 // pipeWindow bounds how many commands are written before their replies are
 // read, so neither side's socket buffer can fill up and deadlock.

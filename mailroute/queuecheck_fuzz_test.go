@@ -39,7 +39,7 @@ func FuzzCheckQueued(f *testing.F) {
 		for _, r := range qm.Recipients {
 			to = append(to, r.Rcpt)
 		}
-		env, err := parseEnvelope(from, to)
+		env, _, err := parseEnvelope(from, to)
 		if err != nil {
 			t.Fatalf("checkQueued passed %+v, which Send refuses: %v", qm, err)
 		}

@@ -76,6 +76,14 @@ type Config struct {
 	// Queue keeps what Send could not deliver and retries it; nil: no
 	// queue, and deferred recipients are the caller's to retry. &Spool{Dir:
 	// …} is the embedded store.
+	//
+	// The queue's workers lease messages for 45 minutes (a store may grant
+	// another duration and say so in QueuedMessage.LeaseUntil) and stop
+	// every attempt when 90% of the lease's time is gone, so the outcome is
+	// recorded while the lease still holds and no other worker or instance
+	// can have started the same message: a tarpitting server that would
+	// hold an attempt for RFC 5321's hour of stage timeouts is cut off at
+	// about 40 minutes, and its recipients are deferred, saying so.
 	Queue QueueStore
 	// Retry is the queue's schedule; see RetryPolicy.
 	Retry RetryPolicy
@@ -85,10 +93,12 @@ type Config struct {
 	// OnEvent, when set, is called with every outcome of every attempt:
 	// delivered, queued, deferred, failed, given up. It must not block.
 	OnEvent func(Event)
-	// now and queuePoll are test seams: a fake clock for the queue's
-	// schedule, and how often its workers look for due mail.
-	now       func() time.Time
-	queuePoll time.Duration
+	// now, queuePoll and queueLease are test seams: a fake clock for the
+	// queue's schedule, how often its workers look for due mail, and the
+	// lease they ask for.
+	now        func() time.Time
+	queuePoll  time.Duration
+	queueLease time.Duration
 
 	// Logger receives one line per delivery attempt. nil: nothing is
 	// logged.

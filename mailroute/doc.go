@@ -62,6 +62,10 @@
 //     restarts and is retried on the [RetryPolicy] schedule, through the
 //     smarthost after repeated direct deferrals, until delivered or given
 //     up with an RFC 3464 notification ([Config.DSN], [Config.OnEvent]).
+//     Each message is attempted under one lease at a time, fenced by a
+//     token and ended before the lease runs out ([QueueStore]), so
+//     workers, Flush and instances sharing a store never send it at once;
+//     state read back is checked like input and quarantined when wrong.
 //
 // The package [github.com/mailroute/go-mailroute/mailroute/doctor] tells
 // whether the sender's own setup — EHLO name and reverse DNS, SPF, DKIM

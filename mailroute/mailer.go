@@ -240,8 +240,11 @@ func (m *Mailer) Close() error {
 
 // Shutdown stops the Mailer: new Sends fail with ErrClosed, the queue's
 // workers stop taking work and the attempts in flight finish — or, when
-// ctx ends first, are cancelled and their recipients stay queued, to be
-// retried by the next Mailer on the same queue: nothing is lost. Then idle
+// ctx ends first, are cancelled: the outcomes already known (a server
+// accepted or refused a recipient) are recorded, and only the recipients
+// whose outcome is unknown stay queued as they were, to be retried by the
+// next Mailer on the same queue: nothing is lost, and nothing the server
+// is known to have taken is sent again. Then idle
 // connections end with QUIT. It is safe to call more than once; later
 // calls return nil at once.
 func (m *Mailer) Shutdown(ctx context.Context) error {

@@ -2,7 +2,9 @@ package mailroute
 
 import (
 	"context"
+	"errors"
 	"io"
+	"math/rand/v2"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -12,28 +14,92 @@ import (
 // up. The Mailer drives it: it enqueues what Send could not deliver, leases
 // what is due, attempts it, and records the outcome. Spool is the embedded
 // store, in a directory; a store shared by several application instances
-// (a database) implements the same interface.
+// (a database) implements the same interface. The package
+// github.com/mailroute/go-mailroute/mailroute/queuetest holds every store to
+// this contract.
 //
 // Implementations must be safe for concurrent use. Every method that
 // returns nil must have made its change durable.
+//
+// # Leases
+//
+// A message is attempted only under a lease, and a store grants at most
+// one lease on a message at a time: not to two workers, not to a Flush
+// while a worker holds it, not to two instances sharing the store. A
+// lease ends with Update, Release or Quarantine by its holder, or when its
+// time runs out; only then can Lease hand the message out again, with a new
+// token. Every copy Lease returns carries its lease's token
+// (QueuedMessage.Lease), and Update, Release and Quarantine act only when
+// they present the current one: a holder whose lease ran out and was taken
+// over — in the same process or in another instance — changes nothing and
+// gets ErrLeaseLost, so it can never overwrite the newer holder's state.
+// The Mailer ends every attempt before its lease does (see Config.Queue),
+// so a take-over happens only after a holder died.
 type QueueStore interface {
 	// Enqueue stores a message, its recipients and its body, durably. It
 	// assigns m.ID when empty.
 	Enqueue(ctx context.Context, m *QueuedMessage, body io.Reader) error
-	// Lease returns up to max messages having a recipient due at now
-	// (NextAttempt not after it), and hides them from other Lease calls
-	// until now+lease or until Update or Release.
-	Lease(ctx context.Context, now time.Time, max int, lease time.Duration) ([]*QueuedMessage, error)
-	// Body opens a queued message's body.
+	// Lease returns up to max messages that no lease holds at req.Now and
+	// that have a recipient due by req.DueBy (NextAttempt not after it),
+	// earliest NextAttempt first, and leases each until req.Now plus
+	// req.Duration (or a duration of the store's own, which LeaseUntil then
+	// says), with a fresh token in QueuedMessage.Lease.
+	Lease(ctx context.Context, req LeaseRequest) ([]*QueuedMessage, error)
+	// Body opens a queued message's body. A store that finds the body
+	// damaged quarantines the message and returns an error wrapping
+	// ErrCorrupt.
 	Body(ctx context.Context, id string) (io.ReadCloser, error)
-	// Update records the message as it is after an attempt, ending its
-	// lease. A message without recipients is deleted with its body.
+	// Update records the message as it is after an attempt and ends the
+	// lease m.Lease names; a message without recipients is deleted with its
+	// body. When m.Lease is not the message's current lease, nothing
+	// changes and the error wraps ErrLeaseLost.
 	Update(ctx context.Context, m *QueuedMessage) error
-	// Release ends a lease without a change.
-	Release(ctx context.Context, id string) error
+	// Release ends the lease token holds on message id without a change.
+	// When token is not the current lease (taken over, already ended) or
+	// the message is gone, it does nothing and returns nil.
+	Release(ctx context.Context, id, token string) error
+	// Quarantine takes a leased message out of the queue for good, because
+	// its stored state cannot be trusted (reason says why): it is never
+	// leased again nor listed, and a store keeps it aside for an operator
+	// where it can. Like Update it needs the current token, else
+	// ErrLeaseLost.
+	Quarantine(ctx context.Context, id, token string, reason error) error
 	// List returns every queued message.
 	List(ctx context.Context) ([]*QueuedMessage, error)
 }
+
+// LeaseRequest is what QueueStore.Lease is asked for.
+type LeaseRequest struct {
+	// Now is the time on the caller's clock: leases that end by Now are
+	// over, and new ones end at Now plus Duration.
+	Now time.Time
+	// DueBy is the cutoff for NextAttempt; zero means Now. Flush passes a
+	// time far ahead, to get every message whatever its schedule — but
+	// never one under a lease.
+	DueBy time.Time
+	// Max is the most messages returned.
+	Max int
+	// Duration is how long the leases last.
+	Duration time.Duration
+}
+
+// due is the NextAttempt cutoff of the request.
+func (r LeaseRequest) due() time.Time {
+	if r.DueBy.IsZero() {
+		return r.Now
+	}
+	return r.DueBy
+}
+
+// Errors of the queue stores, for errors.Is.
+var (
+	// ErrLeaseLost: Update, Release or Quarantine presented a lease token
+	// that no longer holds the message (it ran out and was granted again,
+	// or was already ended). Nothing was changed.
+	ErrLeaseLost = errors.New("mailroute: queue: lease ran out and was granted again")
+	// ErrCorrupt: a store found a queued entry damaged and quarantined it.
+	ErrCorrupt = errors.New("mailroute: queue: corrupt entry quarantined")
+)
 
 // QueuedMessage is a message waiting in the queue, with the recipients it
 // still has to reach.
@@ -42,6 +108,13 @@ type QueuedMessage struct {
 	From       string // the reverse-path; "" is the null sender
 	Created    time.Time
 	Recipients []QueuedRecipient
+	// Lease is the token of the lease this copy came with, set by
+	// QueueStore.Lease and presented to Update, Release and Quarantine;
+	// "" on copies from List. Stores choose its form.
+	Lease string
+	// LeaseUntil is when that lease ends, on the clock of
+	// LeaseRequest.Now; zero on copies from List.
+	LeaseUntil time.Time
 }
 
 // QueuedRecipient is one recipient's place in the queue.
@@ -56,22 +129,35 @@ type QueuedRecipient struct {
 }
 
 // RetryPolicy is the schedule of the queue. The zero value is the
-// default: first retry after 5 minutes, then doubling with ±20% jitter up
-// to 2 hours between attempts, giving up after 5 days, and trying the
-// smarthost from the third attempt of a recipient direct delivery keeps
-// deferring.
+// default: first retry 5½ to 6½ minutes after the attempt that deferred,
+// then doubling with ±20% jitter up to 2 hours between attempts, giving up
+// after 5 days, and trying the smarthost from the third attempt of a
+// recipient direct delivery keeps deferring.
 //
-// Against the references: Postfix retries after 300 s, backs off to 4000
-// s and gives up after 5 days; RFC 5321 §4.5.4.1 asks for at least 30
-// minutes between retries and 4–5 days in all. The first retry here is
-// Postfix's, sooner than the RFC's 30 minutes, because greylisting — the
-// commonest deferral — usually clears after 5 to 15 minutes, and a
-// password-reset mail that arrives half an hour late is a failure to its
-// reader; the doubling reaches the RFC's spacing by the third retry, and
-// the cap of 2 hours (above Postfix's 67 minutes) keeps a dead host from
-// being hammered over the 5 days.
+// The first retry is aimed at greylisting, the commonest deferral of mail
+// from a new sender. Greylisters refuse a new (client, sender, recipient)
+// triplet for a fixed delay and accept it when it comes back after that,
+// for hours or days: postgrey's --delay is 300 s, and sqlgrey, rspamd,
+// ASSP and Plesk's Warden default to 5 minutes as well (a few sites set 1
+// to 15; OpenBSD's spamd waits 25). A retry before the delay is wasted —
+// some greylisters even restart the wait — and one long after it only
+// makes the mail late. So the first retry comes FirstRetry after the end
+// of the deferring attempt (the greylister's clock started at our RCPT,
+// within it) and its jitter only adds, up to Jitter×FirstRetry: with the
+// default of 5½ minutes it lands 30 to 100 seconds after the usual 5
+// minutes, never before; a 15- or 25-minute greylist passes at the second
+// or third retry (about 17 and 39 minutes in).
+//
+// Against the references: Postfix retries after 300 s, backs off to 4000 s
+// and gives up after 5 days; RFC 5321 §4.5.4.1 asks for at least 30
+// minutes between retries and 4–5 days in all. The first retry is sooner
+// than the RFC's 30 minutes because a password-reset mail that arrives
+// half an hour late is a failure to its reader; the doubling reaches the
+// RFC's spacing by the third retry, and the cap of 2 hours (above
+// Postfix's 67 minutes) keeps a dead host from being hammered over the 5
+// days.
 type RetryPolicy struct {
-	FirstRetry  time.Duration // 0: 5 minutes
+	FirstRetry  time.Duration // 0: 5 minutes 30 seconds
 	MaxInterval time.Duration // 0: 2 hours
 	MaxAge      time.Duration // 0: 5 days; then the recipient is given up
 	Multiplier  float64       // 0: 2
@@ -84,7 +170,7 @@ type RetryPolicy struct {
 
 func (p RetryPolicy) withDefaults() RetryPolicy {
 	if p.FirstRetry <= 0 {
-		p.FirstRetry = 5 * time.Minute
+		p.FirstRetry = 5*time.Minute + 30*time.Second
 	}
 	if p.MaxInterval <= 0 {
 		p.MaxInterval = 2 * time.Hour
@@ -108,8 +194,13 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 }
 
 // delay is the wait after a recipient's attempt number attempts (1 for the
-// first), on github.com/cenkalti/backoff/v4's exponential schedule.
+// first): FirstRetry plus up to Jitter of it for the first (never sooner:
+// see the greylisting note above), then github.com/cenkalti/backoff/v4's
+// exponential schedule.
 func (p RetryPolicy) delay(attempts int) time.Duration {
+	if attempts <= 1 {
+		return p.FirstRetry + time.Duration(rand.Float64()*p.Jitter*float64(p.FirstRetry))
+	}
 	b := &backoff.ExponentialBackOff{
 		InitialInterval:     p.FirstRetry,
 		RandomizationFactor: p.Jitter,
@@ -142,11 +233,22 @@ const (
 	EventFailed
 	// EventGaveUp: still failing at RetryPolicy.MaxAge; removed.
 	EventGaveUp
+	// EventQuarantined: the stored message failed the checks a Mailer
+	// applies to what it reads back (addresses, sizes, the body's
+	// checksum); it was taken out of the queue without being sent, and the
+	// store keeps it aside where it can. Err says what was wrong.
+	EventQuarantined
+	// EventNotSaved: the store did not take what an attempt changed. It
+	// follows the outcome's own event (which then has no NextAttempt); Err
+	// says what was not saved and why. The stored state is the one before
+	// the attempt, so the recipient is tried again.
+	EventNotSaved
 )
 
-var eventNames = [...]string{"", "delivered", "queued", "deferred", "failed", "gave-up"}
+var eventNames = [...]string{"", "delivered", "queued", "deferred", "failed", "gave-up", "quarantined", "not-saved"}
 
-// String returns "delivered", "queued", "deferred", "failed" or "gave-up".
+// String returns "delivered", "queued", "deferred", "failed", "gave-up",
+// "quarantined" or "not-saved".
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) && k != 0 {
 		return eventNames[k]
@@ -166,6 +268,6 @@ type Event struct {
 	Host        string
 	TLS         TLSProtection // which TLS protected the attempt (RecipientResult.TLS)
 	Attempt     int           // 1 for the first
-	NextAttempt time.Time     // for EventQueued and EventDeferred
+	NextAttempt time.Time     // for EventQueued and EventDeferred: as stored; zero when not stored
 	Err         error
 }

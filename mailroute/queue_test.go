@@ -89,6 +89,11 @@ func (w *directWorld) queued(cfg Config, clock *fakeClock, events *eventLog) *Ma
 	if cfg.Retry.Jitter == 0 {
 		cfg.Retry.Jitter = -1 // exact times
 	}
+	if cfg.Retry.FirstRetry == 0 {
+		// Round numbers for the schedule tests; the default is
+		// TestRetrySchedule's.
+		cfg.Retry.FirstRetry = 5 * time.Minute
+	}
 	return w.mailer(cfg)
 }
 
@@ -166,7 +171,7 @@ func TestQueueRetriesDeferred(t *testing.T) {
 
 func TestRetrySchedule(t *testing.T) {
 	p := RetryPolicy{Jitter: -1}.withDefaults()
-	want := []time.Duration{5 * time.Minute, 10 * time.Minute, 20 * time.Minute, 40 * time.Minute, 80 * time.Minute, 2 * time.Hour, 2 * time.Hour}
+	want := []time.Duration{330 * time.Second, 11 * time.Minute, 22 * time.Minute, 44 * time.Minute, 88 * time.Minute, 2 * time.Hour, 2 * time.Hour}
 	for i, d := range want {
 		if got := p.delay(i + 1); got != d {
 			t.Errorf("attempt %d: %v, want %v", i+1, got, d)
@@ -174,8 +179,13 @@ func TestRetrySchedule(t *testing.T) {
 	}
 	j := RetryPolicy{}.withDefaults()
 	for range 100 {
-		if d := j.delay(2); d < 8*time.Minute || d > 12*time.Minute {
-			t.Fatalf("jittered second delay %v outside 10m ± 20%%", d)
+		if d := j.delay(2); d < 528*time.Second || d > 792*time.Second {
+			t.Fatalf("jittered second delay %v outside 11m ± 20%%", d)
+		}
+		// Never before postgrey's 300 s (and the 5 minutes of most
+		// greylisters), and not much after.
+		if d := j.delay(1); d < 330*time.Second || d > 396*time.Second {
+			t.Fatalf("jittered first delay %v outside [5m30s, 6m36s]", d)
 		}
 	}
 	if p.MaxAge != 5*24*time.Hour || p.FallbackAfter != 2 {

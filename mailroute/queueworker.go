@@ -15,8 +15,9 @@ import (
 // Queue runtime defaults.
 const (
 	// queueLease is how long a leased message stays hidden from other
-	// workers; longer than any attempt can take (RFC 5321's timeouts add
-	// up to about 30 minutes for a stalling server).
+	// workers and instances. Attempts are cut off before it ends (see
+	// attemptBudget), so it only decides how soon the mail of an instance
+	// that died is taken over.
 	queueLease      = 45 * time.Minute
 	queuePoll       = time.Second
 	shutdownTimeout = 30 * time.Second
@@ -33,6 +34,7 @@ type queueRuntime struct {
 	policy RetryPolicy
 	now    func() time.Time
 	poll   time.Duration
+	lease  time.Duration
 
 	wake chan struct{} // a new message is due now
 
@@ -54,6 +56,7 @@ func newQueueRuntime(m *Mailer) *queueRuntime {
 		policy: m.cfg.Retry.withDefaults(),
 		now:    time.Now,
 		poll:   queuePoll,
+		lease:  queueLease,
 		wake:   make(chan struct{}, 1),
 		holds:  make(map[string]time.Time),
 		stop:   make(chan struct{}),
@@ -63,6 +66,9 @@ func newQueueRuntime(m *Mailer) *queueRuntime {
 	}
 	if m.cfg.queuePoll > 0 {
 		q.poll = m.cfg.queuePoll
+	}
+	if m.cfg.queueLease > 0 {
+		q.lease = m.cfg.queueLease
 	}
 	q.run, q.cancel = context.WithCancel(context.Background())
 	return q
@@ -115,22 +121,30 @@ func (q *queueRuntime) poke() {
 // message with nothing to try (its destination held back) stays leased
 // until the round ends, so that the next lease reaches the others; so does
 // a message a flush already tried, so that a flush tries each message once.
+// A flush leases like a worker, so it never gets a message that a worker
+// or another instance is attempting: those are left to their holder.
 func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 	batch := q.m.cfg.concurrency()
-	var skipped []string
+	var (
+		held  []*QueuedMessage // leases kept until the round ends
+		heldM sync.Mutex
+	)
 	tried := make(map[string]bool)
+	q.reportStoreQuarantines()
 	defer func() {
-		for _, id := range skipped {
-			q.store.Release(context.WithoutCancel(ctx), id)
+		for _, qm := range held {
+			if err := q.store.Release(context.WithoutCancel(ctx), qm.ID, qm.Lease); err != nil {
+				q.m.cfg.logger().Error("mailroute: queue: release", "id", qm.ID, "error", err)
+			}
 		}
 	}()
 	for ctx.Err() == nil {
 		now := q.now()
-		leaseAt := now
+		req := LeaseRequest{Now: now, Max: batch, Duration: q.lease}
 		if flush {
-			leaseAt = now.Add(100 * 365 * 24 * time.Hour) // everything not leased
+			req.DueBy = now.Add(100 * 365 * 24 * time.Hour) // whatever the schedule
 		}
-		msgs, err := q.store.Lease(ctx, leaseAt, batch, queueLease)
+		msgs, err := q.store.Lease(ctx, req)
 		if err != nil {
 			q.m.cfg.logger().Error("mailroute: queue: lease", "error", err)
 			return
@@ -138,13 +152,10 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 		if len(msgs) == 0 {
 			return
 		}
-		var (
-			wg sync.WaitGroup
-			mu sync.Mutex
-		)
+		var wg sync.WaitGroup
 		for _, qm := range msgs {
 			if flush && tried[qm.ID] {
-				skipped = append(skipped, qm.ID)
+				held = append(held, qm)
 				continue
 			}
 			tried[qm.ID] = true
@@ -152,9 +163,9 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 			go func() {
 				defer wg.Done()
 				if !q.attempt(ctx, qm, now, domain, flush) {
-					mu.Lock()
-					skipped = append(skipped, qm.ID)
-					mu.Unlock()
+					heldM.Lock()
+					held = append(held, qm)
+					heldM.Unlock()
 				}
 			}()
 		}
@@ -179,58 +190,6 @@ func (q *queueRuntime) due(r *QueuedRecipient, now time.Time, domain string, flu
 
 func domainOf(rcpt string) string {
 	return strings.ToLower(rcpt[strings.LastIndexByte(rcpt, '@')+1:])
-}
-
-// attempt tries a queued message's due recipients once and records the
-// outcome. It reports false, leaving the lease to the caller, when no
-// recipient was due.
-func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, now time.Time, domain string, flush bool) bool {
-	var due []int
-	for i := range qm.Recipients {
-		if q.due(&qm.Recipients[i], now, domain, flush) {
-			due = append(due, i)
-		}
-	}
-	if len(due) == 0 {
-		return false
-	}
-	body, err := q.openBody(ctx, qm.ID)
-	if err != nil {
-		// Unreadable: keep the recipients and say so; the store's own
-		// checks quarantine what is really broken.
-		q.m.cfg.logger().Error("mailroute: queue: body", "id", qm.ID, "error", err)
-		return false
-	}
-	defer body.Close()
-
-	rcpts := make([]message.Address, len(due))
-	for k, i := range due {
-		a, err := message.ParseAddress(qm.Recipients[i].Rcpt)
-		if err != nil { // stored by us: cannot happen unless edited by hand
-			a = message.Address{}
-		}
-		rcpts[k] = a
-	}
-	res := &Result{Recipients: make([]RecipientResult, len(due))}
-	jobs := q.jobs(qm, due, rcpts, body, res)
-	q.m.runJobs(ctx, jobs)
-
-	if ctx.Err() != nil {
-		// Shut down (or a Flush given up) mid-attempt: the outcome is
-		// unknown for some; leave the message as it was, to be retried.
-		return false
-	}
-	q.record(ctx, qm, due, res, now)
-	return true
-}
-
-func (q *queueRuntime) openBody(ctx context.Context, id string) (*message.Body, error) {
-	rc, err := q.store.Body(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	return message.NewBody(rc, message.BodyOptions{})
 }
 
 // jobs groups the due recipients by domain. Recipients whose direct
@@ -291,71 +250,6 @@ func utf8Local(from string) bool {
 		}
 	}
 	return false
-}
-
-// record applies an attempt's results to the queued message, persists it,
-// and reports each outcome.
-func (q *queueRuntime) record(ctx context.Context, qm *QueuedMessage, due []int, res *Result, now time.Time) {
-	remove := make(map[int]bool)
-	var events []Event
-	var bounces []bounce
-	for k, i := range due {
-		rr := res.Recipients[k]
-		qr := &qm.Recipients[i]
-		qr.Attempts++
-		ev := Event{QueueID: qm.ID, Rcpt: qr.Rcpt, Route: rr.Route, Via: rr.Via, Fallback: rr.Fallback, TLS: rr.TLS,
-			Host: rr.Host, Attempt: qr.Attempts, Err: rr.Err}
-		switch rr.Status {
-		case Delivered:
-			ev.Kind = EventDelivered
-			remove[i] = true
-		case Failed:
-			ev.Kind = EventFailed
-			remove[i] = true
-			bounces = append(bounces, bounce{rcpt: qr.Rcpt, err: rr.Err, attempts: qr.Attempts, host: rr.Host})
-		default:
-			if rr.Via == Direct && !rr.Fallback {
-				qr.DirectAttempts++
-			}
-			if rr.Err != nil {
-				qr.LastError = rr.Err.Error()
-			}
-			if now.Sub(qr.Queued) >= q.policy.MaxAge {
-				ev.Kind = EventGaveUp
-				remove[i] = true
-				bounces = append(bounces, bounce{rcpt: qr.Rcpt, err: rr.Err, attempts: qr.Attempts, host: rr.Host, gaveUp: true})
-				break
-			}
-			qr.NextAttempt = now.Add(q.policy.delay(qr.Attempts))
-			ev.Kind, ev.NextAttempt = EventDeferred, qr.NextAttempt
-			if throttledBy(rr.Err) {
-				q.hold(domainOf(qr.Rcpt), qr.NextAttempt)
-			}
-		}
-		events = append(events, ev)
-	}
-	kept := qm.Recipients[:0]
-	for i, r := range qm.Recipients {
-		if !remove[i] {
-			kept = append(kept, r)
-		}
-	}
-	qm.Recipients = kept
-	var headers []byte
-	if len(bounces) > 0 && q.m.cfg.DSN {
-		headers = q.m.originalHeaders(ctx, qm.ID) // before Update may delete the body
-	}
-	if err := q.store.Update(context.WithoutCancel(ctx), qm); err != nil {
-		// The old state stays on disk: the recipients are retried, at
-		// worst delivered twice, never lost.
-		q.m.cfg.logger().Error("mailroute: queue: recording an attempt", "id", qm.ID, "error", err)
-	}
-	for _, ev := range events {
-		q.m.emit(ev)
-	}
-	if len(bounces) > 0 {
-		q.m.sendDSN(ctx, qm, bounces, headers, now)
-	}
 }
 
 // throttledBy reports whether a deferral was the destination pushing back
@@ -498,7 +392,10 @@ func (m *Mailer) QueueList(ctx context.Context) ([]*QueuedMessage, error) {
 // Flush retries now every queued recipient at domain, or every queued
 // recipient when domain is "", whatever their schedule (mailroute's
 // `postqueue -f`), and returns when the attempt is over. Messages that a
-// worker is attempting at the moment are left to it.
+// worker (or another instance on a shared store) is attempting at the
+// moment are left to it: the store never leases a message twice. When ctx
+// ends mid-attempt, the outcomes already known are recorded, as by
+// Shutdown.
 func (m *Mailer) Flush(ctx context.Context, domain string) error {
 	if m.queue == nil {
 		return ErrNoQueue

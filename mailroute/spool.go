@@ -2,10 +2,12 @@ package mailroute
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
-	"time"
 
 	"github.com/mailroute/go-mailroute/internal/spool"
 )
@@ -33,10 +35,6 @@ type Spool struct {
 	once  sync.Once
 	store *spool.Store
 	err   error
-	// leased keeps the store's own copy of each leased message: it carries
-	// the lease token that makes a late Update from an expired lease fail
-	// instead of overwriting the next holder's state.
-	leased sync.Map // id → *spool.Message
 }
 
 var _ QueueStore = (*Spool)(nil)
@@ -62,17 +60,20 @@ func (s *Spool) Enqueue(ctx context.Context, m *QueuedMessage, body io.Reader) e
 	return nil
 }
 
-// Lease implements QueueStore.
-func (s *Spool) Lease(ctx context.Context, now time.Time, max int, lease time.Duration) ([]*QueuedMessage, error) {
+// Lease implements QueueStore. Tokens are the spool's lease numbers, which
+// never repeat while the Spool is open.
+func (s *Spool) Lease(ctx context.Context, req LeaseRequest) ([]*QueuedMessage, error) {
 	st, err := s.open()
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := st.Lease(ctx, now, max, lease)
-	for _, sm := range msgs {
-		s.leased.Store(sm.ID, sm)
+	msgs, err := st.LeaseDue(ctx, req.Now, req.due(), req.Max, req.Duration)
+	out := fromSpoolAll(msgs)
+	for i, sm := range msgs {
+		out[i].Lease = strconv.FormatUint(sm.Lease, 10)
+		out[i].LeaseUntil = req.Now.Add(req.Duration)
 	}
-	return fromSpoolAll(msgs), err
+	return out, err
 }
 
 // Body implements QueueStore.
@@ -81,7 +82,31 @@ func (s *Spool) Body(ctx context.Context, id string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return st.Body(ctx, id)
+	f, err := st.Body(ctx, id)
+	if errors.Is(err, spool.ErrCorrupt) {
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// spoolToken parses a token Lease handed out; anything else is no lease
+// at all, which the spool must not read as "unfenced" (0).
+func spoolToken(id, token string) (uint64, error) {
+	n, err := strconv.ParseUint(token, 10, 64)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("%w: %s: token %q is not a lease of this spool", ErrLeaseLost, id, token)
+	}
+	return n, nil
+}
+
+func spoolLeaseErr(err error) error {
+	if errors.Is(err, spool.ErrLeaseLost) {
+		return fmt.Errorf("%w: %w", ErrLeaseLost, err)
+	}
+	return err
 }
 
 // Update implements QueueStore.
@@ -91,23 +116,37 @@ func (s *Spool) Update(ctx context.Context, m *QueuedMessage) error {
 		return err
 	}
 	sm := toSpool(m)
-	if v, ok := s.leased.LoadAndDelete(m.ID); ok {
-		held := v.(*spool.Message)
-		held.Recipients = sm.Recipients
-		sm = held
+	if sm.Lease, err = spoolToken(m.ID, m.Lease); err != nil {
+		return err
 	}
-	return st.Update(ctx, sm)
+	return spoolLeaseErr(st.Update(ctx, sm))
 }
 
 // Release implements QueueStore.
-func (s *Spool) Release(ctx context.Context, id string) error {
+func (s *Spool) Release(ctx context.Context, id, token string) error {
 	st, err := s.open()
 	if err != nil {
 		return err
 	}
-	s.leased.Delete(id)
-	st.Release(id)
+	n, err := spoolToken(id, token)
+	if err != nil {
+		return nil // holds no lease: nothing to end
+	}
+	st.ReleaseLease(id, n)
 	return nil
+}
+
+// Quarantine implements QueueStore: the message's files go to Dir/corrupt.
+func (s *Spool) Quarantine(ctx context.Context, id, token string, reason error) error {
+	st, err := s.open()
+	if err != nil {
+		return err
+	}
+	n, err := spoolToken(id, token)
+	if err != nil {
+		return err
+	}
+	return spoolLeaseErr(st.Quarantine(id, n, reason))
 }
 
 // List implements QueueStore.
@@ -118,6 +157,21 @@ func (s *Spool) List(ctx context.Context) ([]*QueuedMessage, error) {
 	}
 	msgs, err := st.List(ctx)
 	return fromSpoolAll(msgs), err
+}
+
+// quarantinedAtOpen returns, once, the entries the spool found damaged when
+// it opened the directory and moved to Dir/corrupt, for the Mailer to
+// report as EventQuarantined.
+func (s *Spool) quarantinedAtOpen() []quarantineNote {
+	st, err := s.open()
+	if err != nil {
+		return nil
+	}
+	var out []quarantineNote
+	for _, q := range st.TakeQuarantined() {
+		out = append(out, quarantineNote{id: q.ID, reason: fmt.Errorf("%w: %w", ErrCorrupt, q.Reason)})
+	}
+	return out
 }
 
 // Close closes the directory store.

@@ -207,7 +207,7 @@ func TestUpdateFaultAtEachStep(t *testing.T) {
 
 				got := listT(t, openT(t, dir, Options{}))
 				oldState, newState := []*Message{clone(old)}, []*Message{clone(upd)}
-				newState[0].lease = 0
+				newState[0].Lease = 0
 				if len(upd.Recipients) == 0 {
 					newState = []*Message{}
 				}

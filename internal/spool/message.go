@@ -39,10 +39,11 @@ type Message struct {
 	// must keep stable across retries. It is stored as is.
 	Meta map[string]string
 
-	// lease identifies the Lease that returned this copy, so that Update can
-	// refuse a worker whose lease ran out and was granted to another; 0 for
-	// copies that did not come from Lease.
-	lease uint64
+	// Lease identifies the Lease that returned this copy, so that Update,
+	// ReleaseLease and Quarantine can refuse a holder whose lease was
+	// released, ended in Update, or ran out and was granted again; 0 for
+	// copies that did not come from Lease (they are not fenced).
+	Lease uint64
 }
 
 // Errors returned by the store, for errors.Is.

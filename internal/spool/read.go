@@ -21,10 +21,18 @@ import (
 // end. Leases live in memory: the store serves one process, and after a
 // restart nothing is leased.
 //
-// The messages are copies the caller owns. Passing one to Update after its
-// lease expired and another Lease took the message fails with
-// ErrLeaseLost.
+// The messages are copies the caller owns, each with its Lease set. Passing
+// one to Update after its lease ended (Release, Update) or expired and
+// another Lease took the message fails with ErrLeaseLost.
 func (s *Store) Lease(ctx context.Context, now time.Time, max int, lease time.Duration) ([]*Message, error) {
+	return s.LeaseDue(ctx, now, now, max, lease)
+}
+
+// LeaseDue is Lease with a separate cutoff for what is due: messages with a
+// recipient due at dueBy (a flush passes a time far ahead), while leases
+// still end by now. A message under a lease that has not ended at now is
+// never returned, however early dueBy makes it due.
+func (s *Store) LeaseDue(ctx context.Context, now, dueBy time.Time, max int, lease time.Duration) ([]*Message, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -43,14 +51,14 @@ func (s *Store) Lease(ctx context.Context, now time.Time, max int, lease time.Du
 		heap.Push(&s.due, e)
 	}
 	var out []*Message
-	for e := s.due.peek(); e != nil && len(out) < max && !e.due.After(now); e = s.due.peek() {
+	for e := s.due.peek(); e != nil && len(out) < max && !e.due.After(dueBy); e = s.due.peek() {
 		heap.Pop(&s.due)
 		s.leaseSeq++
 		e.lease = s.leaseSeq
 		e.leaseUntil = now.Add(lease)
 		heap.Push(&s.leased, e)
 		c := clone(e.msg)
-		c.lease = e.lease
+		c.Lease = e.lease
 		out = append(out, c)
 	}
 	return out, nil
@@ -59,19 +67,45 @@ func (s *Store) Lease(ctx context.Context, now time.Time, max int, lease time.Du
 // Release ends the lease on id without changing anything, for an attempt
 // that did not happen (shutdown, no worker free). Unknown or unleased IDs
 // are ignored.
-func (s *Store) Release(id string) {
+func (s *Store) Release(id string) { s.ReleaseLease(id, 0) }
+
+// ReleaseLease is Release by the holder of one lease: it does nothing when
+// lease (non-zero) is not the message's current lease, so a holder whose
+// lease was taken over cannot end the new holder's. It reports whether it
+// ended a lease.
+func (s *Store) ReleaseLease(id string, lease uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[id]
-	if e == nil || e.msg == nil || e.leaseUntil.IsZero() {
-		return
+	if e == nil || e.msg == nil || e.leaseUntil.IsZero() || lease != 0 && lease != e.lease {
+		return false
 	}
 	scheduled := e.heap != nil // not while Update rewrites it
 	s.unschedule(e)
-	e.leaseUntil = time.Time{}
+	e.leaseUntil, e.lease = time.Time{}, 0
 	if scheduled {
 		s.schedule(e)
 	}
+	return true
+}
+
+// Quarantine takes message id out of the queue for good, moving its files
+// to corrupt/ for an operator to inspect, and logs reason. With a non-zero
+// lease it acts only for the current holder of that lease and otherwise
+// fails with ErrLeaseLost; an unknown id gives ErrNotFound.
+func (s *Store) Quarantine(id string, lease uint64, reason error) error {
+	s.mu.Lock()
+	if err := s.beginLocked(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	defer s.ops.Done()
+	e := s.entries[id]
+	s.mu.Unlock()
+	if e == nil {
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return s.quarantineLeased(e, id, lease, reason)
 }
 
 // List returns a copy of every queued message, leased or not, oldest
@@ -171,12 +205,21 @@ func (s *Store) isGone(e *entry) bool {
 // quarantineEntry takes a loaded message out of the queue and moves its
 // files to corrupt/.
 func (s *Store) quarantineEntry(e *entry, id string, reason error) {
+	s.quarantineLeased(e, id, 0, reason)
+}
+
+// quarantineLeased is quarantineEntry for the holder of lease (0: anyone).
+func (s *Store) quarantineLeased(e *entry, id string, lease uint64, reason error) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
 	s.mu.Lock()
-	if e.gone {
+	switch {
+	case e.gone || e.msg == nil:
 		s.mu.Unlock()
-		return
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	case lease != 0 && lease != e.lease:
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrLeaseLost, id)
 	}
 	e.gone = true
 	s.unschedule(e)
@@ -184,4 +227,5 @@ func (s *Store) quarantineEntry(e *entry, id string, reason error) {
 	s.mu.Unlock()
 	s.quarantine(id, reason)
 	s.syncAfterRecovery()
+	return nil
 }

@@ -59,6 +59,7 @@ func (s *Store) recover() error {
 		m, info, err := s.load(id, bodies[id])
 		if err != nil {
 			s.quarantine(id, err)
+			s.opened = append(s.opened, Quarantined{ID: id, Reason: err})
 			quarantined++
 			continue
 		}

@@ -59,6 +59,24 @@ type Store struct {
 	due      entryHeap // committed, not leased: by due time
 	leased   entryHeap // leased: by end of lease
 	leaseSeq uint64
+	opened   []Quarantined // quarantined by Open, until TakeQuarantined
+}
+
+// Quarantined is an entry Open moved to corrupt/.
+type Quarantined struct {
+	ID     string
+	Reason error
+}
+
+// TakeQuarantined returns the entries Open quarantined, once: the queue
+// reports them to its user (Body's quarantines are reported by its caller,
+// which gets ErrCorrupt).
+func (s *Store) TakeQuarantined() []Quarantined {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.opened
+	s.opened = nil
+	return q
 }
 
 // entry is the store's view of one message.

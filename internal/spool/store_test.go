@@ -118,8 +118,9 @@ func TestRoundTrip(t *testing.T) {
 	if err := s.Update(ctx, fresh[0]); err != nil {
 		t.Errorf("Update by the new lease holder: %v", err)
 	}
-	if err := s.Update(ctx, fresh[0]); err != nil {
-		t.Errorf("second Update by the same holder: %v", err)
+	// Update ended that lease: its token is spent.
+	if err := s.Update(ctx, fresh[0]); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("second Update with a spent lease = %v, want ErrLeaseLost", err)
 	}
 
 	// The last recipient done: the message goes, files and all.

@@ -37,7 +37,7 @@ func (s *Store) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
 		return fmt.Errorf("spool: message %s has no body", m.ID)
 	}
 	c := clone(m)
-	c.lease = 0
+	c.Lease = 0
 
 	// Reserve the ID: a concurrent Enqueue of the same ID must not share
 	// the temporary files, and Lease, List and Body ignore an entry
@@ -119,9 +119,9 @@ func (s *Store) removeDebris(id string) {
 // body, is deleted.
 //
 // Update returns ErrNotFound for a message that is not queued (deleted, or
-// quarantined by Body), and ErrLeaseLost when m came from a Lease that
-// expired and the message has since been leased again: the newer lease
-// holder's Update wins. On an error before the new state is in place
+// quarantined by Body), and ErrLeaseLost when m came from a Lease that no
+// longer holds the message: it was released, already ended by an Update,
+// or expired and was granted again (the newer holder's Update wins). On an error before the new state is in place
 // nothing changes, the lease included, and the caller may retry or
 // Release. An error from the final directory fsync means the change is
 // made (the store and List show it) but may not survive a crash.
@@ -133,7 +133,7 @@ func (s *Store) Update(ctx context.Context, m *Message) error {
 		return err
 	}
 	c := clone(m)
-	c.lease = 0
+	c.Lease = 0
 
 	s.mu.Lock()
 	if err := s.beginLocked(); err != nil {
@@ -154,7 +154,7 @@ func (s *Store) Update(ctx context.Context, m *Message) error {
 	case e.msg == nil || e.gone:
 		s.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrNotFound, c.ID)
-	case m.lease != 0 && m.lease != e.lease:
+	case m.Lease != 0 && m.Lease != e.lease:
 		s.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrLeaseLost, c.ID)
 	}
@@ -180,7 +180,7 @@ func (s *Store) Update(ctx context.Context, m *Message) error {
 	}
 	// The new state is in place: the store follows the file system.
 	s.mu.Lock()
-	e.msg, e.due, e.leaseUntil = c, due(c), time.Time{}
+	e.msg, e.due, e.leaseUntil, e.lease = c, due(c), time.Time{}, 0
 	s.schedule(e)
 	s.mu.Unlock()
 	if err := s.syncQueue(); err != nil {

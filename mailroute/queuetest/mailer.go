@@ -18,6 +18,10 @@ import (
 // the RetryPolicy is in milliseconds and the workers' own poll (a second)
 // sets the pace.
 func runMailer(t *testing.T, newStore func(t *testing.T) mailroute.QueueStore) {
+	t.Run("FlushDuringAttempt", func(t *testing.T) {
+		t.Parallel()
+		testFlushDuringAttempt(t, newStore(t))
+	})
 	t.Run("RetryAfterDeferral", func(t *testing.T) {
 		t.Parallel()
 		w := newWorld(t, newStore(t), func(n int, rcpt string) *smtp.SMTPError {
@@ -82,6 +86,52 @@ func runMailer(t *testing.T, newStore func(t *testing.T) mailroute.QueueStore) {
 	})
 }
 
+// testFlushDuringAttempt: a Flush while a worker waits for the MX's reply
+// to the final dot must leave the message to the worker — the store never
+// leases a message twice — so the MX gets one copy.
+func testFlushDuringAttempt(t *testing.T, store mailroute.QueueStore) {
+	var (
+		mu      sync.Mutex
+		calls   int
+		reached = make(chan struct{}, 4)
+		open    = make(chan struct{})
+	)
+	defer close(open) // before the MX's cleanup, which waits for its sessions
+	w := newWorld(t, store, func(int, string) *smtp.SMTPError { return nil }, mailroute.Config{}, func(*smtptest.Message) *smtp.SMTPError {
+		mu.Lock()
+		calls++
+		first := calls == 1
+		mu.Unlock()
+		if first {
+			reached <- struct{}{}
+			<-open
+		}
+		return nil
+	})
+	if _, err := w.m.Enqueue(context.Background(), "a@sender.test", []string{"busy@dest.test"}, strings.NewReader(body1)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-reached:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the worker's attempt did not reach the end of DATA in 30 s")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := w.m.Flush(ctx, ""); err != nil || ctx.Err() != nil {
+		t.Fatalf("Flush: %v, ctx %v", err, ctx.Err())
+	}
+	open <- struct{}{} // let the worker's transaction finish (close(open) at return is then a no-op for it)
+	ev := w.waitFinal(t, "busy@dest.test")
+	if ev.Kind != mailroute.EventDelivered {
+		t.Fatalf("final event %+v", ev)
+	}
+	if n := len(w.mx.Attempts()); n != 1 {
+		t.Fatalf("the MX saw %d transactions, want 1: the flush took the message the worker was attempting", n)
+	}
+	w.waitEmpty(t)
+}
+
 var greylisted = &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "Greylisted, try again later"}
 
 type world struct {
@@ -95,20 +145,25 @@ type world struct {
 
 // newWorld starts an MX for dest.test whose RCPT answer is policy(n, rcpt),
 // n counting the attempts of that recipient from 1, and a Mailer on store.
-func newWorld(t *testing.T, store mailroute.QueueStore, policy func(n int, rcpt string) *smtp.SMTPError, cfg mailroute.Config) *world {
+// A dataPolicy, when given, answers the final dot.
+func newWorld(t *testing.T, store mailroute.QueueStore, policy func(n int, rcpt string) *smtp.SMTPError, cfg mailroute.Config, dataPolicy ...func(*smtptest.Message) *smtp.SMTPError) *world {
 	t.Helper()
 	var (
 		mu   sync.Mutex
 		seen = map[string]int{}
 	)
 	w := &world{final: make(chan struct{}, 100)}
-	w.mx = smtptest.Start(t, smtptest.Options{RcptPolicy: func(rcpt string) *smtp.SMTPError {
+	opts := smtptest.Options{RcptPolicy: func(rcpt string) *smtp.SMTPError {
 		mu.Lock()
 		seen[rcpt]++
 		n := seen[rcpt]
 		mu.Unlock()
 		return policy(n, rcpt)
-	}})
+	}}
+	if len(dataPolicy) > 0 {
+		opts.DataPolicy = dataPolicy[0]
+	}
+	w.mx = smtptest.Start(t, opts)
 	dns, err := dnstest.Start()
 	if err != nil {
 		t.Fatal(err)

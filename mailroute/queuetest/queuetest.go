@@ -11,13 +11,19 @@
 // [Run] drives the store directly with explicit times (enqueue, list and
 // body; lease of what is due and only that, up to max, earliest first;
 // leases that hide a message until they end or until Update or Release;
-// Update that reschedules, keeps some recipients or deletes; concurrent
-// leasers that never get the same message), then through a real Mailer
-// against a loopback MX (retry after a deferral, fallback to the smarthost
-// after RetryPolicy.FallbackAfter deferred direct attempts, give-up after
-// MaxAge), on a schedule of milliseconds since the Mailer's clock is the
-// real one. [RunShared] adds what a store shared by several instances
-// promises: two Store values on one backend lease exclusively.
+// a flush's lease, which takes what is not due but never what is leased;
+// lease tokens: a re-lease fences the old token, which then changes
+// nothing by Update, Release or Quarantine, and a token is spent once its
+// lease ended; Update that reschedules, keeps some recipients or deletes;
+// Quarantine; concurrent leasers that never get the same message), then
+// through a real Mailer against a loopback MX (a Flush during a worker's
+// attempt that leaves it to the worker, retry after a deferral, fallback
+// to the smarthost after RetryPolicy.FallbackAfter deferred direct
+// attempts, give-up after MaxAge), on a schedule of milliseconds since the
+// Mailer's clock is the real one. [RunShared] adds what a store shared by
+// several instances promises: two Store values on one backend lease
+// exclusively, flush included, and a take-over by one fences the other's
+// token.
 //
 // newStore is called once per subtest and must return an empty store of
 // its own; it registers its own cleanup with t.
@@ -53,6 +59,13 @@ func Run(t *testing.T, newStore func(t *testing.T) mailroute.QueueStore) {
 	t.Run("UpdateKeepsSomeRecipients", func(t *testing.T) { testUpdatePartial(t, newStore(t)) })
 	t.Run("UpdateWithoutRecipientsDeletes", func(t *testing.T) { testUpdateDeletes(t, newStore(t)) })
 	t.Run("Release", func(t *testing.T) { testRelease(t, newStore(t)) })
+	t.Run("ReLeaseFencesTheOldLease", func(t *testing.T) {
+		s := newStore(t)
+		testTakeOver(t, s, s)
+	})
+	t.Run("TokensEndWithTheLease", func(t *testing.T) { testTokensEnd(t, newStore(t)) })
+	t.Run("FlushLeasesOnlyUnleased", func(t *testing.T) { testFlushLease(t, newStore(t)) })
+	t.Run("Quarantine", func(t *testing.T) { testQuarantine(t, newStore(t)) })
 	t.Run("ConcurrentLeasers", func(t *testing.T) {
 		s := newStore(t)
 		testConcurrentLeasers(t, s, s)
@@ -74,13 +87,17 @@ func RunShared(t *testing.T, newPair func(t *testing.T) (a, b mailroute.QueueSto
 		if got := lease(t, b, T0, 10, time.Minute); len(got) != 0 {
 			t.Fatalf("b leased %v while a holds it", got)
 		}
-		if got := lease(t, b, T0.Add(time.Minute), 10, time.Minute); !slices.Equal(got, []string{id}) {
-			t.Fatalf("after a's lease ended, b leased %v", got)
+		if got := leaseMsgs(t, b, T0.Add(30*time.Second), 10, time.Minute, T0.Add(time.Hour)); len(got) != 0 {
+			t.Fatalf("b's flush leased %v while a holds it", ids(got))
+		}
+		bl := leaseMsgs(t, b, T0.Add(time.Minute), 10, time.Minute)
+		if !slices.Equal(ids(bl), []string{id}) {
+			t.Fatalf("after a's lease ended, b leased %v", ids(bl))
 		}
 		if got := lease(t, a, T0.Add(90*time.Second), 10, time.Minute); len(got) != 0 {
 			t.Fatalf("a leased %v while b holds it", got)
 		}
-		if err := b.Release(ctx, id); err != nil {
+		if err := b.Release(ctx, id, bl[0].Lease); err != nil {
 			t.Fatal(err)
 		}
 		if got := lease(t, a, T0.Add(90*time.Second), 10, time.Minute); !slices.Equal(got, []string{id}) {
@@ -90,6 +107,10 @@ func RunShared(t *testing.T, newPair func(t *testing.T) (a, b mailroute.QueueSto
 	t.Run("ConcurrentLeasers", func(t *testing.T) {
 		a, b := newPair(t)
 		testConcurrentLeasers(t, a, b)
+	})
+	t.Run("TakeOverFencesTheOldLease", func(t *testing.T) {
+		a, b := newPair(t)
+		testTakeOver(t, a, b)
 	})
 }
 
@@ -109,11 +130,25 @@ func enqueue(t *testing.T, s mailroute.QueueStore, from string, due time.Time, r
 	return m.ID
 }
 
-func leaseMsgs(t *testing.T, s mailroute.QueueStore, now time.Time, max int, d time.Duration) []*mailroute.QueuedMessage {
+// leaseMsgs leases at now; a dueBy, when given, is the cutoff for what is
+// due (a flush's).
+func leaseMsgs(t *testing.T, s mailroute.QueueStore, now time.Time, max int, d time.Duration, dueBy ...time.Time) []*mailroute.QueuedMessage {
 	t.Helper()
-	msgs, err := s.Lease(context.Background(), now, max, d)
+	req := mailroute.LeaseRequest{Now: now, Max: max, Duration: d}
+	if len(dueBy) > 0 {
+		req.DueBy = dueBy[0]
+	}
+	msgs, err := s.Lease(context.Background(), req)
 	if err != nil {
 		t.Fatalf("Lease: %v", err)
+	}
+	for _, m := range msgs {
+		if m.Lease == "" {
+			t.Fatalf("Lease returned %s without a token", m.ID)
+		}
+		if !m.LeaseUntil.After(now) {
+			t.Fatalf("Lease returned %s with LeaseUntil %v, not after now %v", m.ID, m.LeaseUntil, now)
+		}
 	}
 	return msgs
 }
@@ -371,26 +406,31 @@ func testUpdateDeletes(t *testing.T, s mailroute.QueueStore) {
 func testRelease(t *testing.T, s mailroute.QueueStore) {
 	ctx := context.Background()
 	id := enqueue(t, s, "a@sender.test", T0, "x@dest.test")
-	if got := lease(t, s, T0, 10, time.Hour); !slices.Equal(got, []string{id}) {
-		t.Fatalf("leased %v", got)
+	first := leaseMsgs(t, s, T0, 10, time.Hour)
+	if !slices.Equal(ids(first), []string{id}) {
+		t.Fatalf("leased %v", ids(first))
 	}
-	if err := s.Release(ctx, id); err != nil {
+	if err := s.Release(ctx, id, first[0].Lease); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
-	if got := lease(t, s, T0, 10, time.Hour); !slices.Equal(got, []string{id}) {
-		t.Fatalf("after Release leased %v, want it again at once", got)
+	second := leaseMsgs(t, s, T0, 10, time.Hour)
+	if !slices.Equal(ids(second), []string{id}) {
+		t.Fatalf("after Release leased %v, want it again at once", ids(second))
 	}
-	if err := s.Release(ctx, id); err != nil {
+	if second[0].Lease == first[0].Lease {
+		t.Fatalf("the second lease has the first one's token %q", first[0].Lease)
+	}
+	if err := s.Release(ctx, id, second[0].Lease); err != nil {
 		t.Fatal(err)
 	}
 	if got := lease(t, s, T0.Add(-time.Minute), 10, time.Hour); len(got) != 0 {
 		t.Fatalf("Release made it due before its time: %v", got)
 	}
 	// Releasing what is not leased, or unknown, is harmless.
-	if err := s.Release(ctx, id); err != nil {
+	if err := s.Release(ctx, id, second[0].Lease); err != nil {
 		t.Errorf("Release of an unleased message: %v", err)
 	}
-	if err := s.Release(ctx, "no-such-message"); err != nil {
+	if err := s.Release(ctx, "no-such-message", "1"); err != nil {
 		t.Errorf("Release of an unknown message: %v", err)
 	}
 	if l := list(t, s); len(l) != 1 || len(l[0].Recipients) != 1 {
@@ -422,7 +462,7 @@ func testConcurrentLeasers(t *testing.T, a, b mailroute.QueueStore) {
 		go func() {
 			defer wg.Done()
 			for {
-				msgs, err := s.Lease(ctx, T0, 3, time.Hour)
+				msgs, err := s.Lease(ctx, mailroute.LeaseRequest{Now: T0, Max: 3, Duration: time.Hour})
 				if err != nil {
 					errs <- err
 					return

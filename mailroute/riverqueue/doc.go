@@ -12,8 +12,8 @@
 //	if err := store.Migrate(ctx); err != nil { … } // once, at deploy or start
 //	m, _ := mailroute.New(mailroute.Config{Queue: store, …})
 //
-// Give each Mailer its own Store value (they may share the pool): a Store
-// remembers the leases it holds.
+// Leases and their tokens live in the database, so Mailers may share a
+// Store value or each have their own.
 //
 // # What is stored
 //
@@ -31,22 +31,31 @@
 //
 // # Leases
 //
-// The Mailer pulls work with Lease(now, max, lease); every time is the
-// caller's, never the database's, so a fake clock drives the store as it
-// drives the embedded Spool. Lease claims, in one statement, up to max jobs
-// of this store's kind and queue whose scheduled_at is not after now, in
-// scheduled_at order, with SELECT … FOR UPDATE SKIP LOCKED, and moves each
-// claimed job's scheduled_at to now+lease while recording the attempt
-// (attempted_at, attempted_by = Store.ClientID) and a new lease generation
-// on the message row. Exclusivity follows: two instances claiming at once
-// never lock the same row (SKIP LOCKED), and once the claim commits the job
-// is no longer due until its lease ends. A lease therefore expires by
-// itself: a job whose holder died becomes due again at now+lease, for any
-// instance, without a reaper. Update and Release end the lease and set
-// scheduled_at back to the earliest next attempt; they are fenced by the
-// lease generation, so an instance whose lease ran out and was granted
-// again cannot overwrite the new holder's outcome (Update returns
-// ErrLeaseLost).
+// The Mailer pulls work with Lease(LeaseRequest{Now, DueBy, Max,
+// Duration}); every time is the caller's, never the database's, so a fake
+// clock drives the store as it drives the embedded Spool. Lease claims, in
+// one statement, up to Max messages of this store's kind and queue whose
+// next attempt is not after DueBy (Now, or far ahead for a flush) and
+// whose lease, if any, ended by Now, earliest next attempt first, with
+// SELECT … FOR UPDATE SKIP LOCKED on the job and the message rows. It
+// moves each claimed job's scheduled_at to the lease's end while recording
+// the attempt (attempted_at, attempted_by = Store.ClientID), and sets a new
+// lease generation, the holder and the lease's end on the message row.
+// Exclusivity follows: two claims at once never lock the same rows (SKIP
+// LOCKED, and a claim that finds a row just claimed re-reads its lease),
+// and once a claim commits nobody else, not even a flush, gets the
+// message until the lease ends. A lease therefore expires by itself: a
+// message whose holder died is claimable at the lease's end, by any
+// instance, without a reaper.
+//
+// The lease generation is the lease's token (QueuedMessage.Lease). Update,
+// Release and Quarantine lock the rows and act only when the token is the
+// current generation and the lease was not already ended: a holder whose
+// lease ran out and was claimed again — by another instance or by the same
+// one — cannot overwrite the new holder's outcome (ErrLeaseLost) nor end
+// its lease. Update and Release set scheduled_at back to the earliest next
+// attempt; Quarantine discards the job in River, with the reason in its
+// errors, and keeps the message row for an operator.
 //
 // Leased jobs stay in River's "scheduled" state rather than "running": a
 // River client of the application running maintenance on the same database

@@ -3,9 +3,11 @@ package riverqueue
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,17 +16,22 @@ import (
 )
 
 // claimSQL leases due jobs: see the package documentation. $1 queue, $2
-// now, $3 max, $4 lease deadline, $5 client ID. attempted_by keeps the last
-// 100 holders, as River does.
+// now, $3 max, $4 lease deadline, $5 client ID, $6 due-by cutoff. A message
+// whose lease has not ended at now is never claimed, whatever the cutoff
+// (a flush asks for everything). attempted_by keeps the last 100 holders,
+// as River does. Both rows are locked, so that a claim racing another
+// re-reads the lease the other just took (SKIP LOCKED never waits, so the
+// order cannot deadlock with Update, which locks the job first).
 const claimSQL = `
 WITH due AS (
-	SELECT id FROM river_job
-	WHERE kind = '` + Kind + `' AND queue = $1
-	  AND state IN ('available', 'scheduled', 'retryable')
-	  AND scheduled_at <= $2
-	ORDER BY scheduled_at, id
+	SELECT j.id FROM river_job j JOIN mailroute_message m ON m.job_id = j.id
+	WHERE j.kind = '` + Kind + `' AND j.queue = $1
+	  AND j.state IN ('available', 'scheduled', 'retryable')
+	  AND (m.lease_until IS NULL OR m.lease_until <= $2)
+	  AND m.next_attempt <= $6
+	ORDER BY m.next_attempt, j.id
 	LIMIT $3
-	FOR UPDATE SKIP LOCKED
+	FOR UPDATE OF j, m SKIP LOCKED
 ), job AS (
 	UPDATE river_job j
 	SET state = 'scheduled', scheduled_at = $4, attempted_at = $2,
@@ -38,28 +45,34 @@ FROM job WHERE m.job_id = job.id
 RETURNING m.id, m.sender, m.created_at, m.recipients, m.lease, m.next_attempt`
 
 // Lease implements mailroute.QueueStore: it claims up to max messages due
-// at now for now+lease (Store.LeaseTimeout, when set, instead of lease),
-// exclusively across every Store on the database.
-func (s *Store) Lease(ctx context.Context, now time.Time, max int, lease time.Duration) ([]*mailroute.QueuedMessage, error) {
+// at req.DueBy for req.Duration (Store.LeaseTimeout, when set, instead),
+// exclusively across every Store on the database. The token is the
+// message's lease generation, which every claim increments.
+func (s *Store) Lease(ctx context.Context, req mailroute.LeaseRequest) ([]*mailroute.QueuedMessage, error) {
 	if err := s.init(); err != nil {
 		return nil, err
 	}
+	lease := req.Duration
 	if s.LeaseTimeout > 0 {
 		lease = s.LeaseTimeout
 	}
 	if lease <= 0 {
 		return nil, fmt.Errorf("riverqueue: lease duration %v is not positive", lease)
 	}
-	if max <= 0 {
+	if req.Max <= 0 {
 		return nil, nil
 	}
-	rows, err := s.Pool.Query(ctx, claimSQL, s.queue(), now, max, now.Add(lease), s.id)
+	dueBy := req.DueBy
+	if dueBy.IsZero() {
+		dueBy = req.Now
+	}
+	until := req.Now.Add(lease)
+	rows, err := s.Pool.Query(ctx, claimSQL, s.queue(), req.Now, req.Max, until, s.id, dueBy)
 	if err != nil {
 		return nil, fmt.Errorf("riverqueue: lease: %w", schemaHint(err))
 	}
 	type leased struct {
 		m    *mailroute.QueuedMessage
-		gen  int64
 		next time.Time
 	}
 	var got []leased
@@ -68,8 +81,9 @@ func (s *Store) Lease(ctx context.Context, now time.Time, max int, lease time.Du
 			l     leased
 			m     mailroute.QueuedMessage
 			rcpts []byte
+			gen   int64
 		)
-		if err := rows.Scan(&m.ID, &m.From, &m.Created, &rcpts, &l.gen, &l.next); err != nil {
+		if err := rows.Scan(&m.ID, &m.From, &m.Created, &rcpts, &gen, &l.next); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("riverqueue: lease: %w", err)
 		}
@@ -77,6 +91,8 @@ func (s *Store) Lease(ctx context.Context, now time.Time, max int, lease time.Du
 			rows.Close()
 			return nil, err
 		}
+		m.Lease = strconv.FormatInt(gen, 10)
+		m.LeaseUntil = until
 		l.m = &m
 		got = append(got, l)
 	}
@@ -88,46 +104,42 @@ func (s *Store) Lease(ctx context.Context, now time.Time, max int, lease time.Du
 		return cmp.Or(a.next.Compare(b.next), cmp.Compare(a.m.ID, b.m.ID))
 	})
 	out := make([]*mailroute.QueuedMessage, len(got))
-	s.mu.Lock()
 	for i, l := range got {
-		s.leases[l.m.ID] = l.gen
 		out[i] = l.m
 	}
-	s.mu.Unlock()
 	return out, nil
 }
 
-// held returns the lease generation this Store holds on id, 0 for none.
-func (s *Store) held(id string) int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.leases[id]
-}
-
-// drop forgets the lease gen on id, unless a newer lease replaced it.
-func (s *Store) drop(id string, gen int64) {
-	s.mu.Lock()
-	if s.leases[id] == gen {
-		delete(s.leases, id)
+// token parses a lease token; 0 (never a lease generation a claim hands
+// out) for anything else.
+func token(t string) int64 {
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 {
+		return 0
 	}
-	s.mu.Unlock()
+	return n
 }
 
 // lock takes the row locks of a message, its job first (the claim's order),
-// and returns the job ID and the message's lease generation.
-func lock(ctx context.Context, tx pgx.Tx, id string) (job, gen int64, err error) {
+// and reports whether the lease generation gen still holds it: it is the
+// message's current lease and has not been ended by Update or Release
+// (leased_by is cleared then). A lease that ran out but was not claimed
+// again still holds: nobody else has acted on the message.
+func lock(ctx context.Context, tx pgx.Tx, id string, gen int64) (job int64, holds bool, err error) {
 	err = tx.QueryRow(ctx, `SELECT j.id FROM river_job j
 		WHERE j.id = (SELECT job_id FROM mailroute_message WHERE id = $1) FOR UPDATE`, id).Scan(&job)
+	var cur int64
+	var by *string
 	if err == nil {
-		err = tx.QueryRow(ctx, `SELECT lease FROM mailroute_message WHERE id = $1 FOR UPDATE`, id).Scan(&gen)
+		err = tx.QueryRow(ctx, `SELECT lease, leased_by FROM mailroute_message WHERE id = $1 FOR UPDATE`, id).Scan(&cur, &by)
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, 0, fmt.Errorf("%w: %s", ErrNotFound, id)
+		return 0, false, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	if err != nil {
-		return 0, 0, fmt.Errorf("riverqueue: %s: %w", id, schemaHint(err))
+		return 0, false, fmt.Errorf("riverqueue: %s: %w", id, schemaHint(err))
 	}
-	return job, gen, nil
+	return job, gen != 0 && cur == gen && by != nil, nil
 }
 
 // jobState is the River state of a job due at next.
@@ -139,15 +151,14 @@ func jobState(next time.Time) string {
 }
 
 // Update implements mailroute.QueueStore: it records the message as it is
-// after an attempt and ends the lease; without recipients the message and
-// its job are deleted. When this Store holds a lease on the message that
-// ran out and was granted again, nothing changes and the error wraps
-// ErrLeaseLost. A message this Store did not lease is updated as is.
+// after an attempt and ends the lease m.Lease names; without recipients the
+// message and its job are deleted. When that lease no longer holds the
+// message (it ran out and was claimed again, by this instance or another,
+// or was already ended), nothing changes and the error wraps ErrLeaseLost.
 func (s *Store) Update(ctx context.Context, m *mailroute.QueuedMessage) error {
 	if err := s.init(); err != nil {
 		return err
 	}
-	held := s.held(m.ID)
 	var rcpts []byte
 	var next time.Time
 	if len(m.Recipients) > 0 {
@@ -157,11 +168,11 @@ func (s *Store) Update(ctx context.Context, m *mailroute.QueuedMessage) error {
 		}
 	}
 	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		job, gen, err := lock(ctx, tx, m.ID)
+		job, holds, err := lock(ctx, tx, m.ID, token(m.Lease))
 		if err != nil {
 			return err
 		}
-		if held != 0 && gen != held {
+		if !holds {
 			return fmt.Errorf("%w: %s", ErrLeaseLost, m.ID)
 		}
 		if len(m.Recipients) == 0 {
@@ -179,9 +190,6 @@ func (s *Store) Update(ctx context.Context, m *mailroute.QueuedMessage) error {
 			WHERE id = $1`, job, jobState(next), next)
 		return err
 	})
-	if held != 0 {
-		s.drop(m.ID, held)
-	}
 	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrLeaseLost) {
 		return fmt.Errorf("riverqueue: update %s: %w", m.ID, err)
 	}
@@ -189,19 +197,19 @@ func (s *Store) Update(ctx context.Context, m *mailroute.QueuedMessage) error {
 }
 
 // Release implements mailroute.QueueStore: the message becomes due again
-// at its earliest next attempt. Releasing a message this Store holds no
-// lease on, or whose lease ran out and was granted again, does nothing.
-func (s *Store) Release(ctx context.Context, id string) error {
+// at its earliest next attempt. Releasing with a token that no longer holds
+// the message, or a message that is gone, does nothing.
+func (s *Store) Release(ctx context.Context, id, tok string) error {
 	if err := s.init(); err != nil {
 		return err
 	}
-	held := s.held(id)
-	if held == 0 {
+	gen := token(tok)
+	if gen == 0 {
 		return nil
 	}
 	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		job, gen, err := lock(ctx, tx, id)
-		if err != nil || gen != held {
+		job, holds, err := lock(ctx, tx, id, gen)
+		if err != nil || !holds {
 			return err
 		}
 		var next time.Time
@@ -212,7 +220,6 @@ func (s *Store) Release(ctx context.Context, id string) error {
 		_, err = tx.Exec(ctx, `UPDATE river_job SET state = $2, scheduled_at = $3 WHERE id = $1`, job, jobState(next), next)
 		return err
 	})
-	s.drop(id, held)
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
@@ -220,4 +227,40 @@ func (s *Store) Release(ctx context.Context, id string) error {
 		return fmt.Errorf("riverqueue: release %s: %w", id, err)
 	}
 	return nil
+}
+
+// Quarantine implements mailroute.QueueStore: the job is discarded in River
+// (state 'discarded', the reason in its errors, where River's tools show
+// it) and the message row stays for an operator, no longer leased nor
+// listed.
+func (s *Store) Quarantine(ctx context.Context, id, tok string, reason error) error {
+	if err := s.init(); err != nil {
+		return err
+	}
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		job, holds, err := lock(ctx, tx, id, token(tok))
+		if err != nil {
+			return err
+		}
+		if !holds {
+			return fmt.Errorf("%w: %s", ErrLeaseLost, id)
+		}
+		entry, err := json.Marshal(map[string]any{
+			"at": time.Now().UTC(), "attempt": 0, "error": "mailroute: quarantined: " + reason.Error(),
+		})
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE mailroute_message SET leased_by = NULL, lease_until = NULL
+			WHERE id = $1`, id); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE river_job SET state = 'discarded', finalized_at = now(),
+			errors = coalesce(errors, '{}'::jsonb[]) || $2::jsonb WHERE id = $1`, job, entry)
+		return err
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrLeaseLost) {
+		return fmt.Errorf("riverqueue: quarantine %s: %w", id, err)
+	}
+	return err
 }

@@ -28,11 +28,11 @@ type killable struct {
 
 var errDead = errors.New("instance killed")
 
-func (k *killable) Lease(ctx context.Context, now time.Time, max int, d time.Duration) ([]*mailroute.QueuedMessage, error) {
+func (k *killable) Lease(ctx context.Context, req mailroute.LeaseRequest) ([]*mailroute.QueuedMessage, error) {
 	if k.dead.Load() {
 		return nil, errDead
 	}
-	return k.QueueStore.Lease(ctx, now, max, d)
+	return k.QueueStore.Lease(ctx, req)
 }
 
 func (k *killable) Update(ctx context.Context, m *mailroute.QueuedMessage) error {
@@ -42,11 +42,18 @@ func (k *killable) Update(ctx context.Context, m *mailroute.QueuedMessage) error
 	return k.QueueStore.Update(ctx, m)
 }
 
-func (k *killable) Release(ctx context.Context, id string) error {
+func (k *killable) Release(ctx context.Context, id, token string) error {
 	if k.dead.Load() {
 		return errDead
 	}
-	return k.QueueStore.Release(ctx, id)
+	return k.QueueStore.Release(ctx, id, token)
+}
+
+func (k *killable) Quarantine(ctx context.Context, id, token string, reason error) error {
+	if k.dead.Load() {
+		return errDead
+	}
+	return k.QueueStore.Quarantine(ctx, id, token, reason)
 }
 
 // instance is one application replica: a Mailer on its own Store.

@@ -41,9 +41,10 @@ const jobMaxAttempts = 10000
 var (
 	// ErrNotFound: no message with that ID is queued.
 	ErrNotFound = errors.New("riverqueue: no such message")
-	// ErrLeaseLost: Update came from a lease that ran out and was granted
-	// again, to this instance or another; the outcome was not recorded.
-	ErrLeaseLost = errors.New("riverqueue: lease ran out and was granted again")
+	// ErrLeaseLost: Update or Quarantine came from a lease that ran out and
+	// was granted again, to this instance or another, or was already ended;
+	// nothing was recorded. It is mailroute.ErrLeaseLost.
+	ErrLeaseLost = mailroute.ErrLeaseLost
 	// ErrTooLarge: the body is larger than Store.MaxBodySize.
 	ErrTooLarge = errors.New("riverqueue: message body too large")
 
@@ -52,8 +53,8 @@ var (
 
 // Store is a mailroute.QueueStore in PostgreSQL, through River. Set Pool;
 // the other fields have usable zero values. Call Migrate once before use.
-// Safe for concurrent use; give each Mailer its own Store value (they may
-// share the Pool), since a Store keeps the leases its Mailer holds.
+// Safe for concurrent use, by any number of Mailers and instances: leases
+// and their tokens live in the database.
 type Store struct {
 	// Pool is the database. Required.
 	Pool *pgxpool.Pool
@@ -66,8 +67,9 @@ type Store struct {
 	// LeaseTimeout, when positive, replaces the lease duration the Mailer
 	// asks for (45 minutes, longer than any attempt can take): how long a
 	// message leased by an instance that died waits before another takes
-	// it. Shorter than the longest attempt, it lets two instances attempt
-	// one message at once. 0: as asked.
+	// it. The Mailer stops its attempts before the lease it was granted
+	// ends, so a short one only makes long attempts end sooner. 0: as
+	// asked.
 	LeaseTimeout time.Duration
 	// ClientID names this instance in River's attempted_by and in the
 	// message's leased_by. "": host name, process ID and a random suffix.
@@ -79,9 +81,6 @@ type Store struct {
 	client *river.Client[pgx.Tx]
 	id     string
 	err    error
-
-	mu     sync.Mutex
-	leases map[string]int64 // message ID → lease generation held
 }
 
 var _ mailroute.QueueStore = (*Store)(nil)
@@ -111,7 +110,6 @@ func (s *Store) init() error {
 			rand.Read(b[:])
 			s.id = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 		}
-		s.leases = make(map[string]int64)
 	})
 	return s.err
 }
@@ -257,7 +255,7 @@ func (s *Store) List(ctx context.Context) ([]*mailroute.QueuedMessage, error) {
 	}
 	rows, err := s.Pool.Query(ctx, `SELECT m.id, m.sender, m.created_at, m.recipients
 		FROM mailroute_message m JOIN river_job j ON j.id = m.job_id
-		WHERE j.queue = $1 ORDER BY m.created_at, m.job_id`, s.queue())
+		WHERE j.queue = $1 AND j.state <> 'discarded' ORDER BY m.created_at, m.job_id`, s.queue())
 	if err != nil {
 		return nil, fmt.Errorf("riverqueue: list: %w", schemaHint(err))
 	}

@@ -59,11 +59,11 @@ func TestUpdateAfterLeaseLost(t *testing.T) {
 	ctx := context.Background()
 	t0 := queuetest.T0
 	enqueue(t, a, t0, "x@dest.test")
-	la, err := a.Lease(ctx, t0, 1, time.Minute)
+	la, err := a.Lease(ctx, mailroute.LeaseRequest{Now: t0, Max: 1, Duration: time.Minute})
 	if err != nil || len(la) != 1 {
 		t.Fatalf("a: %v %v", la, err)
 	}
-	lb, err := b.Lease(ctx, t0.Add(time.Minute), 1, time.Minute)
+	lb, err := b.Lease(ctx, mailroute.LeaseRequest{Now: t0.Add(time.Minute), Max: 1, Duration: time.Minute})
 	if err != nil || len(lb) != 1 {
 		t.Fatalf("b after a's lease: %v %v", lb, err)
 	}
@@ -71,7 +71,7 @@ func TestUpdateAfterLeaseLost(t *testing.T) {
 	if err := a.Update(ctx, la[0]); !errors.Is(err, riverqueue.ErrLeaseLost) {
 		t.Fatalf("a's late Update: %v, want ErrLeaseLost", err)
 	}
-	if err := a.Release(ctx, la[0].ID); err != nil {
+	if err := a.Release(ctx, la[0].ID, la[0].Lease); err != nil {
 		t.Fatalf("a's late Release: %v", err)
 	}
 	l, _ := b.List(ctx)
@@ -83,7 +83,7 @@ func TestUpdateAfterLeaseLost(t *testing.T) {
 	if err := b.Update(ctx, lb[0]); err != nil {
 		t.Fatalf("b's Update: %v", err)
 	}
-	if got, _ := a.Lease(ctx, t0.Add(59*time.Minute), 1, time.Minute); len(got) != 0 {
+	if got, _ := a.Lease(ctx, mailroute.LeaseRequest{Now: t0.Add(59 * time.Minute), Max: 1, Duration: time.Minute}); len(got) != 0 {
 		t.Fatalf("leased before b's schedule: %v", got)
 	}
 }
@@ -163,7 +163,7 @@ func TestRiverJobs(t *testing.T) {
 	if kind != riverqueue.Kind || queue != riverqueue.DefaultQueue || !at.Equal(t0.Add(time.Minute)) {
 		t.Errorf("job %s %s %v", kind, queue, at)
 	}
-	l, _ := s.Lease(ctx, t0.Add(time.Minute), 10, time.Minute)
+	l, _ := s.Lease(ctx, mailroute.LeaseRequest{Now: t0.Add(time.Minute), Max: 10, Duration: time.Minute})
 	if len(l) != 1 {
 		t.Fatalf("leased %d", len(l))
 	}

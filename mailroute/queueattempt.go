@@ -1,0 +1,283 @@
+package mailroute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/mailroute/go-mailroute/internal/message"
+)
+
+// errAttemptCutOff is the cause of an attempt stopped by attemptBudget.
+var errAttemptCutOff = errors.New("mailroute: queue: attempt stopped before its lease ran out")
+
+// attemptBudget is how long an attempt under qm's lease may run: 90% of
+// the lease's remaining time, leaving the rest for recording the outcome
+// while the lease still holds. The lease is on the queue's clock, the
+// budget in real time: they agree except in tests with a fake clock, where
+// the budget is the lease's length.
+func (q *queueRuntime) attemptBudget(qm *QueuedMessage) time.Duration {
+	left := q.lease
+	if !qm.LeaseUntil.IsZero() {
+		left = qm.LeaseUntil.Sub(q.now())
+	}
+	return left - left/10
+}
+
+// attempt tries a queued message's due recipients once and records the
+// outcome. It reports false, leaving the lease to the caller, when no
+// recipient was due or nothing could be tried; true when it ended the
+// lease (Update, Release or Quarantine).
+func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, now time.Time, domain string, flush bool) bool {
+	if err := checkQueued(qm); err != nil {
+		return q.quarantine(ctx, qm, err)
+	}
+	var due []int
+	for i := range qm.Recipients {
+		if q.due(&qm.Recipients[i], now, domain, flush) {
+			due = append(due, i)
+		}
+	}
+	if len(due) == 0 {
+		return false
+	}
+	budget := q.attemptBudget(qm)
+	if budget <= 0 {
+		return false // the lease is as good as over: not a moment to start
+	}
+	body, err := q.openBody(ctx, qm.ID)
+	switch {
+	case errors.Is(err, ErrCorrupt): // the store quarantined it
+		q.reportQuarantine(qm, err)
+		return true
+	case errors.Is(err, errBadBody):
+		return q.quarantine(ctx, qm, err)
+	case err != nil:
+		// Unreadable for now (the store's I/O): keep the recipients.
+		q.m.cfg.logger().Error("mailroute: queue: body", "id", qm.ID, "error", err)
+		return false
+	}
+	defer body.Close()
+
+	rcpts := make([]message.Address, len(due))
+	for k, i := range due {
+		rcpts[k], _ = message.ParseAddress(qm.Recipients[i].Rcpt) // checked by checkQueued
+	}
+	res := &Result{Recipients: make([]RecipientResult, len(due))}
+	jobs := q.jobs(qm, due, rcpts, body, res)
+	deadline := time.Now().Add(budget)
+	actx, cancel := context.WithDeadlineCause(ctx, deadline, errAttemptCutOff)
+	q.m.runJobs(actx, jobs)
+	// By the clock as well as Err: a connection's deadline (the same
+	// instant) can fire before the context's own timer marks it done.
+	ended := time.Now()
+	stopped := ctx.Err() != nil
+	if dl, ok := ctx.Deadline(); ok && !ended.Before(dl) {
+		stopped = true
+	}
+	cutOff := !stopped && !ended.Before(deadline)
+	cancel()
+	q.record(ctx, qm, due, res, budget, stopped, cutOff)
+	return true
+}
+
+// errBadBody marks a stored body that the Mailer refuses to send.
+var errBadBody = errors.New("mailroute: queue: stored body refused")
+
+// openBody reads a queued body back, checked as Send checks a new one. A
+// body the checks refuse wraps errBadBody; a failure to read it does not.
+func (q *queueRuntime) openBody(ctx context.Context, id string) (*message.Body, error) {
+	rc, err := q.store.Body(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	r := &readErr{r: rc}
+	b, err := message.NewBody(r, message.BodyOptions{MaxSize: q.m.cfg.MaxMessageSize})
+	if err != nil && r.err == nil {
+		return nil, fmt.Errorf("%w: %w", errBadBody, err)
+	}
+	return b, err
+}
+
+// readErr remembers whether reading failed, to tell a broken store from a
+// body that is readable but refused.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
+}
+
+// quarantine asks the store to set qm aside for good and reports it. When
+// the store cannot, the message stays leased until the round ends and is
+// checked, and refused, again on the next lease: it is never sent.
+func (q *queueRuntime) quarantine(ctx context.Context, qm *QueuedMessage, reason error) bool {
+	err := q.store.Quarantine(context.WithoutCancel(ctx), qm.ID, qm.Lease, reason)
+	if err != nil {
+		q.m.cfg.logger().Error("mailroute: queue: quarantine", "id", qm.ID, "reason", reason, "error", err)
+		q.m.emit(Event{Kind: EventNotSaved, QueueID: qm.ID,
+			Err: fmt.Errorf("mailroute: queue: the quarantine of %s (%w) was not saved; it is refused on every attempt: %w", qm.ID, reason, err)})
+		return errors.Is(err, ErrLeaseLost)
+	}
+	q.reportQuarantine(qm, reason)
+	return true
+}
+
+// reportQuarantine tells OnEvent about every recipient of a quarantined
+// message (one event without a recipient when it had none).
+func (q *queueRuntime) reportQuarantine(qm *QueuedMessage, reason error) {
+	q.m.cfg.logger().Warn("mailroute: queue: entry quarantined", "id", qm.ID, "reason", reason)
+	if len(qm.Recipients) == 0 {
+		q.m.emit(Event{Kind: EventQuarantined, QueueID: qm.ID, Err: reason})
+	}
+	for _, r := range qm.Recipients {
+		q.m.emit(Event{Kind: EventQuarantined, QueueID: qm.ID, Rcpt: r.Rcpt, Attempt: r.Attempts, Err: reason})
+	}
+}
+
+// quarantineNote is an entry a store quarantined on its own (the Spool,
+// when it opens its directory).
+type quarantineNote struct {
+	id     string
+	reason error
+}
+
+// reportStoreQuarantines gives OnEvent the entries the store quarantined on
+// its own, which no attempt saw. Their recipients are unknown (the state
+// was unreadable): one event per entry, without Rcpt.
+func (q *queueRuntime) reportStoreQuarantines() {
+	s, ok := q.store.(interface{ quarantinedAtOpen() []quarantineNote })
+	if !ok {
+		return
+	}
+	for _, n := range s.quarantinedAtOpen() {
+		q.m.emit(Event{Kind: EventQuarantined, QueueID: n.id, Err: n.reason})
+	}
+}
+
+// known reports whether an attempt's outcome for a recipient is certain:
+// the server accepted or refused it.
+func known(s Status) bool { return s == Delivered || s == Failed }
+
+// record applies an attempt's results to the queued message, persists it,
+// and reports each outcome.
+//
+// When ctx ended during the attempt (stopped: Shutdown, or a Flush whose
+// caller gave up) the outcomes already known are recorded and the other
+// recipients stay exactly as they were: nobody knows whether the server
+// took them. When the attempt was cut off to stay within its lease
+// (cutOff), the unknown ones are deferred like any temporary failure,
+// saying why.
+func (q *queueRuntime) record(ctx context.Context, qm *QueuedMessage, due []int, res *Result, budget time.Duration, stopped, cutOff bool) {
+	now := q.now()
+	remove := make(map[int]bool)
+	var events []Event
+	var bounces []bounce
+	for k, i := range due {
+		rr := res.Recipients[k]
+		qr := &qm.Recipients[i]
+		if stopped && !known(rr.Status) {
+			continue
+		}
+		if cutOff && !known(rr.Status) {
+			rr.Status = Deferred
+			cause := rr.Err
+			if cause == nil {
+				cause = errAttemptCutOff
+			}
+			rr.Err = fmt.Errorf("mailroute: queue: attempt stopped after %v, before its lease ran out (whether the server took it is unknown): %w", budget, cause)
+		}
+		qr.Attempts++
+		ev := Event{QueueID: qm.ID, Rcpt: qr.Rcpt, Route: rr.Route, Via: rr.Via, Fallback: rr.Fallback, TLS: rr.TLS,
+			Host: rr.Host, Attempt: qr.Attempts, Err: rr.Err}
+		switch rr.Status {
+		case Delivered:
+			ev.Kind = EventDelivered
+			remove[i] = true
+		case Failed:
+			ev.Kind = EventFailed
+			remove[i] = true
+			bounces = append(bounces, bounce{rcpt: qr.Rcpt, err: rr.Err, attempts: qr.Attempts, host: rr.Host})
+		default:
+			if rr.Via == Direct && !rr.Fallback {
+				qr.DirectAttempts++
+			}
+			if rr.Err != nil {
+				qr.LastError = rr.Err.Error()
+			}
+			if now.Sub(qr.Queued) >= q.policy.MaxAge {
+				ev.Kind = EventGaveUp
+				remove[i] = true
+				bounces = append(bounces, bounce{rcpt: qr.Rcpt, err: rr.Err, attempts: qr.Attempts, host: rr.Host, gaveUp: true})
+				break
+			}
+			// From the end of the attempt, not its start: a greylister's
+			// clock started at our RCPT, and a slow attempt must not eat
+			// into the wait (see RetryPolicy).
+			qr.NextAttempt = now.Add(q.policy.delay(qr.Attempts))
+			ev.Kind, ev.NextAttempt = EventDeferred, qr.NextAttempt
+			if throttledBy(rr.Err) {
+				q.hold(domainOf(qr.Rcpt), qr.NextAttempt)
+			}
+		}
+		events = append(events, ev)
+	}
+	bg := context.WithoutCancel(ctx)
+	if len(events) == 0 { // stopped before anything was known
+		if err := q.store.Release(bg, qm.ID, qm.Lease); err != nil {
+			q.m.cfg.logger().Error("mailroute: queue: release", "id", qm.ID, "error", err)
+		}
+		return
+	}
+	kept := qm.Recipients[:0]
+	for i, r := range qm.Recipients {
+		if !remove[i] {
+			kept = append(kept, r)
+		}
+	}
+	qm.Recipients = kept
+	var headers []byte
+	if len(bounces) > 0 && q.m.cfg.DSN {
+		headers = q.m.originalHeaders(bg, qm.ID) // before Update may delete the body
+	}
+	if err := q.store.Update(bg, qm); err != nil {
+		q.notSaved(qm, events, err)
+		return
+	}
+	for _, ev := range events {
+		q.m.emit(ev)
+	}
+	if len(bounces) > 0 {
+		q.m.sendDSN(bg, qm, bounces, headers, now)
+	}
+}
+
+// notSaved reports an attempt whose outcome the store did not take: each
+// outcome as it happened (a delivery did happen), without a schedule that
+// was never stored, each followed by EventNotSaved saying what was lost.
+// The stored state is the one before the attempt, so the recipients are
+// tried again — a delivered one then twice, which is the price of never
+// losing one — and no DSN is sent for failures that will be retried.
+func (q *queueRuntime) notSaved(qm *QueuedMessage, events []Event, err error) {
+	q.m.cfg.logger().Error("mailroute: queue: recording an attempt", "id", qm.ID, "error", err)
+	for _, ev := range events {
+		what := "the removal from the queue"
+		if ev.Kind == EventDeferred {
+			what = fmt.Sprintf("the next attempt at %s", ev.NextAttempt.UTC().Format(time.RFC3339))
+			ev.NextAttempt = time.Time{}
+		}
+		q.m.emit(ev)
+		q.m.emit(Event{Kind: EventNotSaved, QueueID: qm.ID, Rcpt: ev.Rcpt, Route: ev.Route, Via: ev.Via,
+			Fallback: ev.Fallback, TLS: ev.TLS, Host: ev.Host, Attempt: ev.Attempt,
+			Err: fmt.Errorf("mailroute: queue: %s after %s was not saved; the recipient stays queued as it was and is tried again: %w", what, ev.Kind, err)})
+	}
+}

@@ -1,0 +1,56 @@
+package mailroute
+
+import (
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/mailroute/go-mailroute/internal/message"
+)
+
+// maxLastError bounds the stored LastError: the store's state is read back
+// whole on every lease, and a reply is at most a few lines (RFC 5321
+// §4.5.3.1.5 allows 512 octets a line).
+const maxLastError = 64 << 10
+
+// checkQueued checks a message read back from a store as Send checks its
+// caller's input: a state file edited by hand, a row changed by another
+// program or a store with a bug must not put anything on the wire that Send
+// would have refused. The sender and every recipient must parse as
+// addresses and be stored in the form Send stores (so that what was
+// checked is what is sent), recipients must not repeat (each would be
+// delivered once per copy), and counters and sizes must be sane.
+func checkQueued(qm *QueuedMessage) error {
+	if qm.From != "" {
+		a, null, err := message.ParseReversePath(qm.From)
+		if err != nil {
+			return fmt.Errorf("mailroute: queue: stored sender: %w", err)
+		}
+		if null || a.String() != qm.From {
+			return fmt.Errorf("mailroute: queue: stored sender %q is not in the form Send stores (%q)", qm.From, a.String())
+		}
+	}
+	if len(qm.Recipients) == 0 {
+		return fmt.Errorf("mailroute: queue: stored message %s has no recipients", qm.ID)
+	}
+	seen := make(map[string]bool, len(qm.Recipients))
+	for i, r := range qm.Recipients {
+		a, err := message.ParseAddress(r.Rcpt)
+		if err != nil {
+			return fmt.Errorf("mailroute: queue: stored recipient %d: %w", i+1, err)
+		}
+		if a.String() != r.Rcpt || a.Domain == "" {
+			return fmt.Errorf("mailroute: queue: stored recipient %d %q is not in the form Send stores (%q)", i+1, r.Rcpt, a.String())
+		}
+		if seen[r.Rcpt] {
+			return fmt.Errorf("mailroute: queue: stored recipient %q is listed twice", r.Rcpt)
+		}
+		seen[r.Rcpt] = true
+		if r.Attempts < 0 || r.DirectAttempts < 0 || r.DirectAttempts > r.Attempts {
+			return fmt.Errorf("mailroute: queue: stored recipient %q: attempts %d, direct attempts %d", r.Rcpt, r.Attempts, r.DirectAttempts)
+		}
+		if len(r.LastError) > maxLastError || !utf8.ValidString(r.LastError) {
+			return fmt.Errorf("mailroute: queue: stored recipient %q: last error is %d octets or not UTF-8", r.Rcpt, len(r.LastError))
+		}
+	}
+	return nil
+}

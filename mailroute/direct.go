@@ -190,7 +190,7 @@ func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Co
 		return true
 	}
 	res, err := c.Send(ctx, j.tx(batch))
-	if err != nil && pooled && deadBeforeAccepting(err) {
+	if pooled && redialable(ctx, res, err) {
 		var e *Error
 		if c, e = p.redial(ctx, c); e != nil {
 			keepMoreTelling(lastErr, e)

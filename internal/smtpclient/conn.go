@@ -116,8 +116,15 @@ type Config struct {
 	// CHUNKING (RFC 3030), for servers whose BDAT misbehaves. See Send for
 	// when BDAT is used otherwise.
 	NoChunking bool
-	Dialer     Dialer // nil = &net.Dialer{}
-	Timeouts   Timeouts
+	// SplitAfterIdle: a session idle at least this long (since Dial or
+	// its last transaction) sends MAIL and RCPT and reads their replies
+	// before BDAT's chunk, instead of all in one write, so that a server
+	// that closed it meanwhile is seen before any data could have been
+	// accepted (see the package doc). 0 = 1s; negative = every
+	// transaction (tests).
+	SplitAfterIdle time.Duration
+	Dialer         Dialer // nil = &net.Dialer{}
+	Timeouts       Timeouts
 }
 
 func (cfg *Config) dialer() Dialer {
@@ -152,6 +159,9 @@ type Conn struct {
 	closed   bool
 	limitRcp int  // LIMITS RCPTMAX (RFC 9422); 0 = none
 	noChunk  bool // Config.NoChunking
+
+	splitAfterIdle time.Duration // Config.SplitAfterIdle with its default
+	lastUse        time.Time     // end of Dial or of the last Send
 
 	// Cancellation and deadlines of the current operation.
 	mu        sync.Mutex

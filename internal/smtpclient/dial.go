@@ -3,6 +3,7 @@ package smtpclient
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -50,6 +51,10 @@ func Dial(ctx context.Context, addr, host string, cfg *Config) (*Conn, error) {
 	}
 	c := newConn(raw, host, to)
 	c.noChunk = cfg.NoChunking
+	c.splitAfterIdle = cfg.SplitAfterIdle
+	if c.splitAfterIdle == 0 {
+		c.splitAfterIdle = defaultSplitAfterIdle
+	}
 	c.begin(ctx)
 	err = c.open(ctx, cfg)
 	c.end()
@@ -57,6 +62,7 @@ func Dial(ctx context.Context, addr, host string, cfg *Config) (*Conn, error) {
 		c.Close()
 		return nil, err
 	}
+	c.lastUse = time.Now()
 	return c, nil
 }
 
@@ -223,10 +229,16 @@ func (c *Conn) startTLS(ctx context.Context, cfg *Config) error {
 	// Anything the server sent after its 220 was sent before TLS and must
 	// not be read as if it came through the encrypted channel
 	// (CVE-2011-0411-style command injection).
-	if c.r.Buffered() > 0 {
-		return c.ioError("STARTTLS", protocolErrorf("%d octets of plaintext after the STARTTLS reply", c.r.Buffered()))
+	// Whether the injected bytes arrive with the 220 or after it, the
+	// fault is reported the same way (a protocol error, so no plaintext
+	// retry): quiet sees what has arrived, the handshake what comes later.
+	if err := c.quiet(); errors.Is(err, ErrOutOfStep) {
+		return c.ioError("STARTTLS", protocolErrorf("plaintext after the STARTTLS reply"))
 	}
 	if err := c.handshake(ctx, "STARTTLS", c.tlsConfig(cfg, !required), c.to.Command); err != nil {
+		if injectedPlaintext(err) {
+			return c.ioError("STARTTLS", protocolErrorf("plaintext after the STARTTLS reply"))
+		}
 		return err
 	}
 	return c.hello(cfg.localName())

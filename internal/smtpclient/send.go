@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Tx is one message to send: an envelope and a canonical body.
@@ -102,6 +103,12 @@ func (c *Conn) Send(ctx context.Context, tx *Tx) (*TxResult, error) {
 	}
 	c.begin(ctx)
 	defer c.end()
+	if err := c.checkBeforeUse(); err != nil {
+		return res, res.failAll(err)
+	}
+	defer func() { c.lastUse = time.Now() }()
+	// Only the first transaction can follow an idle period.
+	split := c.splitDue()
 
 	body := bodySource{r: tx.Body}
 	if body.r == nil {
@@ -127,7 +134,8 @@ func (c *Conn) Send(ctx context.Context, tx *Tx) (*TxResult, error) {
 		if limit > 0 && len(chunk) > limit {
 			chunk, rest = pending[:limit], pending[limit:]
 		}
-		retry, accepted, progress, err := c.transaction(tx, res, chunk, len(rest) > 0, &body, bdat)
+		retry, accepted, progress, err := c.transaction(tx, res, chunk, len(rest) > 0, &body, bdat, split)
+		split = false
 		if err != nil {
 			return res, res.failAll(err)
 		}

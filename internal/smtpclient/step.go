@@ -1,0 +1,137 @@
+package smtpclient
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"os"
+	"time"
+)
+
+// Reply accounting. The client always knows how many replies it awaits:
+// one per command written, no more. Bytes that arrive when no reply is
+// due — an unsolicited or doubled reply line, a reply written after a
+// final one, anything waiting on a session between transactions — mean
+// the server and the client no longer agree on which reply answers which
+// command, so no reply of the transaction can be trusted: the session is
+// out of step. The transaction's recipients are then reported with
+// ErrOutOfStep (temporary), never Delivered or Failed on a reply that
+// may belong to another command, and the session is closed.
+//
+// The checks cost no round trip: the read buffer must be empty whenever
+// every awaited reply has been read, and at the end of a transaction and
+// before the next one, a read with a deadline already past tells, without
+// waiting, whether bytes or the server's close are waiting on the socket.
+
+// defaultSplitAfterIdle is Config.SplitAfterIdle's zero value.
+const defaultSplitAfterIdle = time.Second
+
+// errIdleClosed: the server closed a session that was waiting between
+// transactions (an idle timeout, or a server that ends every session after
+// one message).
+var errIdleClosed = errors.New("the server closed the session while it was idle")
+
+// quiet reports what waits on a session from which no reply is due: nil
+// when nothing does, an error wrapping ErrOutOfStep when bytes do, and one
+// wrapping errIdleClosed (or the network error) when the server has
+// closed the connection. It never blocks: the read it does has a deadline
+// in the past, so it only sees what has already arrived.
+func (c *Conn) quiet() error {
+	if c.r.Buffered() > 0 {
+		return ErrOutOfStep
+	}
+	c.mu.Lock()
+	c.raw.SetReadDeadline(pastDeadline)
+	c.mu.Unlock()
+	_, err := c.r.Peek(1)
+	switch {
+	case err == nil:
+		return ErrOutOfStep
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil
+	case err == io.EOF:
+		return errIdleClosed
+	}
+	return err
+}
+
+// outOfStep is the error for every recipient of a transaction whose
+// replies can no longer be attributed. cmd is where it was found: "." once
+// the message data (or BDAT's chunk) has gone out, since the server may
+// have accepted the message. The session is closed.
+func (c *Conn) outOfStep(cmd string, cause error) *Error {
+	c.Close()
+	errs := []error{ErrOutOfStep}
+	if cause != nil && cause != ErrOutOfStep {
+		errs = append(errs, cause)
+	}
+	return &Error{Command: cmd, Host: c.host, Err: joinErrs(errs)}
+}
+
+// checkBeforeUse runs at the start of Send: a session on which the server
+// sent something unasked, or which it closed while idle, is unusable
+// before anything is written, so the transaction can go on a new session
+// with certainty that nothing was accepted (see Retryable).
+func (c *Conn) checkBeforeUse() error {
+	err := c.quiet()
+	if err == nil {
+		return nil
+	}
+	c.Close()
+	return &Error{Command: "MAIL", Host: c.host, Err: joinErrs([]error{ErrUnusable, err})}
+}
+
+// splitDue reports whether the next transaction must wait for the MAIL
+// and RCPT replies before sending BDAT's chunk, because the session has
+// been idle long enough for the server to be closing it (see the package
+// doc: the one ambiguity of a single write).
+func (c *Conn) splitDue() bool {
+	if c.splitAfterIdle < 0 {
+		return true
+	}
+	return time.Since(c.lastUse) >= c.splitAfterIdle
+}
+
+// Retryable reports whether err ended a transaction at a point where the
+// server cannot have accepted the message: the connection failed, or a
+// 421 came, before the end of the data (or before BDAT's chunk was
+// complete), or the session was found closed or out of step before
+// anything was written. The same transaction may then be sent again on a
+// new session without risking a duplicate. Errors after the end of data
+// (Command "."), permanent errors, local refusals, a failed body reader
+// and a done context are not retryable.
+func Retryable(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) || e.Permanent {
+		return false
+	}
+	switch e.Command {
+	case "MAIL", "RCPT", "DATA", "BDAT", "BODY":
+	default:
+		return false
+	}
+	var br *bodyReadError
+	if errors.As(err, &br) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	if errors.Is(err, ErrUnusable) || errors.Is(err, ErrOutOfStep) {
+		return true
+	}
+	return e.Code == 421 || e.Code == 0 && e.Message == "" && e.Err != nil
+}
+
+// injectedPlaintext reports whether a failed STARTTLS handshake met an
+// SMTP reply instead of a TLS record: a reply the server wrote after its
+// 220 that arrived too late for the buffered-bytes check. Both cases are
+// the same fault, so both are a protocol error, never a TLS failure that
+// could lead to a retry in plaintext.
+func injectedPlaintext(err error) bool {
+	var rh tls.RecordHeaderError
+	if !errors.As(err, &rh) {
+		return false
+	}
+	h := rh.RecordHeader
+	return h[0] >= '1' && h[0] <= '5' && h[1] >= '0' && h[1] <= '9' && h[2] >= '0' && h[2] <= '9' &&
+		(h[3] == ' ' || h[3] == '-' || h[3] == '\r')
+}

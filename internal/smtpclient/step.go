@@ -32,24 +32,46 @@ const defaultSplitAfterIdle = time.Second
 // one message).
 var errIdleClosed = errors.New("the server closed the session while it was idle")
 
+// sockState is what a non-blocking look at the socket found.
+type sockState uint8
+
+const (
+	sockUnknown sockState = iota // the connection cannot be looked at
+	sockEmpty                    // nothing has arrived
+	sockData                     // bytes are waiting
+	sockClosed                   // the peer closed or reset the connection
+)
+
+// tlsSettle bounds the read that tells, on a TLS session, whether the
+// bytes waiting on the socket are application data or a TLS message the
+// client handles by itself (a session ticket, a key update). The record is
+// already arriving, so this is only paid when bytes were seen.
+const tlsSettle = 50 * time.Millisecond
+
 // quiet reports what waits on a session from which no reply is due: nil
-// when nothing does, an error wrapping ErrOutOfStep when bytes do, and one
-// wrapping errIdleClosed (or the network error) when the server has
-// closed the connection. It never blocks: the read it does has a deadline
-// in the past, so it only sees what has already arrived.
+// when nothing does, ErrOutOfStep when bytes do, and errIdleClosed when the
+// server has closed the connection. It does not wait for anything that has
+// not yet arrived.
 func (c *Conn) quiet() error {
 	if c.r.Buffered() > 0 {
 		return ErrOutOfStep
 	}
-	c.mu.Lock()
-	c.raw.SetReadDeadline(pastDeadline)
-	c.mu.Unlock()
+	switch peekSocket(c.raw, c.probe[:]) {
+	case sockEmpty, sockUnknown:
+		return nil
+	case sockClosed:
+		return errIdleClosed
+	}
+	if !c.isTLS {
+		return ErrOutOfStep
+	}
+	c.setReadDeadline(tlsSettle)
 	_, err := c.r.Peek(1)
 	switch {
 	case err == nil:
 		return ErrOutOfStep
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return nil
+		return nil // a TLS message, not a reply
 	case err == io.EOF:
 		return errIdleClosed
 	}

@@ -91,11 +91,19 @@ func (c *Conn) outOfStep(cmd string, cause error) *Error {
 	return &Error{Command: cmd, Host: c.host, Err: joinErrs(errs)}
 }
 
+// misplaced describes a reply no command in its place can get.
+func misplaced(cmd string, rep Reply) error {
+	return protocolErrorf("reply %q where the reply to %s was due", rep.String(), cmd)
+}
+
 // checkBeforeUse runs at the start of Send: a session on which the server
 // sent something unasked, or which it closed while idle, is unusable
 // before anything is written, so the transaction can go on a new session
 // with certainty that nothing was accepted (see Retryable).
 func (c *Conn) checkBeforeUse() error {
+	if !c.usable {
+		return c.localError("MAIL", false, ErrUnusable, "")
+	}
 	err := c.quiet()
 	if err == nil {
 		return nil

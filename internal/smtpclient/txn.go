@@ -89,7 +89,7 @@ func (c *Conn) transaction(tx *Tx, res *TxResult, chunk []int, hasRest bool, bod
 		}
 		if dataRep.Code != 354 && dataRep.Code < 400 {
 			// 2xx or another 3xx to DATA answers some other command.
-			return nil, 0, false, t.stepFault("DATA", c.replyError("DATA", dataRep, ErrProtocol))
+			return nil, 0, false, t.stepFault("DATA", misplaced("DATA", dataRep))
 		}
 		if c.r.Buffered() > 0 {
 			return nil, 0, false, t.stepFault("DATA", nil)
@@ -247,7 +247,7 @@ func (t *txn) endBDAT(body *bodySource) ([]int, int, bool, error) {
 		// The BDAT reply (an error: no valid recipients) decides nothing;
 		// a positive one contradicts the replies read before it.
 		if sent && (rep.Positive() || rep.Code < 400) {
-			return nil, 0, false, t.stepFault("BDAT", c.replyError("BDAT", rep, ErrProtocol))
+			return nil, 0, false, t.stepFault("BDAT", misplaced("BDAT", rep))
 		}
 		if err := c.quiet(); errors.Is(err, ErrOutOfStep) {
 			return nil, 0, false, t.stepFault("BDAT", nil)
@@ -366,7 +366,7 @@ func (t *txn) sync() error {
 		}
 		t.mailRead = true
 		if rep.Code < 400 && !rep.Positive() {
-			return t.stepFault("MAIL", c.replyError("MAIL", rep, ErrProtocol))
+			return t.stepFault("MAIL", misplaced("MAIL", rep))
 		}
 		if !rep.Positive() {
 			t.mailErr = c.unexpected("MAIL", rep, nil)
@@ -386,7 +386,7 @@ func (t *txn) sync() error {
 		}
 		t.read++
 		if rep.Code < 400 && !rep.Positive() {
-			return t.stepFault("RCPT", c.replyError("RCPT", rep, ErrProtocol))
+			return t.stepFault("RCPT", misplaced("RCPT", rep))
 		}
 		r := &t.res.Rcpts[i]
 		r.Reply = rep

@@ -53,6 +53,12 @@ type FaultOptions struct {
 	IdleWriteAfter time.Duration
 	// CloseAfterMessage hangs up after each final reply.
 	CloseAfterMessage bool
+	// Splits cuts every flush into several writes (TCP segments), at these
+	// offsets in turn. A cut that would fall between two lines is moved one
+	// octet on, into the next line: a client that has read a complete line
+	// has then always received the first octet of the next one, so what it
+	// can see of a reply that follows does not depend on timing.
+	Splits []int
 }
 
 // Step names a point where the server replies.
@@ -107,6 +113,12 @@ type FaultTxn struct {
 	// transaction never got that far.
 	Final int
 	Data  []byte
+	// Injected: an Extra or Unsolicited line was written in this
+	// transaction. Cut: a fault then ended the session before the
+	// transaction's replies were all written. Together they make a reply
+	// stream that an honest server could have written (a line too many,
+	// then one too few), which no client can tell apart.
+	Injected, Cut bool
 }
 
 // FaultRcpt is one RCPT and the code the server decided for it.
@@ -191,7 +203,8 @@ func (s *FaultServer) accept() {
 		s.mu.Unlock()
 		s.wg.Go(func() {
 			defer nc.Close()
-			fs := &faultSession{s: s, nc: nc, n: n, r: bufio.NewReaderSize(nc, 64<<10), w: bufio.NewWriter(nc)}
+			fs := &faultSession{s: s, nc: nc, n: n, r: bufio.NewReaderSize(nc, 64<<10)}
+			fs.w = bufio.NewWriter(&splitWriter{nc: nc, splits: s.opts.Splits})
 			fs.run()
 		})
 	}
@@ -236,6 +249,18 @@ func (fs *faultSession) reply(step Step, rep string) (int, bool) {
 		fs.w.WriteString(rep + "\r\n")
 		return code, true
 	}
+	code, ok := fs.act(f, code, rep)
+	if fs.txn != nil {
+		fs.s.mu.Lock()
+		fs.txn.Injected = fs.txn.Injected || f.Do == Extra || f.Do == Unsolicited
+		fs.txn.Cut = fs.txn.Cut || !ok && fs.txn.Injected
+		fs.s.mu.Unlock()
+	}
+	return code, ok
+}
+
+// act carries out fault f on reply rep.
+func (fs *faultSession) act(f *Fault, code int, rep string) (int, bool) {
 	switch f.Do {
 	case Replace:
 		code, _ = strconv.Atoi(f.Text[:3])
@@ -395,11 +420,10 @@ func (fs *faultSession) mail(arg string) bool {
 	fs.s.mu.Lock()
 	fs.s.txns = append(fs.s.txns, t)
 	fs.s.mu.Unlock()
+	fs.txn = t
 	code, ok := fs.reply(StepMAIL, "250 2.1.0 ok")
 	fs.s.mu.Lock()
-	if code/100 == 2 {
-		fs.txn = t
-	} else {
+	if code/100 != 2 {
 		fs.txn = nil
 		t.Final = code // the transaction ends here
 	}
@@ -425,6 +449,13 @@ func (fs *faultSession) rcptCmd(arg string) bool {
 	return ok
 }
 
+// cut records that the session ends in the middle of the transaction.
+func (fs *faultSession) cut() {
+	fs.s.mu.Lock()
+	fs.txn.Cut = fs.txn.Cut || fs.txn.Injected
+	fs.s.mu.Unlock()
+}
+
 // accepted reports whether the transaction has an accepted recipient.
 func (fs *faultSession) accepted() bool {
 	if fs.txn == nil {
@@ -446,6 +477,11 @@ func (fs *faultSession) data() bool {
 	}
 	code, ok := fs.reply(StepDATA, "354 go ahead")
 	if !ok || code != 354 {
+		if code >= 400 {
+			fs.s.mu.Lock()
+			fs.txn.Final = code // the message is refused here
+			fs.s.mu.Unlock()
+		}
 		fs.txn = nil
 		return ok
 	}
@@ -462,6 +498,7 @@ func (fs *faultSession) data() bool {
 		}
 		data = append(data, strings.TrimPrefix(l, ".")...)
 		if f := fs.fault(StepBody); f != nil && f.Do == Drop && len(data) > 0 {
+			fs.cut()
 			return false
 		}
 	}
@@ -478,6 +515,7 @@ func (fs *faultSession) bdat(arg string) bool {
 	data := make([]byte, n)
 	if bf := fs.fault(StepBody); bf != nil && bf.Do == Drop && fs.accepted() {
 		io.ReadFull(fs.r, data[:n/2])
+		fs.cut()
 		return false
 	}
 	if _, err := io.ReadFull(fs.r, data); err != nil {
@@ -512,4 +550,34 @@ func pathOf(arg string) string {
 		return ""
 	}
 	return arg[i+1 : j]
+}
+
+// splitWriter writes each flush in pieces (see FaultOptions.Splits).
+type splitWriter struct {
+	nc     net.Conn
+	splits []int
+	next   int
+}
+
+func (w *splitWriter) Write(p []byte) (int, error) {
+	total := 0
+	for len(p) > 0 {
+		n := len(p)
+		if len(w.splits) > 0 {
+			n = w.splits[w.next%len(w.splits)]
+			w.next++
+			if n <= 0 || n >= len(p) {
+				n = len(p)
+			} else if p[n-1] == '\n' {
+				n++ // never cut between two lines
+			}
+		}
+		k, err := w.nc.Write(p[:n])
+		total += k
+		if err != nil {
+			return total, err
+		}
+		p = p[n:]
+	}
+	return total, nil
 }

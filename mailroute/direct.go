@@ -10,6 +10,27 @@ import (
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
 )
 
+// Limits on the work of delivering one batch to one destination, so that
+// a domain with hundreds of MX hosts (or hosts whose names never resolve)
+// costs a bounded number of lookups and connections, as in Postfix:
+const (
+	// directAddressLimit is how many MX addresses are tried: Postfix's
+	// smtp_mx_address_limit, 5. Enough for a primary and backups, each
+	// dual-stack, without hammering a dead domain.
+	directAddressLimit = 5
+	// directSessionLimit is how many sessions (connections that got past
+	// the greeting and EHLO) are tried: Postfix's smtp_mx_session_limit,
+	// 2. A second server answering like the first rarely changes the
+	// outcome; a third never has in Postfix's experience.
+	directSessionLimit = 2
+	// directHostLimit is how many MX host names are looked up. Postfix
+	// has no such limit, but a host whose name does not resolve costs a
+	// DNS timeout and no address, so without it 500 such hosts held one
+	// SendMail for about 40 minutes. Ten covers every real MX set (the
+	// big providers publish 5) with room for hosts that fail to resolve.
+	directHostLimit = 10
+)
+
 // maxRcptsPerTx is the number of recipients RFC 5321 §4.5.3.1.8 obliges
 // every server to accept in one transaction; more go in further ones.
 const maxRcptsPerTx = 100
@@ -26,7 +47,10 @@ const maxRcptsPerTx = 100
 //     refusal, or a drop after the end of data is final for the
 //     transaction: another MX would answer the same, or might deliver the
 //     message twice;
-//   - at most 100 recipients per transaction, on one connection.
+//   - at most 100 recipients per transaction, on one connection;
+//   - at most directHostLimit host names looked up, directAddressLimit
+//     addresses tried and directSessionLimit sessions per transaction, and
+//     nothing more (no lookup, no dial) once ctx is done.
 func (m *Mailer) deliverDirect(ctx context.Context, j *job) {
 	hosts, err := m.directHosts(ctx, j.dest)
 	if err != nil {
@@ -91,7 +115,15 @@ func (m *Mailer) hostAddrs(ctx context.Context, host string) ([]netip.Addr, erro
 // burst of messages to one MX rides one connection.
 func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch []int) {
 	var lastErr *Error
-	for _, h := range hosts {
+	addrsTried, sessions := 0, 0
+	for n, h := range hosts {
+		if ctx.Err() != nil {
+			j.fail(batch, errorf(false, ctx.Err(), "delivery to %s stopped", j.dest.Domain), "")
+			return
+		}
+		if n == directHostLimit || addrsTried == directAddressLimit || sessions == directSessionLimit {
+			break
+		}
 		addrs, err := m.hostAddrs(ctx, h.Host)
 		if err != nil {
 			e := &Error{Command: "connect", Host: h.Host, Err: err}
@@ -104,6 +136,10 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch
 				j.fail(batch, errorf(false, ctx.Err(), "delivery to %s stopped", j.dest.Domain), "")
 				return
 			}
+			if addrsTried == directAddressLimit || sessions == directSessionLimit {
+				break
+			}
+			addrsTried++
 			p := m.direct.get(h.Host, a)
 			c, pooled, dialErr := p.get(ctx)
 			if dialErr != nil {
@@ -114,6 +150,7 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch
 				m.logAttempt(j, Direct, h.Host, batch, dialErr, 0)
 				continue
 			}
+			sessions++
 			done := m.directTx(ctx, j, p, c, pooled, batch, &lastErr)
 			if done {
 				return

@@ -33,7 +33,11 @@ type entry[T any] struct {
 // (negative: not at all).
 func (c *ttlCache[T]) get(ctx context.Context, key string, now func() time.Time, timeout time.Duration,
 	fill func(ctx context.Context) (T, error, time.Duration)) (T, error) {
-	e := c.entry(key, now, timeout, fill)
+	e := c.entry(ctx, key, now, timeout, fill)
+	if e == nil { // the context is done and nothing is at hand
+		var zero T
+		return zero, ctx.Err()
+	}
 	select {
 	case <-e.done: // a value at hand wins over a cancelled context
 		return e.value, e.err
@@ -67,7 +71,12 @@ func (c *ttlCache[T]) cached(key string, now time.Time) (T, error, bool) {
 	return zero, nil, false
 }
 
-func (c *ttlCache[T]) entry(key string, now func() time.Time, timeout time.Duration,
+// entry returns key's entry, starting a lookup when there is none fresh
+// or in flight — unless ctx is already done: then it returns nil, and no
+// query goes out for a caller that has given up. (A lookup already in
+// flight runs on, bounded by its own timeout, for the callers that share
+// it.)
+func (c *ttlCache[T]) entry(ctx context.Context, key string, now func() time.Time, timeout time.Duration,
 	fill func(ctx context.Context) (T, error, time.Duration)) *entry[T] {
 	t := now()
 	c.mu.Lock()
@@ -82,6 +91,10 @@ func (c *ttlCache[T]) entry(key string, now func() time.Time, timeout time.Durat
 			c.mu.Unlock()
 			return e // in flight: wait for it
 		}
+	}
+	if ctx.Err() != nil {
+		c.mu.Unlock()
+		return nil
 	}
 	if c.entries == nil {
 		c.entries = make(map[string]*entry[T])

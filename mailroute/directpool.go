@@ -29,8 +29,9 @@ type directPools struct {
 	m    *Mailer
 	idle atomic.Int64 // idle sessions across all pools
 
-	mu    sync.Mutex
-	pools map[directKey]*pool
+	mu     sync.Mutex
+	pools  map[directKey]*pool
+	closed bool // after close, pools are made closed: sessions end when put back
 }
 
 type directKey struct {
@@ -59,6 +60,7 @@ func (d *directPools) get(host string, addr netip.Addr) *pool {
 		dial: func(ctx context.Context) (*smtpclient.Conn, *Error) {
 			return d.m.dialDirect(ctx, addr, host)
 		},
+		closed: d.closed,
 	}
 	d.pools[k] = p
 	return p
@@ -88,6 +90,7 @@ func (d *directPools) close(ctx context.Context) {
 	d.mu.Lock()
 	pools := d.pools
 	d.pools = nil
+	d.closed = true
 	d.mu.Unlock()
 	for _, p := range pools {
 		p.close(ctx)

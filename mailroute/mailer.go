@@ -32,6 +32,7 @@ type Mailer struct {
 	// adhoc are SendMail's relays when Config.Smarthost is nil.
 	adhoc adhocRelays
 
+	sends     inflight // the Sends running, for Shutdown
 	closeOnce sync.Once
 	closed    chan struct{}
 }
@@ -41,6 +42,7 @@ type Mailer struct {
 // address, the options.
 func New(cfg Config) (*Mailer, error) {
 	m := &Mailer{cfg: cfg, closed: make(chan struct{})}
+	m.sends.init()
 
 	host := cfg.Hostname
 	if host == "" {
@@ -85,6 +87,7 @@ func New(cfg Config) (*Mailer, error) {
 		Resolver:     resolverOrDefault(cfg.Resolver),
 		TTL:          cfg.MXCacheTTL,
 		TemporaryTTL: cfg.MXCacheTemporaryTTL,
+		Context:      m.sends.ctx, // Shutdown stops the lookups in flight
 	}
 	go m.reapLoop()
 	if cfg.Queue != nil {
@@ -196,11 +199,15 @@ func (m *Mailer) Close() error {
 }
 
 // Shutdown stops the Mailer: new Sends fail with ErrClosed, the queue's
-// workers stop taking work and the attempts in flight finish — or, when
-// ctx ends first, are cancelled and their recipients stay queued, to be
-// retried by the next Mailer on the same queue: nothing is lost. Then idle
-// connections end with QUIT. It is safe to call more than once; later
-// calls return nil at once.
+// workers stop taking work, and the work in flight — Send, SendMail and
+// SendMsg calls at any stage (DNS, dial, TLS, transaction) and the queue's
+// attempts — is waited for. When ctx ends first, that work is cancelled:
+// those calls return with their recipients Deferred (a message whose data
+// had gone out may have been accepted, and says so), and queued ones stay
+// queued, to be retried by the next Mailer on the same queue. Only then do
+// the connections end, idle ones with QUIT, so none is left open: Close
+// waits, and cancels only at its deadline. It is safe to call more than
+// once; later calls return nil at once.
 func (m *Mailer) Shutdown(ctx context.Context) error {
 	var err error
 	m.closeOnce.Do(func() {
@@ -208,6 +215,10 @@ func (m *Mailer) Shutdown(ctx context.Context) error {
 		if m.queue != nil {
 			err = m.queue.shutdown(ctx)
 		}
+		if serr := m.sends.close(ctx); err == nil {
+			err = serr
+		}
+		m.sends.cancel() // nobody waits for a lookup still in flight now
 		quitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		if m.relay != nil {

@@ -38,11 +38,11 @@ func (m *Mailer) Send(ctx context.Context, from string, to []string, msg io.Read
 
 // send is Send with the smarthost to use for this call (nil: none).
 func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Reader, relay *smarthost) (*Result, error) {
-	select {
-	case <-m.closed:
+	ctx, leave, ok := m.sends.enter(ctx)
+	if !ok {
 		return nil, ErrClosed
-	default:
 	}
+	defer leave()
 	env, err := parseEnvelope(from, to)
 	if err != nil {
 		return nil, err

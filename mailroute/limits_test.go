@@ -2,6 +2,7 @@ package mailroute
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -121,5 +122,23 @@ func TestDirectStopsDNSWhenContextEnds(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := w.dns.TotalQueries(); n != after {
 		t.Errorf("%d DNS queries after Send returned", n-after)
+	}
+}
+
+// SendMail has no context: Config.SendMailTimeout bounds it. An ad-hoc
+// loopback relay that drips its greeting (a second per octet, so about 20
+// seconds under the per-reply timeouts alone) is given up at the deadline.
+func TestSendMailTotalDeadline(t *testing.T) {
+	srv := smtptest.StartFault(t, smtptest.FaultOptions{
+		Faults: []smtptest.Fault{{Step: smtptest.StepGreeting, Do: smtptest.Drip, Delay: time.Second}}})
+	m, err := New(Config{Hostname: "client.test", SendMailTimeout: 200 * time.Millisecond,
+		Router: Rules{{Domains: []string{"*"}, Via: Smarthost}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	err = m.SendMail(srv.Addr, nil, "a@x.test", []string{"b@y.test"}, []byte(testBody))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("error %v, want the SendMail deadline", err)
 	}
 }

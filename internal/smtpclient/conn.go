@@ -176,9 +176,10 @@ type Conn struct {
 	copyBuf []byte // body copy buffer for readers without WriteTo
 	dw      dotWriter
 	chunkR  chunkReader // BDAT body reader, kept here so it does not allocate
-	probe   [1]byte     // checks that a BDAT body ends where Tx.Size says
-	accBuf  []int       // reused by transactions
-	pendBuf []int       // reused by Send
+	probe   [1]byte     // checks that a BDAT body ends where Tx.Size says; peekSocket's buffer
+	peek    peekState
+	accBuf  []int // reused by transactions
+	pendBuf []int // reused by Send
 
 	ignoreLimits bool // tests: exercise the 452 path even when LIMITS is advertised
 }
@@ -236,6 +237,7 @@ func (c *Conn) end() {
 		c.stop = nil
 	}
 	c.opCtx = nil
+	c.lastUse = time.Now() // see splitDue
 }
 
 func (c *Conn) deadline(d time.Duration) time.Time {

@@ -62,7 +62,6 @@ func Dial(ctx context.Context, addr, host string, cfg *Config) (*Conn, error) {
 		c.Close()
 		return nil, err
 	}
-	c.lastUse = time.Now()
 	return c, nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Tx is one message to send: an envelope and a canonical body.
@@ -106,7 +105,6 @@ func (c *Conn) Send(ctx context.Context, tx *Tx) (*TxResult, error) {
 	if err := c.checkBeforeUse(); err != nil {
 		return res, res.failAll(err)
 	}
-	defer func() { c.lastUse = time.Now() }()
 	// Only the first transaction can follow an idle period.
 	split := c.splitDue()
 

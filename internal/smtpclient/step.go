@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -32,6 +33,14 @@ const defaultSplitAfterIdle = time.Second
 // one message).
 var errIdleClosed = errors.New("the server closed the session while it was idle")
 
+// peekState is what peekSocket keeps between calls.
+type peekState struct {
+	rc  syscall.RawConn
+	fn  func(fd uintptr) bool
+	n   int
+	err error
+}
+
 // sockState is what a non-blocking look at the socket found.
 type sockState uint8
 
@@ -56,7 +65,7 @@ func (c *Conn) quiet() error {
 	if c.r.Buffered() > 0 {
 		return ErrOutOfStep
 	}
-	switch peekSocket(c.raw, c.probe[:]) {
+	switch c.peekSocket() {
 	case sockEmpty, sockUnknown:
 		return nil
 	case sockClosed:

@@ -151,8 +151,8 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch
 				continue
 			}
 			sessions++
-			done := m.directTx(ctx, j, p, c, pooled, batch, &lastErr)
-			if done {
+			var done bool
+			if done, batch = m.directTx(ctx, j, p, c, pooled, batch, &lastErr); done {
 				return
 			}
 		}
@@ -218,13 +218,16 @@ func (m *Mailer) dialDirect(ctx context.Context, addr netip.Addr, host string) (
 // directTx runs one transaction on c, a session from p, and gives the
 // session back. It reports whether the batch was decided (delivered, or
 // failed in a way another host would not change); when it returns false,
-// *lastErr says why the next host should be tried. A pooled session that
-// turns out dead before MAIL was accepted is replaced once.
-func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Conn, pooled bool, batch []int, lastErr **Error) bool {
+// *lastErr says why the next host should be tried, with the recipients
+// still to try: a recipient the server refused outright (5xx to RCPT)
+// keeps that answer, final as in Postfix, whatever became of the
+// transaction. A pooled session that turns out dead before anything could
+// have been accepted is replaced once.
+func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Conn, pooled bool, batch []int, lastErr **Error) (bool, []int) {
 	start := time.Now()
 	if batch = j.withoutSMTPUTF8(c, batch, Direct); len(batch) == 0 {
 		p.put(c)
-		return true
+		return true, nil
 	}
 	res, err := c.Send(ctx, j.tx(batch))
 	if pooled && redialable(ctx, res, err) {
@@ -232,7 +235,7 @@ func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Co
 		if c, e = p.redial(ctx, c); e != nil {
 			keepMoreTelling(lastErr, e)
 			m.logAttempt(j, Direct, e.Host, batch, e, time.Since(start))
-			return false
+			return false, batch
 		}
 		res, err = c.Send(ctx, j.tx(batch))
 	}
@@ -241,11 +244,25 @@ func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Co
 		e := fromClient(err, nil)
 		keepMoreTelling(lastErr, e)
 		m.logAttempt(j, Direct, c.Host(), batch, e, time.Since(start))
-		return false
+		rest := make([]int, 0, len(batch))
+		for i, k := range batch {
+			if rcptRefused(res.Rcpts[i].Err) {
+				j.recordOne(k, res, i, c.Host(), Direct)
+			} else {
+				rest = append(rest, k)
+			}
+		}
+		return len(rest) == 0, rest
 	}
 	j.record(batch, res, c.Host(), Direct)
 	m.logTx(j, Direct, c.Host(), batch, res, err, time.Since(start))
-	return true
+	return true, nil
+}
+
+// rcptRefused reports a permanent refusal of the recipient itself.
+func rcptRefused(err error) bool {
+	ce, ok := err.(*smtpclient.Error)
+	return ok && ce.Command == "RCPT" && ce.Permanent
 }
 
 // keepMoreTelling replaces *kept with e unless *kept is a server's reply and

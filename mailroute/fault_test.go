@@ -2,6 +2,8 @@ package mailroute
 
 import (
 	"context"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -151,23 +153,28 @@ var faultRcpts = []string{"ok1@y.test", "bad@y.test", "ok2@y.test"}
 
 const faultBody = "From: a@x.test\r\nTo: ok1@y.test\r\nSubject: fault\r\n\r\nhello\r\n"
 
+// TestFaultTable runs every scenario on every path, through the smarthost
+// and direct to an MX (an address literal, so no DNS), whose sessions are
+// pooled and redialled alike.
 func TestFaultTable(t *testing.T) {
 	n := 0
 	for _, sc := range faultScenarios {
-		for _, mode := range faultModes {
-			for _, reused := range []bool{false, true} {
-				if reused && sc.freshOnly || !reused && sc.reuseOnly {
-					continue
+		for _, via := range []Via{Smarthost, Direct} {
+			for _, mode := range faultModes {
+				for _, reused := range []bool{false, true} {
+					if reused && sc.freshOnly || !reused && sc.reuseOnly {
+						continue
+					}
+					name := sc.name + "/" + via.String() + "/" + mode.name + "/fresh"
+					if reused {
+						name = sc.name + "/" + via.String() + "/" + mode.name + "/reused"
+					}
+					n++
+					t.Run(name, func(t *testing.T) {
+						t.Parallel()
+						runFault(t, sc, via, mode.name, mode.opts, reused)
+					})
 				}
-				name := sc.name + "/" + mode.name + "/fresh"
-				if reused {
-					name = sc.name + "/" + mode.name + "/reused"
-				}
-				n++
-				t.Run(name, func(t *testing.T) {
-					t.Parallel()
-					runFault(t, sc, mode.name, mode.opts, reused)
-				})
 			}
 		}
 	}
@@ -176,7 +183,7 @@ func TestFaultTable(t *testing.T) {
 	}
 }
 
-func runFault(t *testing.T, sc faultScenario, mode string, opts smtptest.FaultOptions, reused bool) {
+func runFault(t *testing.T, sc faultScenario, via Via, mode string, opts smtptest.FaultOptions, reused bool) {
 	opts.Rcpt = func(addr string) string {
 		if strings.HasPrefix(addr, "bad") {
 			return "550 5.1.1 no such user"
@@ -198,18 +205,27 @@ func runFault(t *testing.T, sc faultScenario, mode string, opts smtptest.FaultOp
 		sc.opts(&opts)
 	}
 	srv := smtptest.StartFault(t, opts)
-	m, err := New(Config{
-		Hostname:  "client.test",
-		Router:    Rules{{Domains: []string{"*"}, Via: Smarthost}},
-		Smarthost: &Relay{Addr: srv.Addr, InsecurePlaintextLoopback: true},
-	})
+	cfg := Config{Hostname: "client.test", Router: Rules{{Domains: []string{"*"}, Via: via}}}
+	domain := "y.test"
+	if via == Smarthost {
+		cfg.Smarthost = &Relay{Addr: srv.Addr, InsecurePlaintextLoopback: true}
+	} else {
+		_, port, _ := net.SplitHostPort(srv.Addr)
+		cfg.Direct.Port, _ = strconv.Atoi(port)
+		domain = "[127.0.0.1]"
+	}
+	rcpts := make([]string, len(faultRcpts))
+	for i, r := range faultRcpts {
+		rcpts[i] = strings.Replace(r, "y.test", domain, 1)
+	}
+	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
 	if reused {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := m.Send(ctx, "a@x.test", []string{"warm@y.test"}, strings.NewReader(faultBody))
+		_, err := m.Send(ctx, "a@x.test", []string{"warm@" + domain}, strings.NewReader(faultBody))
 		cancel()
 		if err != nil {
 			t.Fatalf("first message: %v", err)
@@ -222,8 +238,8 @@ func runFault(t *testing.T, sc faultScenario, mode string, opts smtptest.FaultOp
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	res, _ := m.Send(ctx, "a@x.test", faultRcpts, strings.NewReader(faultBody))
-	if res == nil || len(res.Recipients) != len(faultRcpts) {
+	res, _ := m.Send(ctx, "a@x.test", rcpts, strings.NewReader(faultBody))
+	if res == nil || len(res.Recipients) != len(rcpts) {
 		t.Fatalf("result %+v", res)
 	}
 	m.Close()

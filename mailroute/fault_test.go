@@ -74,6 +74,11 @@ var faultScenarios = []faultScenario{
 	{name: "extra 550 after MAIL", faults: []smtptest.Fault{at(smtptest.StepMAIL, smtptest.Extra, "550 5.0.0 extra")}, want: redialData},
 	{name: "unsolicited before RCPT 2", faults: []smtptest.Fault{atRcpt(2, smtptest.Unsolicited, "250 2.1.5 surprise")}, want: redialData},
 	{name: "extra line after last RCPT", faults: []smtptest.Fault{atRcpt(3, smtptest.Extra, "250 2.1.5 again")}, want: redialData},
+	{name: "extra 421 after RCPT 1", faults: []smtptest.Fault{atRcpt(1, smtptest.Extra, "421 4.4.2 bye")}, want: redialData},
+	// Found by FuzzServer: the 421 read in place of a RCPT reply must not
+	// hide that a line too many came before it (ok1 took the 550).
+	{name: "extra 550 after MAIL, extra 421 after each RCPT", faults: []smtptest.Fault{
+		at(smtptest.StepMAIL, smtptest.Extra, "550 5.1.1 no"), atRcpt(0, smtptest.Extra, "421 4.4.2 bye")}, want: redialData},
 	{name: "extra line after 354", faults: []smtptest.Fault{at(smtptest.StepDATA, smtptest.Extra, "250 2.0.0 extra")},
 		want: map[string]string{"bdat": "DFD", "reused": "DFD", "*": "TTT"}},
 	{name: "extra line after final reply", faults: []smtptest.Fault{at(smtptest.StepFinal, smtptest.Extra, "250 2.0.0 again")}, want: allDefer},

@@ -92,6 +92,8 @@ func (c *Conn) transaction(tx *Tx, res *TxResult, chunk []int, hasRest bool, bod
 			return nil, 0, false, t.stepFault("DATA", misplaced("DATA", dataRep))
 		}
 		if c.r.Buffered() > 0 {
+			// Nothing may follow the reply to DATA: after 354 the server
+			// waits for the data, after a refusal for the next command.
 			return nil, 0, false, t.stepFault("DATA", nil)
 		}
 	}
@@ -374,6 +376,10 @@ func (t *txn) sync() error {
 				t.res.Rcpts[i].Err = t.mailErr
 			}
 			if !c.usable {
+				// A 421: the server is closing, so nothing may follow it.
+				if c.r.Buffered() > 0 {
+					return t.stepFault("MAIL", nil)
+				}
 				return t.mailErr
 			}
 		}
@@ -403,6 +409,9 @@ func (t *txn) sync() error {
 			r.Err = c.unexpected("RCPT", rep, nil)
 			t.decided++
 			if !c.usable {
+				if c.r.Buffered() > 0 { // nothing may follow a 421
+					return t.stepFault("RCPT", nil)
+				}
 				return r.Err
 			}
 		}

@@ -2,7 +2,7 @@ package mailroute
 
 import (
 	"errors"
-	"strings"
+	"strconv"
 
 	"github.com/mailroute/go-mailroute/internal/mx"
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
@@ -19,12 +19,14 @@ const (
 	// no such user, mailbox full or disabled). The relay cannot fix it.
 	ClassMailbox
 	// ClassMessage: the message itself (x.3.x, x.6.x: too large, bad
-	// content or encoding, SMTPUTF8 needed). The relay cannot fix it.
+	// content or encoding, a virus, SMTPUTF8 needed). The relay cannot fix
+	// it.
 	ClassMessage
 	// ClassPolicy: the receiver refused the sender: reputation, block
-	// lists, "unsolicited", SPF/DKIM/DMARC/reverse DNS failures (x.7.x that
-	// is not greylisting; Microsoft's S3140/S3150, Yahoo's TSS04). A
-	// reputable relay is the fix.
+	// lists, "unsolicited", SPF/DKIM/DMARC/reverse DNS failures, or a 5.7.x
+	// refusal. A 4.7.x reply is policy only with a marker of reputation,
+	// authentication or the client host in its text. A reputable relay is
+	// the fix.
 	ClassPolicy
 	// ClassGreylist: greylisting; retrying from the same IP is what passes.
 	ClassGreylist
@@ -54,113 +56,102 @@ func (c Class) String() string {
 	return "unknown"
 }
 
-// Classify says what kind of failure err is. It reads the *Error's reply
-// code, enhanced status code (RFC 3463) and, for reputation and greylisting,
-// which servers signal only in words, the reply text.
-func Classify(err error) Class {
+// Verdict is a classification with the evidence that decided it.
+type Verdict struct {
+	// Class is what kind of failure it is.
+	Class Class
+	// Marker, when the reply's text decided, is the words that did, as
+	// they appear in the reply (e.g. "blocked using zen.spamhaus.org",
+	// "S3150", "Greylisted"). Echoed addresses, host names, URLs and
+	// bracketed tokens are never markers.
+	Marker string
+	// Code, when the reply's codes decided, is the code that did: the
+	// enhanced status code ("5.1.1") or, without one, the reply code
+	// ("550").
+	Code string
+	// Why is the evidence when no reply decided: a connection, DNS or
+	// configuration failure ("connection refused", "null MX").
+	Why string
+}
+
+// String formats the verdict as the class and its evidence, e.g.
+// `policy: "blocked using zen.spamhaus.org"` or `mailbox: 5.1.1`.
+func (v Verdict) String() string {
+	s := v.Class.String()
+	switch {
+	case v.Marker != "":
+		return s + ": " + strconv.Quote(v.Marker)
+	case v.Code != "":
+		return s + ": " + v.Code
+	case v.Why != "":
+		return s + ": " + v.Why
+	}
+	return s
+}
+
+// Classify says what kind of failure err is: Explain(err).Class.
+func Classify(err error) Class { return Explain(err).Class }
+
+// Explain classifies err and says why. It reads the *Error's reply code,
+// its enhanced status code (RFC 3463) and, for what servers signal only in
+// words — reputation, block lists, authentication, greylisting — the
+// reply's own text, leaving out what the server echoes (addresses, host
+// names, URLs, bracketed tokens), so that a recipient called
+// nospam@example.org or a host called antispam.example.net decides
+// nothing. Use it on a RecipientResult's Err or DirectErr.
+func Explain(err error) Verdict {
 	if err == nil {
-		return ClassNone
+		return Verdict{Class: ClassNone}
 	}
 	switch {
-	case errors.Is(err, ErrSmarthostAuth), errors.Is(err, ErrSmarthostTLS), errors.Is(err, ErrNoSmarthost):
-		return ClassConfig
-	case errors.Is(err, mx.ErrNullMX), errors.Is(err, mx.ErrNoSuchDomain), errors.Is(err, mx.ErrTemporary):
-		return ClassDNS
-	case errors.Is(err, smtpclient.ErrSizeExceeded), errors.Is(err, smtpclient.ErrSMTPUTF8Unsupported):
-		return ClassMessage
+	case errors.Is(err, ErrSmarthostAuth):
+		return Verdict{Class: ClassConfig, Why: "smarthost authentication failed"}
+	case errors.Is(err, ErrSmarthostTLS):
+		return Verdict{Class: ClassConfig, Why: "smarthost TLS failed"}
+	case errors.Is(err, ErrNoSmarthost):
+		return Verdict{Class: ClassConfig, Why: "no smarthost configured"}
+	case errors.Is(err, mx.ErrNullMX):
+		return Verdict{Class: ClassDNS, Why: "null MX"}
+	case errors.Is(err, mx.ErrNoSuchDomain):
+		return Verdict{Class: ClassDNS, Why: "no such domain"}
+	case errors.Is(err, mx.ErrTemporary):
+		return Verdict{Class: ClassDNS, Why: "DNS lookup failed temporarily"}
+	case errors.Is(err, smtpclient.ErrSizeExceeded):
+		return Verdict{Class: ClassMessage, Why: "message larger than the server's SIZE"}
+	case errors.Is(err, smtpclient.ErrSMTPUTF8Unsupported):
+		return Verdict{Class: ClassMessage, Why: "SMTPUTF8 needed"}
 	case errors.Is(err, smtpclient.ErrConnectionLost):
-		return ClassTemporary
+		return Verdict{Class: ClassTemporary, Why: "connection lost after the end of data"}
 	case errors.Is(err, ErrTLSRequired), errors.Is(err, smtpclient.ErrTLSFailed), errors.Is(err, smtpclient.ErrTLSUnavailable):
-		return ClassConnection
+		return Verdict{Class: ClassConnection, Why: "TLS failed"}
 	}
 	var e *Error
 	if !errors.As(err, &e) {
-		return ClassTemporary
+		return Verdict{Class: ClassTemporary, Why: "not a delivery error"}
 	}
 	if e.Code == 0 {
 		switch e.Command {
 		case "DNS":
-			return ClassDNS
+			return Verdict{Class: ClassDNS, Why: "DNS lookup failed"}
 		case "route":
-			return ClassTemporary
+			return Verdict{Class: ClassTemporary, Why: "no route"}
 		}
 		if e.Permanent {
-			return ClassPermanent
+			return Verdict{Class: ClassPermanent, Why: "permanent local failure"}
 		}
-		return ClassConnection
+		return Verdict{Class: ClassConnection, Why: connectWhy(e)}
 	}
-	return classifyReply(e.Code, e.Enhanced, e.Message, e.Command)
+	return explainReply(e.Code, e.Enhanced, e.Message, e.Command)
 }
 
-// classifyReply classifies one SMTP reply.
-func classifyReply(code int, enh EnhancedCode, text, command string) Class {
-	lower := strings.ToLower(text)
-	if containsAny(lower, greylistWords) {
-		return ClassGreylist
+// connectWhy names a failure to hold an SMTP conversation.
+func connectWhy(e *Error) string {
+	switch kind := connectFailure(e); kind {
+	case "":
+		return "no SMTP conversation"
+	default:
+		return "connect: " + kind
 	}
-	if containsAny(lower, policyWords) || containsAny(text, policyCodes) {
-		return ClassPolicy
-	}
-	if code == 421 && (command == "greeting" || command == "EHLO" || command == "HELO") {
-		return ClassConnection // busy or closing before any transaction
-	}
-	if enh != (EnhancedCode{}) {
-		switch enh[1] {
-		case 1, 2:
-			return ClassMailbox
-		case 3:
-			// Mail system status: 5.3.4 is "too big for the system"; a
-			// 4.3.x is a receiver's passing trouble.
-			if code >= 500 {
-				return ClassMessage
-			}
-		case 6:
-			return ClassMessage
-		case 7:
-			return ClassPolicy
-		}
-	} else {
-		switch code {
-		case 550, 551, 553:
-			return ClassMailbox
-		case 552:
-			return ClassMessage
-		case 554:
-			return ClassPolicy // "transaction failed": most often a block
-		}
-	}
-	if code >= 500 {
-		return ClassPermanent
-	}
-	return ClassTemporary
-}
-
-// greylistWords mark greylisting, which servers signal in words only
-// (postgrey: "Greylisted, see …"; others "greylisting in action").
-var greylistWords = []string{"greylist", "graylist", "grey list", "gray list", "grey-list", "gray-list"}
-
-// policyWords mark a refusal of the sender rather than of the recipient,
-// whatever the code says. Sources: Gmail's and Microsoft's published
-// bounce texts, Spamhaus's and other block lists' reply conventions.
-var policyWords = []string{
-	"spamhaus", "blocklist", "block list", "blacklist", "black list", "denylist", "dnsbl",
-	"unsolicited", "reputation", "spam", "junk",
-	"spf", "dkim", "dmarc", "reverse dns", "rdns", "ptr record", "not authenticated",
-	"unauthenticated", "banned", "blocked",
-}
-
-// policyCodes are provider codes for reputation blocks: Microsoft's
-// S3140/S3150 (IP on its block list), Yahoo's TSS04 (complaints, volume),
-// and Gmail's enhanced codes that it writes into the text.
-var policyCodes = []string{"S3140", "S3150", "TSS04", "TSS09", "5.7.23", "5.7.25", "5.7.26", "5.7.27"}
-
-func containsAny(s string, words []string) bool {
-	for _, w := range words {
-		if strings.Contains(s, w) {
-			return true
-		}
-	}
-	return false
 }
 
 // FallbackPolicy decides when a recipient that direct delivery could not

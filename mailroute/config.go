@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
 )
@@ -49,6 +50,15 @@ type Config struct {
 	// Fallback decides which direct failures are re-sent through the
 	// smarthost. The zero value is the default policy; see FallbackPolicy.
 	Fallback FallbackPolicy
+	// MeterProvider receives the outcome figures as OpenTelemetry metrics
+	// (instruments and attributes are listed in metrics.go's package
+	// documentation and the README). nil: none are exported; Mailer.Stats
+	// still has them.
+	MeterProvider metric.MeterProvider
+	// Learning configures the routes learned from refusals and the
+	// blocked-port-25 detector. The zero value learns, with the defaults;
+	// see Learning.
+	Learning Learning
 	// Queue keeps what Send could not deliver and retries it; nil: no
 	// queue, and deferred recipients are the caller's to retry. &Spool{Dir:
 	// …} is the embedded store.

@@ -43,6 +43,13 @@
 //     recipient whose direct delivery failed in a way the relay can fix —
 //     no MX reachable, a reputation or policy refusal — is re-sent through
 //     the smarthost ([FallbackPolicy], [Classify]).
+//     Each failure explains itself ([Explain], [Verdict]) from the reply's
+//     own words and codes, and a policy refusal teaches a route: mail to
+//     the same MX site goes through the smarthost for a while ([Learning],
+//     [Mailer.Lessons]); direct connections failing everywhere while the
+//     relay works mean outbound port 25 is blocked ([BlockedPort25]).
+//     Outcomes are counted per provider and path ([Mailer.Stats],
+//     [Config.MeterProvider]).
 //  6. Queue what is still deferred ([Config.Queue], [Spool]): it survives
 //     restarts and is retried on the [RetryPolicy] schedule, through the
 //     smarthost after repeated direct deferrals, until delivered or given

@@ -83,7 +83,8 @@ func (s CheckStatus) String() string {
 // Finding is the outcome of one check of a Report.
 type Finding struct {
 	// Check names what was checked: "MX", "EHLO name", "reverse DNS",
-	// "SPF", "DKIM", "DMARC" or "relay".
+	// "SPF", "DKIM", "DMARC", "relay", or "port 25" (what a Mailer found
+	// while sending; see BlockedPort25).
 	Check string
 	// Path is the delivery path the finding concerns: Direct, Smarthost,
 	// or 0 for both.
@@ -188,8 +189,14 @@ func Check(ctx context.Context, cfg Config, opts CheckOptions) (*Report, error) 
 }
 
 // Check runs Check with the Mailer's configuration.
+// Beside the setup checks, it reports what the Mailer has found while
+// sending, such as a blocked outbound port 25.
 func (m *Mailer) Check(ctx context.Context, opts CheckOptions) (*Report, error) {
-	return check(ctx, &m.cfg, m.hostname, opts)
+	r, err := check(ctx, &m.cfg, m.hostname, opts)
+	if r != nil {
+		m.learn.findings(r)
+	}
+	return r, err
 }
 
 func check(ctx context.Context, cfg *Config, hostname string, opts CheckOptions) (*Report, error) {

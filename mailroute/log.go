@@ -24,6 +24,7 @@ func attrs(j *job, via Via, host string, rcpts int, e *Error, d time.Duration) [
 			slog.String("enhanced", e.Enhanced.String()),
 			slog.String("command", e.Command),
 			slog.String("class", errorClassOf(e)),
+			slog.String("verdict", Explain(e).String()),
 			slog.String("error", e.Error()),
 		)
 	}

@@ -24,6 +24,9 @@ type Mailer struct {
 	relay    *smarthost // nil without Config.Smarthost
 	direct   directPools
 	queue    *queueRuntime // nil without Config.Queue
+	state    StateStore    // what the Mailer learns: Config.Queue's, or in memory
+	learn    *learner      // routes learned from refusals; see Learning
+	figures  *figures      // outcome figures; see Stats
 
 	// testDialer replaces the direct dialer in tests that count
 	// connections from the client's side.
@@ -89,6 +92,9 @@ func New(cfg Config) (*Mailer, error) {
 		TemporaryTTL: cfg.MXCacheTemporaryTTL,
 		Context:      m.sends.ctx, // Shutdown stops the lookups in flight
 	}
+	m.state = stateStoreOf(cfg.Queue)
+	m.learn = newLearner(m)
+	m.figures = newFigures(cfg.MeterProvider)
 	go m.reapLoop()
 	if cfg.Queue != nil {
 		m.queue = newQueueRuntime(m)
@@ -114,8 +120,9 @@ var ErrClosed = errors.New("mailroute: Mailer is closed")
 
 // Route returns the route mail to a domain or address would take, with the
 // evidence, without sending anything: a dry run of the Mailer's routing,
-// through the same MX cache delivery uses. An address literal
-// ("user@[192.0.2.1]") always goes Direct.
+// through the same MX cache delivery uses. A learned route (see Learning)
+// shows as its evidence: which reply taught it, when, and until when. An
+// address literal ("user@[192.0.2.1]") always goes Direct.
 func (m *Mailer) Route(ctx context.Context, domainOrAddress string) (Route, error) {
 	domain := domainOrAddress
 	if i := strings.LastIndexByte(domain, '@'); i >= 0 {
@@ -130,10 +137,12 @@ func (m *Mailer) Route(ctx context.Context, domainOrAddress string) (Route, erro
 		// A call on the concrete type lets d stay on this stack, so a rule
 		// hit costs no allocation at all.
 		r, err := c.Route(ctx, &d)
-		return checkDecision(&d, r, err)
+		r, err = checkDecision(&d, r, err)
+		return m.withLessons(ctx, d.Domain, r, err)
 	}
 	heap := d
-	return m.route(ctx, &heap)
+	r, err := m.route(ctx, &heap)
+	return m.withLessons(ctx, heap.Domain, r, err)
 }
 
 // Destination returns the destination for a domain or an address's domain

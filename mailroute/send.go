@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/mailroute/go-mailroute/internal/message"
 	"github.com/mailroute/go-mailroute/internal/mx"
@@ -172,6 +173,8 @@ func (m *Mailer) group(from string, fromUTF8 bool, rcpts []message.Address, body
 // deliver routes one destination and hands it to the chosen transport. A
 // job the queue marked for the smarthost skips routing.
 func (m *Mailer) deliver(ctx context.Context, j *job) {
+	start := time.Now()
+	defer func() { m.figures.record(ctx, j, m.providerOf(j.dest), time.Since(start)) }()
 	if j.forceRelay {
 		m.deliverSmarthost(ctx, j)
 		for k := range j.rcpts {
@@ -185,13 +188,26 @@ func (m *Mailer) deliver(ctx context.Context, j *job) {
 		return
 	}
 	j.route = route
+	learn := m.learn.active(j)
+	var site string
+	var probe bool
+	if learn && route.Via == Direct {
+		route, site, probe = m.learn.route(ctx, j)
+		j.route = route
+	}
 	if route.Via == Smarthost {
 		m.deliverSmarthost(ctx, j)
 		return
 	}
 	m.deliverDirect(ctx, j)
+	if learn {
+		m.learn.observe(ctx, j, site, probe)
+	}
 	if j.relay != nil {
 		m.fallback(ctx, j)
+	}
+	if learn {
+		m.learn.blocked.observe(ctx, j, site)
 	}
 }
 

@@ -88,3 +88,12 @@ func (s *memoryState) ListState(_ context.Context, namespace string, now time.Ti
 	}
 	return out, nil
 }
+
+// stateStoreOf is the StateStore of a Mailer with queue q: the queue's own
+// when it keeps state, else one in memory.
+func stateStoreOf(q QueueStore) StateStore {
+	if s, ok := q.(StateStore); ok {
+		return s
+	}
+	return &memoryState{}
+}

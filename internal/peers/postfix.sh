@@ -15,7 +15,9 @@
 #   127.0.0.1:$PF_SMTP_PORT and 127.0.0.2:$PF_SMTP_PORT (2525)
 #       MX-style receiver: STARTTLS offered (not required), no AUTH; accepts
 #       only $PF_DOMAINS (others: 554 relay access denied); recipient local
-#       part reject* -> 550 5.1.1, tempfail* -> 450 4.2.0. Every accepted
+#       part reject* -> 550 5.1.1, tempfail* -> 450 4.2.0, repblock* -> 554
+#       5.7.1 "blocked using zen.spamhaus.org" (a reputation refusal, for the
+#       routes mailroute learns from refusals). Every accepted
 #       recipient gets one file in the Maildir $PEERS_DIR/postfix/mail/inbound.
 #   127.0.0.1:$PF_SUBMISSION_PORT (5870)
 #       submission smarthost: STARTTLS, then SASL AUTH PLAIN/LOGIN/CRAM-MD5
@@ -188,6 +190,7 @@ EOF
   cat > "$C/recipient_access" <<'EOF'
 /^reject[^@]*@/    550 5.1.1 test: user unknown
 /^tempfail[^@]*@/  450 4.2.0 test: try again later
+/^repblock[^@]*@/  554 5.7.1 test: Service unavailable; Client host blocked using zen.spamhaus.org
 EOF
   cat > "$C/sasl/smtpd.conf" <<EOF
 pwcheck_method: auxprop

@@ -34,6 +34,8 @@ var migrations = []string{
 	);
 	CREATE INDEX river_job_mailroute_due ON river_job (queue, scheduled_at, id)
 		WHERE kind = 'mailroute_message' AND state IN ('available', 'scheduled', 'retryable');`,
+	// 2: what the Mailers learn (mailroute.StateStore; state.go).
+	stateMigration,
 }
 
 // Migrate brings the database to the schema this package needs: River's

@@ -114,8 +114,13 @@ func TestMigrateConcurrentAndIdempotent(t *testing.T) {
 		t.Fatalf("Migrate again: %v", err)
 	}
 	var v int
-	if err := pool.QueryRow(ctx, `SELECT max(version) FROM mailroute_migration`).Scan(&v); err != nil || v != 1 {
+	// Version 2 added mailroute_state (state.go).
+	if err := pool.QueryRow(ctx, `SELECT max(version) FROM mailroute_migration`).Scan(&v); err != nil || v != 2 {
 		t.Errorf("version %d, %v", v, err)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM mailroute_migration`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("%d migration rows, %v: a migration ran twice or not at all", n, err)
 	}
 }
 

@@ -320,13 +320,19 @@ func (c *Conn) readReplyLost(cmd string, timeout time.Duration, lost bool) (Repl
 	return rep, nil
 }
 
-// cmd writes one command, flushes it and reads its reply.
+// cmd writes one command, flushes it and reads its reply. Nothing may
+// follow that reply: a line more would be taken as the answer to the next
+// command (see ErrOutOfStep).
 func (c *Conn) cmd(name string, timeout time.Duration, parts ...string) (Reply, error) {
 	c.writeCmd(parts...)
 	if err := c.flush(name, timeout); err != nil {
 		return Reply{}, err
 	}
-	return c.readReply(name, timeout)
+	rep, err := c.readReply(name, timeout)
+	if err == nil && c.r.Buffered() > 0 {
+		return Reply{}, c.ioError(name, protocolErrorf("bytes after the reply to %s", name), ErrOutOfStep)
+	}
+	return rep, err
 }
 
 // unexpected builds the error for a reply of the wrong class. A 1xx-3xx

@@ -75,6 +75,9 @@ func (c *Conn) open(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	if c.r.Buffered() > 0 { // a line more would pass for EHLO's reply
+		return c.ioError("greeting", protocolErrorf("bytes after the greeting"), ErrOutOfStep)
+	}
 	if rep.Code != 220 {
 		return c.unexpected("greeting", rep, nil)
 	}

@@ -86,6 +86,7 @@ var faultScenarios = []faultScenario{
 	{name: "unsolicited before final reply", faults: []smtptest.Fault{at(smtptest.StepFinal, smtptest.Unsolicited, "250 2.0.0 surprise")}, want: allDefer},
 	{name: "unsolicited 554 before final reply", faults: []smtptest.Fault{at(smtptest.StepFinal, smtptest.Unsolicited, "554 5.0.0 surprise")}, want: allDefer},
 	{name: "extra line after EHLO", faults: []smtptest.Fault{at(smtptest.StepEHLO, smtptest.Extra, "250 2.0.0 extra")}, want: allDefer, freshOnly: true},
+	{name: "extra line after greeting", faults: []smtptest.Fault{at(smtptest.StepGreeting, smtptest.Extra, "250 2.0.0 ok")}, want: allDefer, freshOnly: true},
 	{name: "unsolicited before greeting", faults: []smtptest.Fault{at(smtptest.StepGreeting, smtptest.Unsolicited, "250 early")}, want: allDefer, freshOnly: true},
 	{name: "unsolicited between transactions", reuseOnly: true, idle: 100 * time.Millisecond, want: clean,
 		opts: func(o *smtptest.FaultOptions) { o.IdleWrite, o.IdleWriteAfter = "250 2.0.0 hello", 20*time.Millisecond }},

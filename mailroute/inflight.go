@@ -16,10 +16,12 @@ type inflight struct {
 	wg     sync.WaitGroup
 	ctx    context.Context // done when Shutdown stops waiting
 	cancel context.CancelFunc
+	done   func() // f.wg.Done, made once
 }
 
 func (f *inflight) init() {
 	f.ctx, f.cancel = context.WithCancel(context.Background())
+	f.done = f.wg.Done
 }
 
 // enter counts a Send in, with a context that also ends when Shutdown
@@ -31,6 +33,11 @@ func (f *inflight) enter(ctx context.Context) (context.Context, func(), bool) {
 		return nil, nil, false
 	}
 	f.wg.Add(1)
+	if ctx == context.Background() {
+		// The common call without a context of its own: f.ctx is the same
+		// context plus Shutdown's cancellation, at no cost per call.
+		return f.ctx, f.done, true
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(f.ctx, cancel)
 	return ctx, func() {

@@ -166,6 +166,12 @@ type FallbackPolicy struct {
 	Never bool
 	// OnGreylist also falls back when the direct attempt was greylisted.
 	OnGreylist bool
+	// OnTLSPolicy also falls back when the destination's DANE or MTA-STS
+	// policy could not be met (ErrTLSPolicy). Off by default: the relay's
+	// own TLS is verified, but how it then reaches the destination is
+	// its business, and a policy that fails is more often an attack or a
+	// misconfiguration to be noticed than a fault to route around.
+	OnTLSPolicy bool
 	// Decide, when set, replaces the classes above: it is given the
 	// direct failure and says whether to try the smarthost.
 	Decide func(err error) bool
@@ -179,6 +185,10 @@ func (p FallbackPolicy) ShouldFallback(err error) bool {
 		return false
 	case p.Decide != nil:
 		return p.Decide(err)
+	case errors.Is(err, ErrTLSPolicy):
+		return p.OnTLSPolicy
+	case errors.Is(err, ErrREQUIRETLS):
+		return true // the verified relay may offer REQUIRETLS
 	}
 	switch Classify(err) {
 	case ClassConnection, ClassPolicy:

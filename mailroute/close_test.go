@@ -3,6 +3,7 @@ package mailroute
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"runtime"
 	"strconv"
@@ -197,7 +198,7 @@ func TestCloseWaitsForSendInDNS(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := m.Send(context.Background(), "a@x.test", []string{"b@slow.test"}, strings.NewReader(testBody)); err != ErrClosed {
+	if _, err := m.Send(context.Background(), "a@x.test", []string{"b@slow.test"}, strings.NewReader(testBody)); !errors.Is(err, ErrClosed) {
 		t.Errorf("Send after Close: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/oauth2"
 
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
 )
@@ -24,9 +25,22 @@ type Config struct {
 	Hostname string
 	// Router decides each destination's route. nil: DefaultRouter.
 	Router Router
-	// Smarthost is the relay for Smarthost routes and fallback. nil: none,
-	// and mail routed to the smarthost fails with a clear error.
+	// Smarthost is the default relay, for Smarthost routes and fallback
+	// that name no other. nil: none, and mail routed to it fails with a
+	// clear error.
 	Smarthost *Relay
+	// Relays are further relays, by name, for routes that name one
+	// (Route.Relay, Rule.Relay), for senders (SenderRelays), and as the
+	// failover of another relay (Relay.Failover).
+	Relays map[string]*Relay
+	// SenderRelays picks the relay by the envelope sender's domain, for
+	// applications that send for several domains, each with its own relay
+	// account (Postfix's sender_dependent_relayhost_maps). Keys are
+	// domains ("example.com") or, with a leading dot, a domain and its
+	// subdomains (".example.com"); an exact key beats a suffix, and a
+	// longer suffix a shorter one. Values name relays of Relays. A relay
+	// the route names beats the sender's; the sender's beats Smarthost.
+	SenderRelays map[string]string
 	// Direct configures delivery to MX hosts.
 	Direct DirectOptions
 	// Resolver answers MX and address lookups. nil: the system resolver.
@@ -193,8 +207,24 @@ type DirectOptions struct {
 	// TLS is the STARTTLS policy. The zero value is Opportunistic.
 	TLS TLSPolicy
 	// TLSConfig is used for STARTTLS. nil: the system roots (verification
-	// only applies under RequireTLS).
+	// only applies under RequireTLS, MTA-STS and DANE). Its RootCAs also
+	// verify MTA-STS policy hosts.
 	TLSConfig *tls.Config
+	// DANEResolver is the address of a validating DNS resolver the Mailer
+	// trusts, such as a local Unbound on "127.0.0.1:53". Setting it turns
+	// DANE (RFC 7672) on: MX and TLSA records are asked of it, and only
+	// answers it marks authenticated (the AD bit) count. A destination
+	// whose MX hosts publish TLSA records then gets TLS verified by them,
+	// never plaintext. The resolver must be one an attacker cannot
+	// impersonate — on this host, or reached over a trusted link — since
+	// its AD bit is believed, not checked. "": no DANE.
+	DANEResolver string
+	// NoMTASTS turns MTA-STS (RFC 8461) off. By default each destination's
+	// _mta-sts TXT record is looked up, its policy fetched over verified
+	// HTTPS and kept for its max_age (in Config.Queue when it is a
+	// StateStore, in memory otherwise), and applied: in enforce mode only
+	// the MX hosts it names are used, over TLS verified for their names.
+	NoMTASTS bool
 	// Timeouts per stage; zero fields take RFC 5321's values.
 	Timeouts Timeouts
 }
@@ -205,6 +235,11 @@ func (o DirectOptions) check() error {
 	}
 	if o.TLS > NoTLS {
 		return fmt.Errorf("mailroute: DirectOptions.TLS: unknown policy %v", o.TLS)
+	}
+	if o.DANEResolver != "" {
+		if _, port, err := net.SplitHostPort(o.DANEResolver); err != nil || port == "" {
+			return fmt.Errorf("mailroute: DirectOptions.DANEResolver %q: want host:port, such as 127.0.0.1:53", o.DANEResolver)
+		}
 	}
 	if o.LocalAddr.IsValid() && o.LocalAddr.Zone() != "" {
 		return fmt.Errorf("mailroute: DirectOptions.LocalAddr %v: zones are not supported", o.LocalAddr)
@@ -231,10 +266,19 @@ type Relay struct {
 	// mechanism it offers after TLS: PLAIN, then LOGIN, then CRAM-MD5.
 	// They are only ever sent over a verified TLS connection.
 	Username, Password string
-	// Auth, when set, is used instead of Username and Password: a go-sasl
-	// client such as XOAUTH2 or OAUTHBEARER for Gmail or Microsoft 365. It
-	// is used for every new connection, so it must be reusable (go-sasl's
-	// PLAIN, XOAUTH2 and OAUTHBEARER clients are).
+	// TokenSource, when set, authenticates Username with OAuth 2.0
+	// instead of a password, as Gmail and Microsoft 365 want: a token is
+	// taken from it for each new session (so a pooled relay never sends
+	// an expired one; wrap it in oauth2.ReuseTokenSource to cache tokens
+	// until they expire) and sent by OAUTHBEARER (RFC 7628) or XOAUTH2,
+	// whichever the relay offers. A refused token's error holds an
+	// *OAuth2Error with the server's status and the scope it wants.
+	TokenSource oauth2.TokenSource
+	// Auth, when set, is used instead of Username and Password: any
+	// go-sasl client. The same client is used for every new session, so
+	// it must be reusable and hold nothing that expires: go-sasl's PLAIN
+	// client is fine, but a bearer token is not (it expires within an
+	// hour; use TokenSource). go-sasl has no XOAUTH2 client.
 	Auth sasl.Client
 	// TLSConfig is used for the relay's TLS. nil: the system roots.
 	// ServerName defaults to the host in Addr.
@@ -245,6 +289,13 @@ type Relay struct {
 	// session goes on in plaintext otherwise — credentials included, if
 	// configured. New refuses it for any address that is not loopback.
 	InsecurePlaintextLoopback bool
+	// Failover names the relay of Config.Relays tried next when this one
+	// cannot be used: connecting, the greeting, EHLO, TLS or AUTH failed
+	// (it is down, or refuses the configuration), so that nothing of the
+	// message was sent. Refusals of the mail itself (MAIL, RCPT, DATA) do
+	// not fail over: the next relay would most likely refuse it too.
+	// "": none. Chains are allowed, cycles are not.
+	Failover string
 	// MaxIdle is how many idle authenticated sessions are kept for reuse.
 	// 0: 2; negative: none (a new session per transaction).
 	MaxIdle int
@@ -275,6 +326,14 @@ func (r *Relay) check() error {
 	}
 	if r.Password != "" && r.Username == "" && r.Auth == nil {
 		return fmt.Errorf("mailroute: Relay has a Password but no Username")
+	}
+	if r.TokenSource != nil {
+		switch {
+		case r.Username == "":
+			return fmt.Errorf("mailroute: Relay.TokenSource needs the Username the token is for")
+		case r.Password != "" || r.Auth != nil:
+			return fmt.Errorf("mailroute: Relay has a TokenSource and also a Password or Auth; give one way to authenticate")
+		}
 	}
 	return nil
 }

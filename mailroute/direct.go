@@ -51,16 +51,24 @@ const maxRcptsPerTx = 100
 //   - at most directHostLimit host names looked up, directAddressLimit
 //     addresses tried and directSessionLimit sessions per transaction, and
 //     nothing more (no lookup, no dial) once ctx is done.
+//   - each host under the destination's TLS policy (tlspolicy.go): DANE,
+//     MTA-STS or DirectOptions.TLS; a host the policy excludes is skipped,
+//     one whose TLS fails the policy is the next host's turn.
 func (m *Mailer) deliverDirect(ctx context.Context, j *job) {
 	hosts, err := m.directHosts(ctx, j.dest)
 	if err != nil {
 		j.failAll(fromDNS(err), "")
 		return
 	}
+	sec, hosts, perr := m.policyTLS(ctx, j, hosts)
+	if perr != nil {
+		j.failAll(perr, "")
+		return
+	}
 	pending := j.pending()
 	for len(pending) > 0 {
 		n := min(len(pending), maxRcptsPerTx)
-		m.directBatch(ctx, j, hosts, pending[:n])
+		m.directBatch(ctx, j, sec, hosts, pending[:n])
 		pending = pending[n:]
 	}
 }
@@ -113,7 +121,7 @@ func (m *Mailer) hostAddrs(ctx context.Context, host string) ([]netip.Addr, erro
 // directBatch sends one transaction's recipients, walking the hosts until
 // one gives a final answer. Sessions come from the per-host pools, so a
 // burst of messages to one MX rides one connection.
-func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch []int) {
+func (m *Mailer) directBatch(ctx context.Context, j *job, sec *destTLS, hosts []*net.MX, batch []int) {
 	var lastErr *Error
 	addrsTried, sessions := 0, 0
 	for n, h := range hosts {
@@ -123,6 +131,12 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch
 		}
 		if n == directHostLimit || addrsTried == directAddressLimit || sessions == directSessionLimit {
 			break
+		}
+		ht := sec.host(ctx, h.Host)
+		if ht.refuse != nil {
+			keepMoreTelling(&lastErr, ht.refuse)
+			m.logAttempt(j, Direct, h.Host, batch, ht.refuse, 0)
+			continue
 		}
 		addrs, err := m.hostAddrs(ctx, h.Host)
 		if err != nil {
@@ -140,7 +154,7 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch
 				break
 			}
 			addrsTried++
-			p := m.direct.get(h.Host, a)
+			p := m.direct.get(h.Host, a, ht)
 			c, pooled, dialErr := p.get(ctx)
 			if dialErr != nil {
 				if dialErr.Host == "" {
@@ -151,6 +165,12 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch
 				continue
 			}
 			sessions++
+			if e := sec.checkSession(c, ht); e != nil {
+				p.put(c)
+				keepMoreTelling(&lastErr, e)
+				m.logAttempt(j, Direct, h.Host, batch, e, 0)
+				continue
+			}
 			var done bool
 			if done, batch = m.directTx(ctx, j, p, c, pooled, batch, &lastErr); done {
 				return
@@ -163,14 +183,30 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, hosts []*net.MX, batch
 	j.fail(batch, lastErr, lastErr.Host)
 }
 
-// dialDirect opens a session to one MX address under the TLS policy. An
-// opportunistic handshake that fails is retried once in plaintext.
-func (m *Mailer) dialDirect(ctx context.Context, addr netip.Addr, host string) (*smtpclient.Conn, *Error) {
+// dialDirect opens a session to one MX address under the host's TLS
+// policy, and counts its TLS outcome for TLS-RPT.
+func (m *Mailer) dialDirect(ctx context.Context, addr netip.Addr, host string, ht *hostTLS) (*smtpclient.Conn, *Error) {
+	c, err := m.dialDirectTLS(ctx, addr, host, ht)
+	if err != nil {
+		m.tlsrpt.reportSession(ht, nil, err)
+		return nil, err
+	}
+	m.tlsrpt.reportSession(ht, c, nil)
+	return c, nil
+}
+
+// dialDirectTLS is dialDirect's session: TLS as the policy says (DANE or
+// MTA-STS verification, or DirectOptions.TLS). An opportunistic handshake
+// that fails is retried once in plaintext; a mandatory one never is.
+func (m *Mailer) dialDirectTLS(ctx context.Context, addr netip.Addr, host string, ht *hostTLS) (*smtpclient.Conn, *Error) {
 	o := &m.cfg.Direct
 	cfg := &smtpclient.Config{
 		LocalName: m.hostname,
 		TLSConfig: o.TLSConfig,
 		Timeouts:  o.Timeouts.client(),
+	}
+	if ht.conf != nil {
+		cfg.TLSConfig = ht.conf
 	}
 	if o.LocalAddr.IsValid() {
 		cfg.Dialer = &net.Dialer{LocalAddr: &net.TCPAddr{IP: o.LocalAddr.AsSlice()}}
@@ -178,10 +214,10 @@ func (m *Mailer) dialDirect(ctx context.Context, addr netip.Addr, host string) (
 	if m.testDialer != nil {
 		cfg.Dialer = m.testDialer
 	}
-	switch o.TLS {
-	case RequireTLS:
+	switch {
+	case ht.mandatory:
 		cfg.TLS = smtpclient.TLSRequired
-	case NoTLS:
+	case o.TLS == NoTLS:
 		cfg.TLS = smtpclient.TLSNone
 	default:
 		cfg.TLS = smtpclient.TLSOpportunistic
@@ -204,6 +240,9 @@ func (m *Mailer) dialDirect(ctx context.Context, addr netip.Addr, host string) (
 	var extra error
 	if cfg.TLS == smtpclient.TLSRequired && (errors.Is(err, smtpclient.ErrTLSFailed) || errors.Is(err, smtpclient.ErrTLSUnavailable)) {
 		extra = ErrTLSRequired
+		if ht.report != nil {
+			extra = ErrTLSPolicy // DANE or MTA-STS: the domain asked for it
+		}
 	}
 	e := fromClient(err, extra)
 	if e.Host == "" {
@@ -255,6 +294,7 @@ func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Co
 		return len(rest) == 0, rest
 	}
 	j.record(batch, res, c.Host(), Direct)
+	j.setTLS(batch, sessionTLS(c, p.tls))
 	m.logTx(j, Direct, c.Host(), batch, res, err, time.Since(start))
 	return true, nil
 }

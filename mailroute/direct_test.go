@@ -438,8 +438,37 @@ func TestSendRefusesBadEnvelopeBeforeConnecting(t *testing.T) {
 	}
 	for _, tt := range bad {
 		res, err := send(t, m, tt.from, []string{"ok@dest.test", tt.to}, testBody)
-		if err == nil || res != nil {
-			t.Errorf("Send(%q, %q) = %v, %v; want an error and no result", tt.from, tt.to, res, err)
+		var se *SendError
+		if !errors.As(err, &se) || res == nil || len(res.Recipients) != 2 {
+			t.Errorf("Send(%q, %q) = %v, %v; want a SendError and a result for both recipients", tt.from, tt.to, res, err)
+			continue
+		}
+		// The error names what was given, quoted: no CR or NUL, and every
+		// line after the first starts with the recipients it is about.
+		lines := strings.Split(err.Error(), "\n")
+		for _, l := range lines[1:] {
+			if !strings.HasPrefix(l, "<") && !strings.HasPrefix(l, `"`) {
+				t.Errorf("Send(%q, %q): error line %q", tt.from, tt.to, l)
+			}
+		}
+		if len(se.Delivered) != 0 || strings.ContainsAny(err.Error(), "\r\x00") {
+			t.Errorf("Send(%q, %q): %q", tt.from, tt.to, err)
+		}
+		if tt.from != "a@sender.test" {
+			// A malformed sender fails every recipient for good.
+			if len(se.Failed) != 2 || res.Recipients[0].Status != Failed || res.Recipients[1].Status != Failed {
+				t.Errorf("Send(%q, %q): %+v", tt.from, tt.to, se)
+			}
+			continue
+		}
+		// The malformed recipient failed; the other was not attempted,
+		// which may pass: Deferred with ErrNotAttempted.
+		ok, badR := res.Recipients[0], res.Recipients[1]
+		if ok.Status != Deferred || !errors.Is(ok.Err, ErrNotAttempted) || badR.Status != Failed || badR.Rcpt != tt.to {
+			t.Errorf("Send(%q, %q): ok %v %v, bad %v %v", tt.from, tt.to, ok.Status, ok.Err, badR.Status, badR.Err)
+		}
+		if len(se.Deferred) != 1 || se.Deferred[0] != "ok@dest.test" || len(se.Failed) != 1 || se.Failed[0] != tt.to {
+			t.Errorf("Send(%q, %q): SendError %+v", tt.from, tt.to, se)
 		}
 	}
 	if s.Connections() != 0 || w.dns.TotalQueries() != 0 {

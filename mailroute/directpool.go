@@ -37,11 +37,13 @@ type directPools struct {
 type directKey struct {
 	host string
 	addr netip.Addr
+	tls  string // hostTLS.key: sessions of one TLS policy only
 }
 
-// get returns the pool for an MX host at one of its addresses.
-func (d *directPools) get(host string, addr netip.Addr) *pool {
-	k := directKey{host, addr}
+// get returns the pool for an MX host at one of its addresses, under one
+// TLS policy.
+func (d *directPools) get(host string, addr netip.Addr, ht *hostTLS) *pool {
+	k := directKey{host, addr, ht.key}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if p := d.pools[k]; p != nil {
@@ -58,9 +60,10 @@ func (d *directPools) get(host string, addr netip.Addr) *pool {
 		idleBudget:  &d.idle,
 		budget:      directIdleBudget,
 		dial: func(ctx context.Context) (*smtpclient.Conn, *Error) {
-			return d.m.dialDirect(ctx, addr, host)
+			return d.m.dialDirect(ctx, addr, host, ht)
 		},
 		closed: d.closed,
+		tls:    ht.level,
 	}
 	d.pools[k] = p
 	return p

@@ -31,16 +31,18 @@ type DKIMSignature struct {
 	// pair it with an RSA signature), or any crypto.Signer holding such a
 	// key, as a KMS or HSM client does.
 	Signer crypto.Signer
-	// Headers are the header fields signed, each as often as the message
-	// has it; From is always signed once more than it appears, so that no
-	// From can be added later without breaking the signature. nil:
-	// DefaultDKIMHeaders. It must include From.
+	// Headers are the header fields signed, each once more than the
+	// message has it, absent ones included (over-signing): a Subject,
+	// Reply-To or Content-Type added later, even to a message that had
+	// none, breaks the signature rather than changing what the reader
+	// sees. nil: DefaultDKIMHeaders. It must include From.
 	Headers []string
 }
 
 // DefaultDKIMHeaders returns the header fields signed when
-// DKIMSignature.Headers is nil: From, To, Cc, Subject, Date, Message-ID,
-// Reply-To, MIME-Version, Content-Type and Content-Transfer-Encoding. The
+// DKIMSignature.Headers is nil: From, Sender, Reply-To, To, Cc, Subject,
+// Date, Message-ID, In-Reply-To, References, MIME-Version, Content-Type and
+// Content-Transfer-Encoding, each over-signed. The
 // slice is a copy, to edit into a set of one's own (a relay that rewrites
 // Message-ID or Date needs them left out).
 func DefaultDKIMHeaders() []string {

@@ -169,7 +169,7 @@ func TestDKIMKeepsExistingFields(t *testing.T) {
 	if len(vs) != 1 || vs[0].Err != nil {
 		t.Fatalf("verification: %+v", vs)
 	}
-	if h := strings.ToLower(strings.Join(vs[0].HeaderKeys, ":")); h != "from:from:date:message-id" {
+	if h := strings.ToLower(strings.Join(vs[0].HeaderKeys, ":")); h != "from:from:sender:reply-to:to:cc:subject:date:date:message-id:message-id:in-reply-to:references:mime-version:content-type:content-transfer-encoding" {
 		t.Errorf("h=%s", h)
 	}
 }

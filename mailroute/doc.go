@@ -36,10 +36,18 @@
 //     than [Config.MaxConnsPerHost] sessions to one server:
 //     Direct resolves the MX hosts (the same cached answer routing used),
 //     walks them in preference order and speaks SMTP on port 25 with
-//     opportunistic STARTTLS ([DirectOptions]); Smarthost authenticates to
-//     the relay over verified TLS only ([Relay]). Sessions are pooled and
-//     transactions pipelined; at most 100 recipients per transaction.
-//  5. Report per recipient ([Result], [RecipientResult], [Error]); a
+//     the TLS the destination asks for — DANE, when a validating resolver
+//     is configured and the MX hosts publish signed TLSA records, else its
+//     MTA-STS policy, else opportunistic STARTTLS ([DirectOptions],
+//     [TLSProtection]); Smarthost authenticates to the relay over verified
+//     TLS only ([Relay]: a password, or OAuth 2.0 through
+//     [Relay.TokenSource]). The relay is [Config.Smarthost] unless the
+//     route names one of [Config.Relays] or the sender's domain picks one
+//     ([Config.SenderRelays]); one that cannot be reached hands over to its
+//     [Relay.Failover]. Sessions are pooled and transactions pipelined; at
+//     most 100 recipients per transaction.
+//  5. Report per recipient ([Result], [RecipientResult], [Error], and
+//     [SendError] naming who got it and who did not); a
 //     recipient whose direct delivery failed in a way the relay can fix —
 //     no MX reachable, a reputation or policy refusal — is re-sent through
 //     the smarthost ([FallbackPolicy], [Classify]).
@@ -86,6 +94,16 @@
 // waits for the calls in flight and cancels them at its deadline, then
 // closes every connection.
 //
+// # Authenticated TLS
+//
+// An enforced policy that no MX host meets defers the recipient
+// ([ErrTLSPolicy]); it never falls back to plaintext, and reaches the
+// smarthost only with [FallbackPolicy].OnTLSPolicy. DANE relies on the AD
+// bit of a validating resolver the user runs ([DirectOptions].DANEResolver);
+// MTA-STS policies are cached for their max_age in the queue when it is a
+// [StateStore]. [WithREQUIRETLS] marks a message for RFC 8689; the TLS
+// outcome of every policy is counted for RFC 8460 reports ([Mailer.TLSReport]).
+//
 // # Security
 //
 // Credentials are only ever sent over TLS verified against the relay's
@@ -105,7 +123,11 @@
 //     A-labels. RFC 6531 (SMTPUTF8) for non-ASCII local parts.
 //   - RFC 3207 (STARTTLS), RFC 8314 (implicit TLS, port 465), RFC 7435
 //     (opportunistic security).
-//   - RFC 4954 (AUTH) with RFC 4616 (PLAIN), LOGIN and RFC 2195 (CRAM-MD5).
+//   - RFC 8461 (MTA-STS), RFC 7672 with RFC 6698 and RFC 7671 (DANE for
+//     SMTP), RFC 8460 (TLS reporting), RFC 8689 (REQUIRETLS and
+//     TLS-Required: No).
+//   - RFC 4954 (AUTH) with RFC 4616 (PLAIN), LOGIN, RFC 2195 (CRAM-MD5),
+//     RFC 7628 (OAUTHBEARER) and XOAUTH2.
 //   - RFC 2920 (PIPELINING), RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 3463
 //     and RFC 2034 (enhanced status codes).
 //   - RFC 6376 and RFC 8463 (DKIM with RSA and Ed25519), RFC 8301 (key

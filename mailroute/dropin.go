@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/smtp"
 	"reflect"
@@ -237,8 +238,11 @@ func (c *netSMTPClient) Next(challenge []byte) ([]byte, error) {
 //
 // addr and a name the relay, as for Mailer.SendMail; the big providers go
 // through it and everyone else gets mail direct from this host. The default
-// Mailer is made on first use with Config{}: the system's host name in
-// EHLO, DefaultRouter, the system resolver.
+// Mailer is made on first use with DefaultRouter and the system resolver.
+// Its EHLO name is derived as `hostname -f` does: the system host name when
+// it is fully qualified, else the name its address maps back to, else the
+// address literal of the outbound address; it says which, once, through
+// log/slog's default logger.
 //
 // Direct delivery needs what any mail server needs. The host name must be
 // a fully qualified name whose address has a matching PTR record, or many
@@ -262,5 +266,5 @@ func SendMail(addr string, a smtp.Auth, from string, to []string, msg []byte) er
 
 // defaultMailer makes the Mailer of the package-level SendMail once.
 var defaultMailer = sync.OnceValues(func() (*Mailer, error) {
-	return New(Config{})
+	return newDefaultMailer(systemHostnameSources, slog.Default())
 })

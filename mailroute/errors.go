@@ -50,10 +50,11 @@ type Error struct {
 	Err error
 }
 
-// Error formats "host: COMMAND: 550 5.1.1 text: cause".
+// Error formats "host: COMMAND: 550 5.1.1 text: cause". It names no
+// package: it is read inside a SendError or a RecipientResult, which say
+// where it came from.
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString("mailroute: ")
 	if e.Host != "" {
 		b.WriteString(e.Host)
 		b.WriteString(": ")
@@ -75,10 +76,27 @@ func (e *Error) Error() string {
 		}
 	}
 	if e.Err != nil {
-		b.WriteString(e.Err.Error())
+		b.WriteString(unprefixed(e.Err.Error()))
 	}
 	return b.String()
 }
+
+// unprefixed drops the "mailroute: " that starts a wrapped error's lines
+// (ErrClosed, a router's error, a joined queue error): the error wrapping
+// it already says where it comes from, and "mailroute: … mailroute: …"
+// stutters.
+func unprefixed(s string) string {
+	if !strings.Contains(s, pkgPrefix) {
+		return s
+	}
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimPrefix(l, pkgPrefix)
+	}
+	return strings.Join(lines, "\n")
+}
+
+const pkgPrefix = "mailroute: "
 
 // Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }
@@ -125,7 +143,7 @@ func fromClient(err error, extra error) *Error {
 	if !errors.As(err, &ce) {
 		e := &Error{Err: err}
 		if extra != nil {
-			e.Err = errors.Join(extra, err)
+			e.Err = causes{extra, err}
 		}
 		return e
 	}
@@ -135,13 +153,27 @@ func fromClient(err error, extra error) *Error {
 	}
 	if extra != nil {
 		if e.Err != nil {
-			e.Err = errors.Join(extra, e.Err)
+			e.Err = causes{extra, e.Err}
 		} else {
 			e.Err = extra
 		}
 	}
 	return e
 }
+
+// causes is a sentinel and the cause it classifies, on one line
+// ("smarthost authentication failed: …"), both reachable with errors.Is.
+type causes []error
+
+func (c causes) Error() string {
+	parts := make([]string, len(c))
+	for i, e := range c {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, ": ")
+}
+
+func (c causes) Unwrap() []error { return c }
 
 // fromDNS converts an MX lookup failure.
 func fromDNS(err error) *Error {

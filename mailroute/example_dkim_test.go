@@ -10,10 +10,8 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 
-	"github.com/mailroute/go-mailroute/internal/dkimsign"
-	"github.com/mailroute/go-mailroute/internal/dnstest"
-	"github.com/mailroute/go-mailroute/internal/smtptest"
 	"github.com/mailroute/go-mailroute/mailroute"
+	"github.com/mailroute/go-mailroute/mailroute/mailtest"
 )
 
 // Sign every message with DKIM. The key's TXT record comes from
@@ -28,17 +26,18 @@ func ExampleDKIMSignature() {
 	}
 	fmt.Println("publish at", sig.RecordName(), "the record", record[:22]+"…")
 
-	mx, _ := smtptest.Serve(smtptest.Options{})
+	mx, _ := mailtest.NewServer(mailtest.Options{})
 	defer mx.Close()
-	dns, _ := dnstest.Start()
-	defer dns.Close()
-	dns.MX("smallisp.example", "mx.smallisp.example").Host("mx.smallisp.example", "127.0.0.1")
-	dns.Add(sig.RecordName() + ". TXT " + dkimsign.ZoneTXT(record))
+	dns := &mailtest.Resolver{
+		MX:    map[string][]string{"smallisp.example": {"mx.smallisp.example"}},
+		Hosts: map[string][]string{"mx.smallisp.example": {"127.0.0.1"}},
+		TXT:   map[string][]string{sig.RecordName(): {record}},
+	}
 
 	m, err := mailroute.New(mailroute.Config{
 		Hostname: "mail.example.net",
 		DKIM:     []mailroute.DKIMSignature{sig},
-		Resolver: mailroute.DNSServer(dns.Addr),
+		Resolver: dns,
 		Direct:   mailroute.DirectOptions{Port: mx.Port()},
 	})
 	if err != nil {
@@ -52,9 +51,8 @@ func ExampleDKIMSignature() {
 
 	// What the receiver got verifies against the published key.
 	got := mx.Messages()[0].Data
-	resolver := mailroute.DNSServer(dns.Addr).(mailroute.CheckResolver)
 	vs, err := dkim.VerifyWithOptions(bytes.NewReader(got), &dkim.VerifyOptions{
-		LookupTXT: func(name string) ([]string, error) { return resolver.LookupTXT(context.Background(), name) },
+		LookupTXT: func(name string) ([]string, error) { return dns.LookupTXT(context.Background(), name) },
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -64,5 +62,5 @@ func ExampleDKIMSignature() {
 	}
 	// Output:
 	// publish at 2025a._domainkey.example.net the record v=DKIM1; k=ed25519; p=…
-	// d=example.net valid: true signed: From:From:To:Subject:Date:Message-ID
+	// d=example.net valid: true signed: From:From:Sender:Reply-To:To:To:Cc:Subject:Subject:Date:Date:Message-ID:Message-ID:In-Reply-To:References:MIME-Version:Content-Type:Content-Transfer-Encoding
 }

@@ -7,9 +7,8 @@ import (
 	"log"
 	"net/netip"
 
-	"github.com/mailroute/go-mailroute/internal/dkimsign"
-	"github.com/mailroute/go-mailroute/internal/dnstest"
 	"github.com/mailroute/go-mailroute/mailroute"
+	"github.com/mailroute/go-mailroute/mailroute/mailtest"
 )
 
 // Check a sender setup that is half right: the DNS here runs in-process;
@@ -19,22 +18,27 @@ func ExampleCheck() {
 	sig := mailroute.DKIMSignature{Domain: "example.net", Selector: "2025a", Signer: key}
 	record, _ := sig.Record()
 
-	dns, _ := dnstest.Start()
-	defer dns.Close()
-	dns.MX("example.net", "mx.example.net").Host("mx.example.net", "192.0.2.10")
-	dns.Host("mail.example.net", "192.0.2.1")
-	dns.Add("1.2.0.192.in-addr.arpa. PTR host-1.isp.example.") // the provider's name, not ours
-	dns.Host("host-1.isp.example", "192.0.2.1")
-	dns.Add(`example.net. TXT "v=spf1 ip4:192.0.2.1 include:amazonses.com ~all"`)
-	dns.Add(sig.RecordName() + ". TXT " + dkimsign.ZoneTXT(record))
-	dns.Host("email-smtp.eu-west-1.amazonaws.com", "198.51.100.7")
-	// No DMARC record.
+	dns := &mailtest.Resolver{
+		MX: map[string][]string{"example.net": {"mx.example.net"}},
+		Hosts: map[string][]string{
+			"mx.example.net":                     {"192.0.2.10"},
+			"mail.example.net":                   {"192.0.2.1"},
+			"host-1.isp.example":                 {"192.0.2.1"},
+			"email-smtp.eu-west-1.amazonaws.com": {"198.51.100.7"},
+		},
+		PTR: map[string][]string{"192.0.2.1": {"host-1.isp.example."}}, // the provider's name, not ours
+		TXT: map[string][]string{
+			"example.net":    {"v=spf1 ip4:192.0.2.1 include:amazonses.com ~all"},
+			sig.RecordName(): {record},
+			// No DMARC record.
+		},
+	}
 
 	cfg := mailroute.Config{
 		Hostname:  "mail.example.net",
 		Smarthost: &mailroute.Relay{Addr: "email-smtp.eu-west-1.amazonaws.com:587"},
 		DKIM:      []mailroute.DKIMSignature{sig},
-		Resolver:  mailroute.DNSServer(dns.Addr),
+		Resolver:  dns,
 	}
 	report, err := mailroute.Check(context.Background(), cfg, mailroute.CheckOptions{
 		PublicIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1")},

@@ -2,15 +2,12 @@ package mailroute_test
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log"
 	"strings"
 
-	"github.com/mailroute/go-mailroute/internal/dnstest"
-	"github.com/mailroute/go-mailroute/internal/smtptest"
-	"github.com/mailroute/go-mailroute/internal/testpki"
 	"github.com/mailroute/go-mailroute/mailroute"
+	"github.com/mailroute/go-mailroute/mailroute/mailtest"
 )
 
 // Send one message to a Gmail address and to a small provider: the first
@@ -18,23 +15,24 @@ import (
 // provider's MX. (The relay, the MX and DNS run in-process on loopback here;
 // a real program gives only Hostname and Smarthost.)
 func ExampleMailer_Send() {
-	ca, _ := testpki.NewCA()
-	relay, _ := smtptest.Serve(smtptest.Options{TLS: ca.ServerConfig("127.0.0.1"), Auth: map[string]string{"me@example.net": "secret"}})
+	ca, _ := mailtest.NewCA()
+	relay, _ := mailtest.NewServer(mailtest.Options{TLS: ca.ServerConfig("127.0.0.1"), Users: map[string]string{"me@example.net": "secret"}})
 	defer relay.Close()
-	mx, _ := smtptest.Serve(smtptest.Options{Domain: "mx.smallisp.example"})
+	mx, _ := mailtest.NewServer(mailtest.Options{Hostname: "mx.smallisp.example"})
 	defer mx.Close()
-	dns, _ := dnstest.Start()
-	defer dns.Close()
-	dns.MX("smallisp.example", "mx.smallisp.example").Host("mx.smallisp.example", "127.0.0.1")
+	dns := &mailtest.Resolver{
+		MX:    map[string][]string{"smallisp.example": {"mx.smallisp.example"}},
+		Hosts: map[string][]string{"mx.smallisp.example": {"127.0.0.1"}},
+	}
 
 	m, err := mailroute.New(mailroute.Config{
 		Hostname: "mail.example.net",
 		Smarthost: &mailroute.Relay{
 			Addr:     relay.Addr,
 			Username: "me@example.net", Password: "secret",
-			TLSConfig: &tls.Config{RootCAs: ca.Pool()},
+			TLSConfig: ca.ClientConfig(),
 		},
-		Resolver: mailroute.DNSServer(dns.Addr),
+		Resolver: dns,
 		Direct:   mailroute.DirectOptions{Port: mx.Port()},
 	})
 	if err != nil {
@@ -46,7 +44,8 @@ func ExampleMailer_Send() {
 	res, err := m.Send(context.Background(), "me@example.net",
 		[]string{"friend@gmail.com", "pal@smallisp.example"}, strings.NewReader(msg))
 	if err != nil {
-		log.Fatal(err)
+		// A *mailroute.SendError: res still says who got it.
+		log.Print(err)
 	}
 	for _, r := range res.Recipients {
 		fmt.Println(r.Rcpt, r.Via, r.Status)

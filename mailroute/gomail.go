@@ -27,7 +27,7 @@ import (
 // The Result lists the recipients of every message, message after message.
 // The error is nil exactly when every recipient of every message was
 // delivered; otherwise it joins the errors, each naming its message by its
-// place in msgs (1, 2, …). A message that cannot be sent at all (no sender,
+// place in msgs (1, 2, …) and wrapping that message's *SendError. A message that cannot be sent at all (no sender,
 // no recipients, a nil *mail.Msg) contributes an error and no recipients;
 // the others are still sent.
 func (m *Mailer) SendMsg(ctx context.Context, msgs ...*mail.Msg) (*Result, error) {
@@ -39,7 +39,7 @@ func (m *Mailer) SendMsg(ctx context.Context, msgs ...*mail.Msg) (*Result, error
 			res.Recipients = append(res.Recipients, r.Recipients...)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("mailroute: message %d: %w", i+1, err))
+			errs = append(errs, fmt.Errorf("message %d: %w", i+1, err))
 		}
 	}
 	return res, errors.Join(errs...)
@@ -48,14 +48,14 @@ func (m *Mailer) SendMsg(ctx context.Context, msgs ...*mail.Msg) (*Result, error
 // sendMsg sends one go-mail message.
 func (m *Mailer) sendMsg(ctx context.Context, msg *mail.Msg) (*Result, error) {
 	if msg == nil {
-		return nil, errors.New("nil *mail.Msg")
+		return nil, errors.New("mailroute: nil *mail.Msg")
 	}
 	from := firstAddress(msg.GetAddrHeader(mail.HeaderEnvelopeFrom))
 	if from == nil {
 		from = firstAddress(msg.GetFrom())
 	}
 	if from == nil {
-		return nil, fmt.Errorf("sender: %w", mail.ErrNoFromAddress)
+		return nil, fmt.Errorf("mailroute: sender: %w", mail.ErrNoFromAddress)
 	}
 	var to []string
 	for _, h := range []mail.AddrHeader{mail.HeaderTo, mail.HeaderCc, mail.HeaderBcc} {
@@ -66,7 +66,7 @@ func (m *Mailer) sendMsg(ctx context.Context, msg *mail.Msg) (*Result, error) {
 		}
 	}
 	if len(to) == 0 {
-		return nil, fmt.Errorf("recipients: %w", mail.ErrNoRcptAddresses)
+		return nil, fmt.Errorf("mailroute: recipients: %w", mail.ErrNoRcptAddresses)
 	}
 	return m.send(ctx, from.Address, to, &msgSource{msg: msg}, m.relay)
 }

@@ -22,6 +22,10 @@ type job struct {
 	// fallback over time (route holds the reason).
 	forceRelay bool
 	result     *Result
+	// requireTLS: the message carries REQUIRETLS (WithREQUIRETLS).
+	requireTLS bool
+	// noTLSReq memoises tlsRequiredNo: 0 unknown, 1 yes, 2 no.
+	noTLSReq uint8
 }
 
 // pending lists the job's recipients (indices into rcpts).
@@ -37,12 +41,13 @@ func (j *job) pending() []int {
 // own reader over the shared body: no copy per route.
 func (j *job) tx(batch []int) *smtpclient.Tx {
 	tx := &smtpclient.Tx{
-		From:     j.from,
-		Rcpts:    make([]string, len(batch)),
-		Body:     j.body.Reader(),
-		Size:     j.body.Size(),
-		EightBit: j.body.EightBit(),
-		SMTPUTF8: j.utf8,
+		From:       j.from,
+		Rcpts:      make([]string, len(batch)),
+		Body:       j.body.Reader(),
+		Size:       j.body.Size(),
+		EightBit:   j.body.EightBit(),
+		SMTPUTF8:   j.utf8,
+		REQUIRETLS: j.requireTLS,
 	}
 	for i, k := range batch {
 		tx.Rcpts[i] = j.rcpts[k].String()

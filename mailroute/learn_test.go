@@ -53,7 +53,7 @@ func (w *learnWorld) mailer(cfg Config) *Mailer {
 	return w.directWorld.mailer(cfg)
 }
 
-func relayed(r *relayWorld) int { return len(r.s.Messages()) }
+func relayedCount(r *relayWorld) int { return len(r.s.Messages()) }
 
 // sawRcpt reports whether a server was ever given a recipient.
 func sawRcpt(s *smtptest.Server, rcpt string) bool {
@@ -85,7 +85,7 @@ func TestLearnedRouteSharedBySite(t *testing.T) {
 	if n := w.site.Connections(); n != conns || sawRcpt(w.site, "y@two.test") {
 		t.Errorf("the refusing MX got %d more connections, or the recipient", n-conns)
 	}
-	if n := relayed(w.relay); n != 2 {
+	if n := relayedCount(w.relay); n != 2 {
 		t.Errorf("the relay has %d messages, want 2", n)
 	}
 

@@ -66,7 +66,7 @@ func (m *Mailer) logTx(j *job, via Via, host string, batch []int, res *smtpclien
 		}
 	}
 	a := attrs(j, via, host, len(batch), e, d)
-	a = append(a, slog.Int("delivered", delivered))
+	a = append(a, slog.Int("delivered", delivered), slog.String("tls", j.slot(batch[0]).TLS.String()))
 	if delivered > 0 && e == nil {
 		a = append(a, slog.Int("code", res.Data.Code))
 	}

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/mailroute/go-mailroute/internal/dane"
 	"github.com/mailroute/go-mailroute/internal/dnsname"
 	"github.com/mailroute/go-mailroute/internal/mx"
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
@@ -22,6 +22,7 @@ type Mailer struct {
 	router   Router
 	mx       *mx.Cache
 	relay    *smarthost // nil without Config.Smarthost
+	relays   namedRelays
 	direct   directPools
 	queue    *queueRuntime // nil without Config.Queue
 	state    StateStore    // what the Mailer learns: Config.Queue's, or in memory
@@ -35,6 +36,16 @@ type Mailer struct {
 	// adhoc are SendMail's relays when Config.Smarthost is nil.
 	adhoc adhocRelays
 
+	// Authenticated TLS for direct delivery: MTA-STS policies (nil when
+	// DirectOptions.NoMTASTS), the validating resolver for DANE (nil
+	// without DirectOptions.DANEResolver), TLS-RPT counts, and the
+	// port policy hosts are reached on in tests ("": 443).
+	sts            *stsCache
+	dane           *dane.Resolver
+	tlsrpt         tlsReporter
+	hostMemo       hostMemo
+	testPolicyPort string
+
 	sends     inflight // the Sends running, for Shutdown
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -47,17 +58,9 @@ func New(cfg Config) (*Mailer, error) {
 	m := &Mailer{cfg: cfg, closed: make(chan struct{})}
 	m.sends.init()
 
-	host := cfg.Hostname
-	if host == "" {
-		h, err := os.Hostname()
-		if err != nil {
-			return nil, fmt.Errorf("mailroute: Config.Hostname is empty and the system host name is unknown: %w", err)
-		}
-		host = h
-	}
-	name, err := checkHostname(host)
+	name, err := checkHostname(cfg.Hostname)
 	if err != nil {
-		return nil, fmt.Errorf("mailroute: Config.Hostname: %w", err)
+		return nil, err
 	}
 	m.hostname = name
 
@@ -78,6 +81,9 @@ func New(cfg Config) (*Mailer, error) {
 		}
 		m.relay = newSmarthost(cfg.Smarthost, m.hostname, cfg.maxConnsPerHost())
 	}
+	if err := m.setupRelays(&cfg); err != nil {
+		return nil, err
+	}
 	if err := cfg.Direct.check(); err != nil {
 		return nil, err
 	}
@@ -95,6 +101,7 @@ func New(cfg Config) (*Mailer, error) {
 	m.state = stateStoreOf(cfg.Queue)
 	m.learn = newLearner(m)
 	m.figures = newFigures(cfg.MeterProvider)
+	m.initTLSPolicy()
 	go m.reapLoop()
 	if cfg.Queue != nil {
 		m.queue = newQueueRuntime(m)
@@ -103,16 +110,43 @@ func New(cfg Config) (*Mailer, error) {
 	return m, nil
 }
 
-// checkHostname validates an EHLO name: a host name (normalised to
-// A-labels) or an address literal.
+// checkHostname validates an EHLO name: a fully qualified host name
+// (normalised to A-labels) or an address literal. Receivers check the
+// name against the sending address's PTR record, and many refuse a single
+// label or localhost outright, so those are refused here rather than
+// discovered as rejected mail.
 func checkHostname(h string) (string, error) {
+	if h == "" {
+		return "", errors.New("mailroute: Config.Hostname is empty: set it to this host's fully qualified name, the one its public address's PTR record gives (e.g. mail.example.com)")
+	}
 	if addr, ok, err := dnsname.ParseLiteral(h); ok {
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("mailroute: Config.Hostname: %w", err)
 		}
 		return dnsname.FormatLiteral(addr), nil
 	}
-	return dnsname.Normalize(h)
+	name, err := dnsname.Normalize(h)
+	if err != nil {
+		return "", fmt.Errorf("mailroute: Config.Hostname: %w", err)
+	}
+	if !isFQDN(name) {
+		return "", fmt.Errorf("mailroute: Config.Hostname %q is not a fully qualified domain name: receivers want the name the PTR record of this host's public address gives (e.g. mail.example.com)", h)
+	}
+	return name, nil
+}
+
+// isFQDN reports whether a normalised host name has at least two labels
+// and is not localhost (RFC 6761 §6.3) or a name under it.
+func isFQDN(name string) bool {
+	if !strings.Contains(name, ".") {
+		return false
+	}
+	switch {
+	case name == "localhost.localdomain", strings.HasSuffix(name, ".localhost"),
+		strings.HasSuffix(name, ".localdomain"):
+		return false
+	}
+	return true
 }
 
 // ErrClosed is returned by a Mailer after Close.
@@ -233,6 +267,7 @@ func (m *Mailer) Shutdown(ctx context.Context) error {
 		if m.relay != nil {
 			m.relay.close(quitCtx)
 		}
+		m.relays.each(func(s *smarthost) { s.close(quitCtx) })
 		m.adhoc.close(quitCtx)
 		m.direct.close(quitCtx)
 	})
@@ -253,6 +288,7 @@ func (m *Mailer) reapLoop() {
 			if m.relay != nil {
 				m.relay.pool.reap()
 			}
+			m.relays.each(func(s *smarthost) { s.pool.reap() })
 		}
 	}
 }

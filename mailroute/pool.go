@@ -20,6 +20,8 @@ type pool struct {
 	idleTimeout time.Duration
 	now         func() time.Time
 	dial        func(context.Context) (*smtpclient.Conn, *Error)
+	// tls is what the pool's sessions are set up to give (direct pools).
+	tls TLSProtection
 	// idleBudget, when set, counts idle sessions across several pools;
 	// beyond budget a session is ended rather than kept.
 	idleBudget *atomic.Int64

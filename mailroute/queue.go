@@ -164,7 +164,8 @@ type Event struct {
 	Via         Via
 	Fallback    bool // the smarthost was tried because direct failed
 	Host        string
-	Attempt     int       // 1 for the first
-	NextAttempt time.Time // for EventQueued and EventDeferred
+	TLS         TLSProtection // which TLS protected the attempt (RecipientResult.TLS)
+	Attempt     int           // 1 for the first
+	NextAttempt time.Time     // for EventQueued and EventDeferred
 	Err         error
 }

@@ -238,7 +238,7 @@ func (q *queueRuntime) openBody(ctx context.Context, id string) (*message.Body, 
 // is one: the fallback over time.
 func (q *queueRuntime) jobs(qm *QueuedMessage, due []int, rcpts []message.Address, body *message.Body, res *Result) []*job {
 	direct := q.m.group(qm.From, utf8Local(qm.From), rcpts, body, res)
-	if q.m.relay == nil || q.policy.FallbackAfter < 0 {
+	if (q.m.relay == nil && len(q.m.relays.byName) == 0) || q.policy.FallbackAfter < 0 {
 		for _, j := range direct {
 			j.relay = q.m.relay
 		}
@@ -303,7 +303,7 @@ func (q *queueRuntime) record(ctx context.Context, qm *QueuedMessage, due []int,
 		rr := res.Recipients[k]
 		qr := &qm.Recipients[i]
 		qr.Attempts++
-		ev := Event{QueueID: qm.ID, Rcpt: qr.Rcpt, Route: rr.Route, Via: rr.Via, Fallback: rr.Fallback,
+		ev := Event{QueueID: qm.ID, Rcpt: qr.Rcpt, Route: rr.Route, Via: rr.Via, Fallback: rr.Fallback, TLS: rr.TLS,
 			Host: rr.Host, Attempt: qr.Attempts, Err: rr.Err}
 		switch rr.Status {
 		case Delivered:
@@ -416,7 +416,7 @@ func (q *queueRuntime) enqueueDeferred(ctx context.Context, from string, res *Re
 				continue
 			}
 			r.Status = Queued
-			q.m.emit(Event{Kind: EventQueued, QueueID: qm.ID, Rcpt: r.Rcpt, Route: r.Route, Via: r.Via,
+			q.m.emit(Event{Kind: EventQueued, QueueID: qm.ID, Rcpt: r.Rcpt, Route: r.Route, Via: r.Via, TLS: r.TLS,
 				Fallback: r.Fallback, Host: r.Host, Attempt: 1, NextAttempt: qm.Recipients[k].NextAttempt, Err: r.Err})
 		}
 	}
@@ -430,7 +430,7 @@ func (m *Mailer) reportFirstAttempt(res *Result) {
 		return
 	}
 	for _, r := range res.Recipients {
-		ev := Event{Rcpt: r.Rcpt, Route: r.Route, Via: r.Via, Fallback: r.Fallback, Host: r.Host, Attempt: 1, Err: r.Err}
+		ev := Event{Rcpt: r.Rcpt, Route: r.Route, Via: r.Via, Fallback: r.Fallback, TLS: r.TLS, Host: r.Host, Attempt: 1, Err: r.Err}
 		switch r.Status {
 		case Delivered:
 			ev.Kind = EventDelivered
@@ -465,13 +465,13 @@ func (m *Mailer) Enqueue(ctx context.Context, from string, to []string, msg io.R
 		return "", ErrClosed
 	default:
 	}
-	env, err := parseEnvelope(from, to)
+	env, _, err := parseEnvelope(from, to)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("mailroute: %w", err)
 	}
 	body, err := m.readBody(msg)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("mailroute: %w", err)
 	}
 	defer body.Close()
 	now := m.queue.now()

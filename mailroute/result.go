@@ -1,7 +1,5 @@
 package mailroute
 
-import "errors"
-
 // Status is a recipient's outcome.
 type Status uint8
 
@@ -51,6 +49,11 @@ type RecipientResult struct {
 	Fallback bool
 	// Host is the server that answered last: MX host name or smarthost.
 	Host string
+	// TLS says which TLS protected the transaction that delivered or
+	// refused the recipient: none, unverified (opportunistic), verified
+	// (RequireTLS), MTA-STS, DANE, or the verified relay. TLSNone when no
+	// transaction was had.
+	TLS TLSProtection
 	// Status is Delivered, Deferred, Failed, or Queued. A Queued
 	// recipient's Err still says why it was not delivered now.
 	Status Status
@@ -67,27 +70,14 @@ type RecipientResult struct {
 	DirectErr error
 }
 
-// Err joins the errors of every recipient that was neither delivered nor
-// safely queued, or returns nil when there is none.
+// Err returns nil when every recipient was delivered or safely queued, and
+// otherwise a *SendError saying who got the message and who did not.
 func (r *Result) Err() error {
-	var errs []error
-	for _, rr := range r.Recipients {
-		if rr.Err != nil && rr.Status != Queued {
-			errs = append(errs, &recipientError{rcpt: rr.Rcpt, err: rr.Err})
-		}
+	if e := newSendError(r); e != nil {
+		return e
 	}
-	return errors.Join(errs...)
+	return nil
 }
-
-// recipientError prefixes an error with its recipient while keeping it
-// reachable with errors.As.
-type recipientError struct {
-	rcpt string
-	err  error
-}
-
-func (e *recipientError) Error() string { return "<" + e.rcpt + ">: " + e.err.Error() }
-func (e *recipientError) Unwrap() error { return e.err }
 
 // fallbackError is a recipient that failed direct and then at the relay.
 type fallbackError struct{ relay, direct error }

@@ -32,6 +32,10 @@ func (v Via) String() string {
 // Route is a routing decision: the path and the evidence for it.
 type Route struct {
 	Via Via
+	// Relay names the relay of Config.Relays to use: the one that
+	// delivers a Smarthost route, and the fallback of a Direct one. "":
+	// the sender's relay (Config.SenderRelays), else Config.Smarthost.
+	Relay string
 	// Reason says which rule or provider decided, and what it saw, e.g.
 	// `every MX of acme.com is Google (aspmx.l.google.com)`.
 	Reason string

@@ -26,6 +26,11 @@ type Rule struct {
 	Providers []Provider
 	// Via is Direct or Smarthost.
 	Via Via
+	// Relay names the relay of Config.Relays these destinations use: the
+	// one that delivers a Smarthost route, and the fallback of a Direct
+	// one. "": the sender's relay (Config.SenderRelays) or the default,
+	// Config.Smarthost.
+	Relay string
 }
 
 // Rules is an ordered list of rules: the first rule that matches decides.
@@ -69,6 +74,7 @@ type compiledRules struct {
 
 type compiledRule struct {
 	via      Via
+	relay    string
 	exact    map[string]string // domain → reason
 	suffixes []suffixRule
 	wildcard string // reason; "" when the rule has no "*"
@@ -87,7 +93,7 @@ func compileRules(rs Rules) (*compiledRules, error) {
 	c := &compiledRules{rules: make([]compiledRule, 0, len(rs))}
 	for i, r := range rs {
 		label := "rule " + strconv.Itoa(i+1)
-		cr := compiledRule{via: r.Via, exact: make(map[string]string), label: label}
+		cr := compiledRule{via: r.Via, relay: r.Relay, exact: make(map[string]string), label: label}
 		if r.Via != Direct && r.Via != Smarthost {
 			return nil, fmt.Errorf("mailroute: %s: Via must be Direct or Smarthost, not %v", label, r.Via)
 		}
@@ -164,16 +170,16 @@ func (c *compiledRules) Route(ctx context.Context, d *Destination) (Route, error
 		r := &c.rules[i]
 		if !d.IsLiteral() {
 			if reason, ok := r.exact[d.Domain]; ok {
-				return Route{Via: r.via, Reason: reason}, nil
+				return Route{Via: r.via, Relay: r.relay, Reason: reason}, nil
 			}
 			for _, s := range r.suffixes {
 				if dnsname.HasSuffix(d.Domain, s.domain) {
-					return Route{Via: r.via, Reason: s.reason}, nil
+					return Route{Via: r.via, Relay: r.relay, Reason: s.reason}, nil
 				}
 			}
 		}
 		if r.wildcard != "" {
-			return Route{Via: r.via, Reason: r.wildcard}, nil
+			return Route{Via: r.via, Relay: r.relay, Reason: r.wildcard}, nil
 		}
 		if len(r.mx) == 0 || d.IsLiteral() {
 			continue
@@ -188,7 +194,7 @@ func (c *compiledRules) Route(ctx context.Context, d *Destination) (Route, error
 			return Route{}, fmt.Errorf("mailroute: routing %s (%s needs its MX hosts): %w", d.Domain, r.label, mxErr)
 		}
 		if names, ok := r.ownsAll(answer); ok {
-			return Route{Via: r.via, Reason: mxReason(r.label, d.Domain, names, answer)}, nil
+			return Route{Via: r.via, Relay: r.relay, Reason: mxReason(r.label, d.Domain, names, answer)}, nil
 		}
 	}
 	return Route{}, fmt.Errorf("%w for %s", ErrNoRoute, d.Domain)

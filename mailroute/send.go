@@ -30,9 +30,14 @@ import (
 // or a line over 998 octets is refused.
 //
 // Recipients are grouped by domain; each domain is routed once and the
-// domains are delivered concurrently (Config.Concurrency). The error is nil
-// exactly when every recipient was delivered; otherwise it joins the
-// per-recipient errors, and the Result still says who got what.
+// domains are delivered concurrently (Config.Concurrency).
+//
+// The Result is never nil: it has one entry per distinct recipient,
+// whatever happened, even when Send stopped before sending anything (a
+// malformed address: that recipient Failed, the others Deferred with
+// ErrNotAttempted). The error is nil exactly when every recipient was
+// delivered or queued; otherwise it is a *SendError naming who got the
+// message and who did not.
 func (m *Mailer) Send(ctx context.Context, from string, to []string, msg io.Reader) (*Result, error) {
 	return m.send(ctx, from, to, msg, m.relay)
 }
@@ -41,29 +46,44 @@ func (m *Mailer) Send(ctx context.Context, from string, to []string, msg io.Read
 func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Reader, relay *smarthost) (*Result, error) {
 	ctx, leave, ok := m.sends.enter(ctx)
 	if !ok {
-		return nil, ErrClosed
+		return refused(to, ErrClosed, -1, false)
 	}
 	defer leave()
-	env, err := parseEnvelope(from, to)
+	env, bad, err := parseEnvelope(from, to)
 	if err != nil {
-		return nil, err
+		return refused(to, err, bad, true)
 	}
 	body, err := m.readBody(msg)
 	if err != nil {
-		return nil, err
+		// A message that cannot be read or canonicalised, or is too
+		// large, will not go through on a retry either.
+		return refused(to, err, -1, true)
 	}
 	defer body.Close()
 
 	res := &Result{Recipients: make([]RecipientResult, len(env.rcpts))}
 	jobs := m.group(env.from, env.fromUTF8, env.rcpts, body, res)
+	reqTLS := requiresTLS(ctx)
 	for _, j := range jobs {
 		j.relay = relay
+		j.requireTLS = reqTLS
 	}
 	m.runJobs(ctx, jobs)
-	if m.queue != nil {
+	if m.queue != nil && !reqTLS {
 		m.queue.enqueueDeferred(ctx, env.from, res, body)
 	} else {
 		m.reportFirstAttempt(res)
+	}
+	return res, res.Err()
+}
+
+// refused returns the Result and error of a Send that stopped before
+// delivering to anyone.
+func refused(to []string, cause error, bad int, permanent bool) (*Result, error) {
+	res := refusedResult(to, cause, bad, permanent)
+	if len(res.Recipients) == 0 {
+		// No recipients at all: nobody to name in a Result.
+		return res, cause
 	}
 	return res, res.Err()
 }
@@ -76,47 +96,51 @@ type envelope struct {
 }
 
 // parseEnvelope checks every address before anything is sent: one
-// malformed address fails the whole call.
-func parseEnvelope(from string, to []string) (envelope, error) {
+// malformed address fails the whole call. On error, bad is the index in to
+// of the malformed recipient, or -1 when the sender is.
+func parseEnvelope(from string, to []string) (env envelope, bad int, err error) {
 	sender, null, err := message.ParseReversePath(from)
 	if err != nil {
-		return envelope{}, fmt.Errorf("mailroute: sender: %w", err)
+		return envelope{}, -1, fmt.Errorf("sender: %w", err)
 	}
 	if len(to) == 0 {
-		return envelope{}, fmt.Errorf("mailroute: no recipients")
+		return envelope{}, -1, ErrNoRecipients
 	}
-	env := envelope{from: sender.String(), fromUTF8: sender.UTF8, rcpts: make([]message.Address, 0, len(to))}
+	env = envelope{from: sender.String(), fromUTF8: sender.UTF8, rcpts: make([]message.Address, 0, len(to))}
 	if null {
 		env.from = ""
 	}
 	seen := make(map[string]bool, len(to))
-	for _, s := range to {
+	for i, s := range to {
 		a, err := message.ParseAddress(s)
 		if err != nil {
-			return envelope{}, fmt.Errorf("mailroute: recipient: %w", err)
+			return envelope{}, i, fmt.Errorf("recipient: %w", err)
 		}
 		if key := a.String(); !seen[key] {
 			seen[key] = true
 			env.rcpts = append(env.rcpts, a)
 		}
 	}
-	return env, nil
+	return env, -1, nil
 }
+
+// ErrNoRecipients is the error of a Send given no recipients.
+var ErrNoRecipients = errors.New("mailroute: no recipients")
 
 // readBody canonicalises the message and prepares it (headers, DKIM)
 // once, for every route. The caller closes the result.
 func (m *Mailer) readBody(msg io.Reader) (*message.Body, error) {
 	if msg == nil {
-		return nil, fmt.Errorf("mailroute: nil message")
+		return nil, errors.New("nil message")
 	}
 	body, err := message.NewBody(msg, message.BodyOptions{MaxSize: m.cfg.MaxMessageSize})
 	if err != nil {
-		return nil, fmt.Errorf("mailroute: message: %w", err)
+		return nil, err
 	}
 	prepared, err := m.prepareBody(body)
 	if err != nil {
 		body.Close()
-		return nil, fmt.Errorf("mailroute: message: %w", err)
+		return nil, fmt.Errorf("preparing the message: %w", err)
 	}
 	if prepared != body {
 		body.Close()
@@ -176,11 +200,26 @@ func (m *Mailer) deliver(ctx context.Context, j *job) {
 	start := time.Now()
 	defer func() { m.figures.record(ctx, j, m.providerOf(j.dest), time.Since(start)) }()
 	if j.forceRelay {
-		m.deliverSmarthost(ctx, j)
-		for k := range j.rcpts {
-			j.slot(k).Fallback = true
+		// The queue's fallback over time: the relay is still the one the
+		// destination's route names, when it can be routed.
+		route, err := m.route(ctx, j.dest)
+		if err != nil {
+			route = Route{}
 		}
-		return
+		if e := m.pickRelay(j, route); e != nil {
+			j.failAll(e, "")
+			return
+		}
+		if j.relay != nil {
+			m.deliverSmarthost(ctx, j)
+			for k := range j.rcpts {
+				j.slot(k).Fallback = true
+			}
+			return
+		}
+		// No relay for this sender and destination after all (only named
+		// relays exist, and none applies): go on direct.
+		j.forceRelay = false
 	}
 	route, err := m.route(ctx, j.dest)
 	if err != nil {
@@ -188,6 +227,10 @@ func (m *Mailer) deliver(ctx context.Context, j *job) {
 		return
 	}
 	j.route = route
+	if e := m.pickRelay(j, route); e != nil {
+		j.failAll(e, "")
+		return
+	}
 	learn := m.learn.active(j)
 	var site string
 	var probe bool
@@ -231,7 +274,7 @@ func (m *Mailer) fallback(ctx context.Context, j *job) {
 	}
 	sub := &job{
 		dest: j.dest, route: j.route, from: j.from, utf8: j.utf8, body: j.body,
-		relay: j.relay, result: j.result,
+		relay: j.relay, result: j.result, requireTLS: j.requireTLS, noTLSReq: j.noTLSReq,
 	}
 	for _, k := range retry {
 		sub.rcpts = append(sub.rcpts, j.rcpts[k])

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -169,8 +170,13 @@ func TestSendRefusesBadBodies(t *testing.T) {
 		"empty":          "",
 		"over the limit": strings.Repeat(strings.Repeat("b", 70)+"\r\n", (1<<20)/72+1),
 	} {
-		if res, err := send(t, m, "a@sender.test", []string{"b@dest.test"}, body); err == nil || res != nil {
-			t.Errorf("%s: accepted", name)
+		res, err := send(t, m, "a@sender.test", []string{"b@dest.test"}, body)
+		var se *SendError
+		if !errors.As(err, &se) || len(se.Failed) != 1 {
+			t.Errorf("%s: %v, want a SendError with the recipient Failed", name, err)
+		}
+		if res == nil || len(res.Recipients) != 1 || res.Recipients[0].Status != Failed || !IsPermanent(res.Recipients[0].Err) {
+			t.Errorf("%s: result %+v, want the recipient Failed for good", name, res)
 		}
 	}
 	if s.Connections() != 0 {

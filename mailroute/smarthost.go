@@ -19,10 +19,12 @@ const (
 // smarthost is the relay: how to reach it and its pool of idle,
 // authenticated sessions.
 type smarthost struct {
-	host string // for TLS verification and errors
-	addr string
-	cfg  smtpclient.Config
-	pool pool
+	name     string     // in Config.Relays; "" for Config.Smarthost and SendMail's
+	failover *smarthost // Relay.Failover; nil: none
+	host     string     // for TLS verification and errors
+	addr     string
+	cfg      smtpclient.Config
+	pool     pool
 }
 
 func newSmarthost(r *Relay, localName string, maxConns int) *smarthost {
@@ -39,6 +41,10 @@ func newSmarthost(r *Relay, localName string, maxConns int) *smarthost {
 			Timeouts:  r.Timeouts.client(),
 		},
 	}
+	if r.TokenSource != nil {
+		s.cfg.AuthFor = oauth2AuthFor(r)
+		s.cfg.Username = ""
+	}
 	switch {
 	case r.InsecurePlaintextLoopback:
 		// A local relay: encrypt if it offers STARTTLS, else go plain;
@@ -51,11 +57,15 @@ func newSmarthost(r *Relay, localName string, maxConns int) *smarthost {
 		s.cfg.TLS = smtpclient.TLSRequired
 	}
 	s.pool = pool{
+		tls:         TLSRelay,
 		max:         maxConns,
 		maxIdle:     r.MaxIdle,
 		idleTimeout: r.IdleTimeout,
 		now:         time.Now,
 		dial:        s.dial,
+	}
+	if r.InsecurePlaintextLoopback {
+		s.pool.tls = TLSUnverified // STARTTLS, if any, is not verified
 	}
 	if s.pool.maxIdle == 0 {
 		s.pool.maxIdle = defaultMaxIdle
@@ -139,15 +149,17 @@ func (m *Mailer) deliverSmarthost(ctx context.Context, j *job) {
 }
 
 func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
-	s := j.relay
 	start := time.Now()
-	c, pooled, e := s.pool.get(ctx)
+	s, c, pooled, e := m.getSession(ctx, j, batch)
 	if e != nil {
-		if e.Host == "" {
-			e.Host = s.host
-		}
 		j.fail(batch, e, s.host)
 		m.logAttempt(j, Smarthost, s.host, batch, e, time.Since(start))
+		return
+	}
+	if e := relayREQUIRETLS(j, c, s.pool.tls); e != nil {
+		j.fail(batch, e, s.host)
+		m.logAttempt(j, Smarthost, s.host, batch, e, time.Since(start))
+		s.pool.put(c)
 		return
 	}
 	if batch = j.withoutSMTPUTF8(c, batch, Smarthost); len(batch) == 0 {
@@ -176,6 +188,7 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 		}
 	}
 	j.record(batch, res, s.host, Smarthost)
+	j.setTLS(batch, sessionTLS(c, s.pool.tls))
 	m.logTx(j, Smarthost, s.host, batch, res, err, time.Since(start))
 	s.pool.put(c)
 }

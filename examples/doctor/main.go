@@ -9,7 +9,7 @@
 //	    -selector 2025a -key dkim.pem example.net
 //
 // Without arguments it needs no network: it checks a made-up sender whose
-// setup is half right, served by a DNS server running in this process.
+// setup is half right, served by a static mailtest.Resolver in this process.
 //
 //	go run ./examples/doctor
 //
@@ -32,9 +32,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mailroute/go-mailroute/internal/dkimsign"
-	"github.com/mailroute/go-mailroute/internal/dnstest"
 	"github.com/mailroute/go-mailroute/mailroute"
+	"github.com/mailroute/go-mailroute/mailroute/mailtest"
 )
 
 func main() {
@@ -48,7 +47,7 @@ func main() {
 	keyFile := flag.String("key", "", "a PEM file holding the DKIM private key (PKCS #8, or PKCS #1 RSA)")
 	dnsAddr := flag.String("dns", "", "ask this DNS server (host:port) instead of the system resolver")
 	flag.Usage = func() {
-		fmt.Fprintln(flag.CommandLine.Output(), "usage: doctor [flags] [domain]\n\nWithout a domain, checks a made-up half-right setup on an in-process DNS server.")
+		fmt.Fprintln(flag.CommandLine.Output(), "usage: doctor [flags] [domain]\n\nWithout a domain, checks a made-up half-right setup against in-process DNS answers.")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -57,13 +56,12 @@ func main() {
 	var opts mailroute.CheckOptions
 	switch flag.NArg() {
 	case 0:
-		dns, c, o, err := demo()
+		c, o, err := demo()
 		if err != nil {
 			log.Fatal(err)
 		}
-		defer dns.Close()
 		cfg, opts = c, o
-		fmt.Println("No domain given: checking a made-up sender, example.net, on a DNS server in this process.")
+		fmt.Println("No domain given: checking a made-up sender, example.net, against DNS answers in this process.")
 		fmt.Println("Run with -h to check your own.")
 		fmt.Println()
 	case 1:
@@ -156,35 +154,37 @@ func loadKey(path string) (crypto.Signer, error) {
 // the provider's generic name, the DKIM record holds an older key, SPF
 // forgot the relay, there is no DMARC record, and the relay is Amazon SES
 // while the signatures cover the Message-ID SES replaces.
-func demo() (*dnstest.Server, mailroute.Config, mailroute.CheckOptions, error) {
-	dns, err := dnstest.Start()
-	if err != nil {
-		return nil, mailroute.Config{}, mailroute.CheckOptions{}, err
-	}
+func demo() (mailroute.Config, mailroute.CheckOptions, error) {
 	seed := make([]byte, ed25519.SeedSize)
 	copy(seed, "mailroute doctor demo key")
 	key := ed25519.NewKeyFromSeed(seed)
 	copy(seed, "an older key, still published")
-	old := ed25519.NewKeyFromSeed(seed)
-	oldRecord, err := dkimsign.Record(old.Public())
+	old := mailroute.DKIMSignature{Domain: "example.net", Selector: "2025a", Signer: ed25519.NewKeyFromSeed(seed)}
+	oldRecord, err := old.Record()
 	if err != nil {
-		return nil, mailroute.Config{}, mailroute.CheckOptions{}, err
+		return mailroute.Config{}, mailroute.CheckOptions{}, err
 	}
 
-	dns.MX("example.net", "mx.example.net").Host("mx.example.net", "192.0.2.10")
-	dns.Host("mail.example.net", "192.0.2.1")
-	dns.Add("1.2.0.192.in-addr.arpa. PTR static-192-0-2-1.isp.example.")
-	dns.Host("static-192-0-2-1.isp.example", "192.0.2.1")
-	dns.Add(`example.net. TXT "v=spf1 ip4:192.0.2.1 ~all"`)
-	dns.Add("2025a._domainkey.example.net. TXT " + dkimsign.ZoneTXT(oldRecord))
-	dns.Host("email-smtp.eu-west-1.amazonaws.com", "198.51.100.7")
-
+	dns := &mailtest.Resolver{
+		MX: map[string][]string{"example.net": {"mx.example.net"}},
+		Hosts: map[string][]string{
+			"mx.example.net":                     {"192.0.2.10"},
+			"mail.example.net":                   {"192.0.2.1"},
+			"static-192-0-2-1.isp.example":       {"192.0.2.1"},
+			"email-smtp.eu-west-1.amazonaws.com": {"198.51.100.7"},
+		},
+		PTR: map[string][]string{"192.0.2.1": {"static-192-0-2-1.isp.example."}},
+		TXT: map[string][]string{
+			"example.net":                  {"v=spf1 ip4:192.0.2.1 ~all"},
+			"2025a._domainkey.example.net": {oldRecord},
+		},
+	}
 	cfg := mailroute.Config{
 		Hostname:  "mail.example.net",
 		Smarthost: &mailroute.Relay{Addr: "email-smtp.eu-west-1.amazonaws.com:587"},
 		DKIM:      []mailroute.DKIMSignature{{Domain: "example.net", Selector: "2025a", Signer: key}},
-		Resolver:  mailroute.DNSServer(dns.Addr),
+		Resolver:  dns,
 	}
 	opts := mailroute.CheckOptions{Domain: "example.net", PublicIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}}
-	return dns, cfg, opts, nil
+	return cfg, opts, nil
 }

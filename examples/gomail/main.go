@@ -23,30 +23,26 @@ import (
 
 	"github.com/wneessen/go-mail"
 
-	"github.com/mailroute/go-mailroute/internal/dnstest"
-	"github.com/mailroute/go-mailroute/internal/smtptest"
 	"github.com/mailroute/go-mailroute/mailroute"
+	"github.com/mailroute/go-mailroute/mailroute/mailtest"
 )
 
 func main() {
 	// The world: DNS for smallisp.example, its MX, and the relay.
-	dns, err := dnstest.Start()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer dns.Close()
-	mx, err := smtptest.Serve(smtptest.Options{Domain: "mx.smallisp.example"})
+	mx, err := mailtest.NewServer(mailtest.Options{Hostname: "mx.smallisp.example"})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer mx.Close()
-	relay, err := smtptest.Serve(smtptest.Options{Domain: "relay", Auth: map[string]string{"app": "secret"}, AllowInsecureAuth: true})
+	relay, err := mailtest.NewServer(mailtest.Options{Hostname: "relay", Users: map[string]string{"app": "secret"}})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer relay.Close()
-	dns.MX("smallisp.example", "mx.smallisp.example")
-	dns.Host("mx.smallisp.example", "127.0.0.1")
+	dns := &mailtest.Resolver{
+		MX:    map[string][]string{"smallisp.example": {"mx.smallisp.example"}},
+		Hosts: map[string][]string{"mx.smallisp.example": {"127.0.0.1"}},
+	}
 
 	m, err := mailroute.New(mailroute.Config{
 		Hostname: "mail.example.net",
@@ -60,7 +56,7 @@ func main() {
 		},
 		// In a real program these two stay zero: the system resolver and
 		// port 25. Here they point at the servers in this process.
-		Resolver: mailroute.DNSServer(dns.Addr),
+		Resolver: dns,
 		Direct:   mailroute.DirectOptions{Port: mx.Port()},
 	})
 	if err != nil {
@@ -90,7 +86,7 @@ func main() {
 	fmt.Println()
 	for _, s := range []struct {
 		name string
-		srv  *smtptest.Server
+		srv  *mailtest.Server
 	}{{"relay", relay}, {"mx.smallisp.example", mx}} {
 		for _, msg := range s.srv.Messages() {
 			fields := headerFields(msg.Data)

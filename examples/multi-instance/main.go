@@ -7,7 +7,8 @@
 // sent.
 //
 //	bash internal/peers/peers.sh start   # or any PostgreSQL you can create tables in
-//	go run ./examples/multi-instance -db "$(bash internal/peers/postgres.sh url)"
+//	cd examples/multi-instance   # a module of its own: it requires mailroute/riverqueue
+//	go run . -db "$(bash ../../internal/peers/postgres.sh url)"
 //
 // The database is given by -db or MAILROUTE_POSTGRES_URL. The example works
 // in a schema of its own, dropped at the end.
@@ -27,9 +28,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/mailroute/go-mailroute/internal/dnstest"
-	"github.com/mailroute/go-mailroute/internal/smtptest"
 	"github.com/mailroute/go-mailroute/mailroute"
+	"github.com/mailroute/go-mailroute/mailroute/mailtest"
 	"github.com/mailroute/go-mailroute/mailroute/riverqueue"
 )
 
@@ -74,17 +74,15 @@ func main() {
 	}
 
 	// A greylisting MX on loopback, recording which instance delivered.
-	mx, err := smtptest.Serve(smtptest.Options{Domain: "mx.customer.example", RcptPolicy: smtptest.Greylist(1)})
+	mx, err := mailtest.NewServer(mailtest.Options{Hostname: "mx.customer.example", Greylist: true})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer mx.Close()
-	dns, err := dnstest.Start()
-	if err != nil {
-		log.Fatal(err)
+	dns := &mailtest.Resolver{
+		MX:    map[string][]string{"customer.example": {"mx.customer.example"}},
+		Hosts: map[string][]string{"mx.customer.example": {"127.0.0.1"}},
 	}
-	defer dns.Close()
-	dns.MX("customer.example", "mx.customer.example").Host("mx.customer.example", "127.0.0.1")
 
 	// Two instances: each its own Mailer and Store, one database.
 	var (
@@ -95,7 +93,7 @@ func main() {
 	newInstance := func(name string) *mailroute.Mailer {
 		m, err := mailroute.New(mailroute.Config{
 			Hostname: name,
-			Resolver: mailroute.DNSServer(dns.Addr),
+			Resolver: dns,
 			Direct:   mailroute.DirectOptions{Port: mx.Port(), TLS: mailroute.NoTLS},
 			Queue:    &riverqueue.Store{Pool: pool, ClientID: name},
 			// Seconds rather than the default minutes, for the demo.

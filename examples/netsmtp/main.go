@@ -31,38 +31,34 @@ import (
 	"net/smtp"
 	"strconv"
 
-	"github.com/mailroute/go-mailroute/internal/dnstest"
-	"github.com/mailroute/go-mailroute/internal/smtptest"
 	"github.com/mailroute/go-mailroute/mailroute"
+	"github.com/mailroute/go-mailroute/mailroute/mailtest"
 )
 
 func main() {
 	// The world: DNS for smallisp.example, its MX, and the relay.
-	dns, err := dnstest.Start()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer dns.Close()
-	mx, err := smtptest.Serve(smtptest.Options{Domain: "mx.smallisp.example"})
+	mx, err := mailtest.NewServer(mailtest.Options{Hostname: "mx.smallisp.example"})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer mx.Close()
 	// The relay wants AUTH PLAIN, as a submission server does; on loopback
 	// it offers it without TLS (see the package comment).
-	relay, err := smtptest.Serve(smtptest.Options{Domain: "relay", Auth: map[string]string{"app": "secret"}, AllowInsecureAuth: true})
+	relay, err := mailtest.NewServer(mailtest.Options{Hostname: "relay", Users: map[string]string{"app": "secret"}})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer relay.Close()
-	dns.MX("smallisp.example", "mx.smallisp.example")
-	dns.Host("mx.smallisp.example", "127.0.0.1")
+	dns := &mailtest.Resolver{
+		MX:    map[string][]string{"smallisp.example": {"mx.smallisp.example"}},
+		Hosts: map[string][]string{"mx.smallisp.example": {"127.0.0.1"}},
+	}
 
 	m, err := mailroute.New(mailroute.Config{
 		Hostname: "mail.example.net",
 		// In a real program these two stay zero: the system resolver and
 		// port 25. Here they point at the servers in this process.
-		Resolver: mailroute.DNSServer(dns.Addr),
+		Resolver: dns,
 		Direct:   mailroute.DirectOptions{Port: mx.Port()},
 	})
 	if err != nil {
@@ -86,7 +82,7 @@ func main() {
 			log.Fatal(err)
 		}
 		fmt.Printf("%s → %v\n    why:  %s\n", rcpt, r.Via, r.Reason)
-		for name, s := range map[string]*smtptest.Server{"relay": relay, "mx.smallisp.example": mx} {
+		for name, s := range map[string]*mailtest.Server{"relay": relay, "mx.smallisp.example": mx} {
 			for _, msg := range s.Messages() {
 				if msg.Rcpts[0] != rcpt {
 					continue

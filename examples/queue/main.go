@@ -14,25 +14,22 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mailroute/go-mailroute/internal/dnstest"
-	"github.com/mailroute/go-mailroute/internal/smtptest"
 	"github.com/mailroute/go-mailroute/mailroute"
+	"github.com/mailroute/go-mailroute/mailroute/mailtest"
 )
 
 func main() {
 	// An MX that greylists: the first attempt of each recipient is
 	// deferred, as many real ones do.
-	mx, err := smtptest.Serve(smtptest.Options{Domain: "mx.smallisp.example", RcptPolicy: smtptest.Greylist(1)})
+	mx, err := mailtest.NewServer(mailtest.Options{Hostname: "mx.smallisp.example", Greylist: true})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer mx.Close()
-	dns, err := dnstest.Start()
-	if err != nil {
-		log.Fatal(err)
+	dns := &mailtest.Resolver{
+		MX:    map[string][]string{"smallisp.example": {"mx.smallisp.example"}},
+		Hosts: map[string][]string{"mx.smallisp.example": {"127.0.0.1"}},
 	}
-	defer dns.Close()
-	dns.MX("smallisp.example", "mx.smallisp.example").Host("mx.smallisp.example", "127.0.0.1")
 
 	dir, err := os.MkdirTemp("", "mailroute-spool-")
 	if err != nil {
@@ -48,7 +45,7 @@ func main() {
 		OnEvent: func(ev mailroute.Event) {
 			fmt.Printf("  event: %-9v %s (attempt %d)\n", ev.Kind, ev.Rcpt, ev.Attempt)
 		},
-		Resolver: mailroute.DNSServer(dns.Addr), // here only: the world is on loopback
+		Resolver: dns, // here only: the world is on loopback
 		Direct:   mailroute.DirectOptions{Port: mx.Port()},
 	})
 	if err != nil {

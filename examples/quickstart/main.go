@@ -3,32 +3,26 @@
 // ISP direct to its MX, and a recipient whose MX refuses the sender's IP
 // (a block list) direct first and then, by fallback, through the smarthost.
 //
-// It is self-contained: a DNS server and three SMTP servers (two MX hosts
-// and the smarthost, with STARTTLS and AUTH) run in this process on
-// loopback, so it runs anywhere with only Go installed.
+// It is self-contained: the smarthost (STARTTLS and AUTH) and two MX hosts
+// are mailroute/mailtest servers in this process, on loopback, and DNS is a
+// mailtest.Resolver, so it runs anywhere with only Go installed. It imports
+// only public packages: copy it into your own module as it is.
 //
 //	go run ./examples/quickstart
 package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log"
-	"net"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
-	"github.com/mailroute/go-mailroute/internal/dnstest"
-	"github.com/mailroute/go-mailroute/internal/smtptest"
-	"github.com/mailroute/go-mailroute/internal/testpki"
 	"github.com/mailroute/go-mailroute/mailroute"
+	"github.com/mailroute/go-mailroute/mailroute/mailtest"
 )
 
 const message = "From: Ada <ada@example.net>\r\n" +
@@ -50,11 +44,11 @@ func main() {
 			Addr:      world.relay.Addr,
 			Username:  "ada@example.net",
 			Password:  "relay-password",
-			TLSConfig: &tls.Config{RootCAs: world.ca.Pool()}, // nil in real programs: system roots
+			TLSConfig: world.ca.ClientConfig(), // nil in real programs: system roots
 		},
 		// Here only: the world is on loopback.
-		Resolver: mailroute.DNSServer(world.dns.Addr),
-		Direct:   mailroute.DirectOptions{Port: world.mxPort},
+		Resolver: world.dns,
+		Direct:   mailroute.DirectOptions{Port: world.smallISP.Port()},
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -69,25 +63,34 @@ func main() {
 		"pal@smallisp.example",
 		"boss@strictcorp.example",
 	}, strings.NewReader(message))
+	var se *mailroute.SendError
+	if err != nil && !errors.As(err, &se) {
+		log.Fatal(err) // nothing was attempted: a malformed address or message
+	}
 
+	// One row per delivery step: a recipient that fell back has two, the
+	// direct attempt and the smarthost's.
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "RECIPIENT\tROUTE\tREASON\tFALLBACK\tSERVER\tSTATUS")
+	fmt.Fprintln(w, "RECIPIENT\tROUTE\tREASON\tSERVER\tOUTCOME")
 	for _, r := range res.Recipients {
-		fallback := "-"
 		if r.Fallback {
-			fallback = "yes: " + firstLine(r.DirectErr)
+			var direct *mailroute.Error
+			errors.As(r.DirectErr, &direct)
+			fmt.Fprintf(w, "%s\t%v\t%s\t%s\trefused: %s\n", r.Rcpt, mailroute.Direct, r.Route.Reason, direct.Host, reply(direct))
+			fmt.Fprintf(w, "\t%v\tfallback after %s from %s\t%s\t%v\n", r.Via, reply(direct), direct.Host, r.Host, r.Status)
+			continue
 		}
-		fmt.Fprintf(w, "%s\t%v\t%s\t%s\t%s\t%v\n", r.Rcpt, r.Via, r.Route.Reason, fallback, r.Host, r.Status)
+		fmt.Fprintf(w, "%s\t%v\t%s\t%s\t%v\n", r.Rcpt, r.Via, r.Route.Reason, r.Host, r.Status)
 	}
 	w.Flush()
-	if err != nil {
-		fmt.Println("\nnot delivered:", err)
+	if se != nil {
+		fmt.Println("\nnot delivered:", se)
 	}
 
 	fmt.Println()
 	for _, s := range []struct {
 		name string
-		srv  *smtptest.Server
+		srv  *mailtest.Server
 	}{{"smarthost", world.relay}, {"mx1.smallisp.example", world.smallISP}, {"mx.strictcorp.example", world.strict}} {
 		for _, msg := range s.srv.Messages() {
 			fmt.Printf("%s received a message for %v (TLS %v, authenticated as %q)\n",
@@ -96,54 +99,49 @@ func main() {
 	}
 }
 
-// firstLine shortens the direct failure that caused a fallback to its codes.
-func firstLine(err error) string {
-	var e *mailroute.Error
-	if errors.As(err, &e) && e.Code != 0 {
-		return strconv.Itoa(e.Code) + " " + e.Enhanced.String()
+// reply shortens a refusal to its codes, "550 5.7.1", or its class when
+// no server answered ("connection").
+func reply(e *mailroute.Error) string {
+	if e.Code == 0 {
+		return mailroute.Classify(e).String()
 	}
-	return mailroute.Classify(err).String()
+	return fmt.Sprintf("%d %s", e.Code, e.Enhanced)
 }
 
 // world is everything a real deployment reaches over the internet.
 type world struct {
-	dns      *dnstest.Server
-	ca       *testpki.CA
-	relay    *smtptest.Server // the smarthost: STARTTLS + AUTH
-	smallISP *smtptest.Server // an MX that accepts us
-	strict   *smtptest.Server // an MX that blocks our IP
-	mxPort   int
+	dns      *mailtest.Resolver
+	ca       *mailtest.CA
+	relay    *mailtest.Server // the smarthost: STARTTLS + AUTH
+	smallISP *mailtest.Server // an MX that accepts us
+	strict   *mailtest.Server // an MX that blocks our IP
 }
 
 func startWorld() (*world, error) {
 	w := &world{}
 	var err error
-	if w.dns, err = dnstest.Start(); err != nil {
+	if w.ca, err = mailtest.NewCA(); err != nil {
 		return nil, err
 	}
-	if w.ca, err = testpki.NewCA(); err != nil {
-		return nil, err
-	}
-	w.relay, err = smtptest.Serve(smtptest.Options{
-		Domain: "relay.example",
-		TLS:    w.ca.ServerConfig("127.0.0.1"),
-		Auth:   map[string]string{"ada@example.net": "relay-password"},
+	w.relay, err = mailtest.NewServer(mailtest.Options{
+		Hostname: "relay.example",
+		TLS:      w.ca.ServerConfig("127.0.0.1"),
+		Users:    map[string]string{"ada@example.net": "relay-password"},
 	})
 	if err != nil {
 		return nil, err
 	}
 	// Both MX hosts listen on one port, as real ones all listen on 25.
 	for range 10 {
-		w.smallISP, err = smtptest.Serve(smtptest.Options{Domain: "mx1.smallisp.example"})
+		w.smallISP, err = mailtest.NewServer(mailtest.Options{Hostname: "mx1.smallisp.example"})
 		if err != nil {
 			return nil, err
 		}
-		w.mxPort = w.smallISP.Port()
-		w.strict, err = smtptest.Serve(smtptest.Options{
-			Listen: net.JoinHostPort("127.0.0.2", strconv.Itoa(w.mxPort)),
-			Domain: "mx.strictcorp.example",
-			RcptPolicy: func(string) *smtp.SMTPError {
-				return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+		w.strict, err = mailtest.NewServer(mailtest.Options{
+			Addr:     w.smallISP.AddrOn("127.0.0.2"),
+			Hostname: "mx.strictcorp.example",
+			Refuse: func(string) *mailtest.Reply {
+				return &mailtest.Reply{Code: 550, Enhanced: [3]int{5, 7, 1},
 					Message: "Service unavailable; client [127.0.0.1] blocked using zen.spamhaus.org"}
 			},
 		})
@@ -155,20 +153,25 @@ func startWorld() (*world, error) {
 	if err != nil {
 		return nil, err
 	}
-	w.dns.MX("gmail.com", "gmail-smtp-in.l.google.com")
-	w.dns.MX("contoso.example", "contoso-example.mail.protection.outlook.com")
-	w.dns.MX("smallisp.example", "mx1.smallisp.example")
-	w.dns.Host("mx1.smallisp.example", "127.0.0.1")
-	w.dns.MX("strictcorp.example", "mx.strictcorp.example")
-	w.dns.Host("mx.strictcorp.example", "127.0.0.2")
+	w.dns = &mailtest.Resolver{
+		MX: map[string][]string{
+			"gmail.com":          {"gmail-smtp-in.l.google.com"},
+			"contoso.example":    {"contoso-example.mail.protection.outlook.com"},
+			"smallisp.example":   {"mx1.smallisp.example"},
+			"strictcorp.example": {"mx.strictcorp.example"},
+		},
+		Hosts: map[string][]string{
+			"mx1.smallisp.example":  {"127.0.0.1"},
+			"mx.strictcorp.example": {"127.0.0.2"},
+		},
+	}
 	return w, nil
 }
 
 func (w *world) close() {
-	for _, s := range []*smtptest.Server{w.relay, w.smallISP, w.strict} {
+	for _, s := range []*mailtest.Server{w.relay, w.smallISP, w.strict} {
 		if s != nil {
 			s.Close()
 		}
 	}
-	w.dns.Close()
 }

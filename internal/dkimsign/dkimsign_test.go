@@ -219,9 +219,10 @@ func TestPrefixSignsAndCompletes(t *testing.T) {
 		if v.Err != nil {
 			t.Errorf("%s: %v", v.Domain, v.Err)
 		}
-		want := "From:From:To:Subject:Date:Message-ID"
+		want := "From:From:Sender:Reply-To:To:To:Cc:Subject:Subject:Date:Date:Message-ID:Message-ID:" +
+			"In-Reply-To:References:MIME-Version:Content-Type:Content-Transfer-Encoding"
 		if got := strings.Join(v.HeaderKeys, ":"); !strings.EqualFold(got, want) {
-			t.Errorf("h=%s, want %s (present fields, From over-signed)", got, want)
+			t.Errorf("h=%s, want %s (every field over-signed, absent ones too)", got, want)
 		}
 	}
 	// A second From, added on the way, breaks the over-signed signature.
@@ -260,5 +261,53 @@ func TestPrefixAddsOnlyWhatIsMissing(t *testing.T) {
 	p, _ = Prefix(open("Subject: x\r\n\r\n"), Options{})
 	if p != "" {
 		t.Errorf("nothing asked, %q added", p)
+	}
+}
+
+// Every field of the default list is over-signed: adding one on the way —
+// a second instance, or one the message lacked — breaks the signature,
+// while the message as signed verifies.
+func TestOverSigningBreaksAddedFields(t *testing.T) {
+	ed := edKey(t)
+	rec, _ := Record(ed.Public())
+	records := map[string]string{"ed._domainkey.example.net": rec}
+	msg := "From: Ada <ada@example.net>\r\nTo: bob@dest.test\r\nSubject: hi\r\n" +
+		"Date: Sat, 01 Mar 2025 12:00:00 +0000\r\nMessage-ID: <1@example.net>\r\n\r\nHello.\r\n"
+	prefix, err := Prefix(func() io.Reader { return strings.NewReader(msg) }, Options{
+		Keys: []Key{{Domain: "example.net", Selector: "ed", Signer: ed}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range verify(t, []byte(prefix+msg), records) {
+		if v.Err != nil {
+			t.Fatalf("the message as signed fails: %v", v.Err)
+		}
+	}
+	for _, added := range []string{
+		"Subject: urgent: wire the money",       // present: a second instance
+		"To: mallory@evil.test",                 // present
+		"From: Mallory <m@evil.test>",           // present
+		"Reply-To: mallory@evil.test",           // absent
+		"Cc: mallory@evil.test",                 // absent
+		"Content-Type: text/html",               // absent
+		"MIME-Version: 1.0",                     // absent
+		"Content-Transfer-Encoding: base64",     // absent
+		"Sender: mallory@evil.test",             // absent
+		"In-Reply-To: <x@evil.test>",            // absent
+		"Date: Sun, 02 Mar 2025 12:00:00 +0000", // present
+	} {
+		forged := prefix + added + "\r\n" + msg
+		for _, v := range verify(t, []byte(forged), records) {
+			if v.Err == nil {
+				t.Errorf("%q prepended after signing: the signature still verifies", added)
+			}
+		}
+	}
+	// A field outside the list may be added (a relay's Received, say).
+	for _, v := range verify(t, []byte(prefix+"X-Relay: seen\r\n"+msg), records) {
+		if v.Err != nil {
+			t.Errorf("an unsigned field broke the signature: %v", v.Err)
+		}
 	}
 }

@@ -20,10 +20,12 @@ type Key struct {
 
 // DefaultHeaders are the header fields signed when Key.Headers is nil:
 // those RFC 6376 §5.4.1 recommends that a mail program sets, the ones a
-// reader sees and the ones that say how to read the body.
+// reader sees, the ones that thread a conversation and the ones that say
+// how to read the body (rspamd's over-signed list, without the List-* and
+// Resent-* fields a mailing list adds). Each is over-signed.
 var DefaultHeaders = []string{
-	"From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To",
-	"MIME-Version", "Content-Type", "Content-Transfer-Encoding",
+	"From", "Sender", "Reply-To", "To", "Cc", "Subject", "Date", "Message-ID",
+	"In-Reply-To", "References", "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
 }
 
 // MinRSABits is the smallest RSA key verifiers accept (RFC 8301 §3.2).

@@ -160,15 +160,18 @@ func sign(open func() io.Reader, added string, h *Header, opts *Options) (string
 	return b.String(), nil
 }
 
-// signedFields is the h= list: each wanted field as often as the header has
-// it, and From once more than that (over-signing: RFC 6376 §5.4.2), so that
-// a From added on the way breaks the signature. Fields the message lacks
-// are left out, so that a relay adding one (MIME-Version, say) does not.
+// signedFields is the h= list: each wanted field once more than the header
+// has it (over-signing, RFC 6376 §5.4.2 and §8.15), absent fields included.
+// A verifier reads the bottom-most instances of a field first and the
+// surplus name matches a null field, so a Subject, Reply-To or Content-Type
+// prepended on the way — a second one, or one the message lacked — breaks
+// the signature instead of replacing what the reader sees. rspamd signs
+// its default list the same way.
 func signedFields(want []string, h *Header) []string {
 	if want == nil {
 		want = DefaultHeaders
 	}
-	out := make([]string, 0, len(want)+2)
+	out := make([]string, 0, 2*len(want)+2)
 	seen := make(map[string]bool, len(want))
 	for _, name := range want {
 		key := strings.ToLower(name)
@@ -176,11 +179,7 @@ func signedFields(want []string, h *Header) []string {
 			continue
 		}
 		seen[key] = true
-		n := h.Count[key]
-		if key == "from" {
-			n++
-		}
-		for range n {
+		for range h.Count[key] + 1 {
 			out = append(out, name)
 		}
 	}

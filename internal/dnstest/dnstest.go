@@ -29,6 +29,7 @@ type Server struct {
 	records  map[string][]dns.RR // by lower-case FQDN
 	servfail map[string]bool     // FQDN and everything below it
 	drop     map[string]bool     // FQDN and everything below it
+	secure   map[string]bool     // FQDN and everything below it: answers carry AD
 	queries  map[string]int      // "name TYPE" → count
 	total    int
 }
@@ -39,6 +40,7 @@ func Start() (*Server, error) {
 		records:  make(map[string][]dns.RR),
 		servfail: make(map[string]bool),
 		drop:     make(map[string]bool),
+		secure:   make(map[string]bool),
 		queries:  make(map[string]int),
 	}
 	// Find a port free for both protocols: take a UDP port, then try TCP on
@@ -100,6 +102,15 @@ func (s *Server) Add(records ...string) *Server {
 	return s
 }
 
+// Remove deletes every record of name, which then no longer exists
+// unless a name below it does.
+func (s *Server) Remove(name string) *Server {
+	s.mu.Lock()
+	delete(s.records, fqdn(name))
+	s.mu.Unlock()
+	return s
+}
+
 // MX adds MX records: host names in order, preferences 10, 20, 30…
 func (s *Server) MX(domain string, hosts ...string) *Server {
 	for i, h := range hosts {
@@ -141,6 +152,17 @@ func (s *Server) ServFail(name string) *Server {
 func (s *Server) Drop(name string) *Server {
 	s.mu.Lock()
 	s.drop[fqdn(name)] = true
+	s.mu.Unlock()
+	return s
+}
+
+// Secure makes answers for name, or any name below it, carry the AD bit
+// to clients that ask with DO or AD set, as a validating resolver's do for
+// a signed zone (RFC 6840 §5.7). Nothing is signed: this stands in for the
+// resolver the user trusts, not for DNSSEC itself.
+func (s *Server) Secure(name string) *Server {
+	s.mu.Lock()
+	s.secure[fqdn(name)] = true
 	s.mu.Unlock()
 	return s
 }
@@ -214,6 +236,9 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		m.Rcode = dns.RcodeServerFailure
 	default:
 		s.answer(m, name, q.Qtype)
+		if opt := req.IsEdns0(); (req.AuthenticatedData || opt != nil && opt.Do()) && underAny(s.secure, name) {
+			m.AuthenticatedData = true
+		}
 	}
 	s.mu.Unlock()
 	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {

@@ -135,7 +135,7 @@ func (c *canonicalizer) readFrom(r io.Reader) error {
 		case c.err != nil:
 			return c.err
 		case err != nil:
-			return fmt.Errorf("message: reading the message: %w", err)
+			return fmt.Errorf("reading the message: %w", err)
 		}
 		return nil
 	}
@@ -153,7 +153,7 @@ func (c *canonicalizer) readFrom(r io.Reader) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("message: reading the message: %w", err)
+			return fmt.Errorf("reading the message: %w", err)
 		}
 	}
 }

@@ -162,7 +162,7 @@ func (c *canonicalizer) finish() error {
 	}
 	if c.w != nil {
 		if err := c.w.Flush(); err != nil {
-			c.err = fmt.Errorf("message: writing the message to a temporary file: %w", err)
+			c.err = fmt.Errorf("writing the message to a temporary file: %w", err)
 			return c.err
 		}
 		c.w = nil
@@ -188,7 +188,7 @@ func (c *canonicalizer) emit(b []byte) bool {
 	}
 	if c.w != nil {
 		if _, err := c.w.Write(b); err != nil {
-			c.err = fmt.Errorf("message: writing the message to a temporary file: %w", err)
+			c.err = fmt.Errorf("writing the message to a temporary file: %w", err)
 			return false
 		}
 		return true
@@ -222,7 +222,7 @@ func (c *canonicalizer) grow(n int) bool {
 func (c *canonicalizer) spillToFile() bool {
 	f, err := os.CreateTemp(c.tempDir, "mailroute-message-*")
 	if err != nil {
-		c.err = fmt.Errorf("message: creating a temporary file for a large message: %w", err)
+		c.err = fmt.Errorf("creating a temporary file for a large message: %w", err)
 		return false
 	}
 	c.file, c.path = f, f.Name()
@@ -231,7 +231,7 @@ func (c *canonicalizer) spillToFile() bool {
 	}
 	if len(c.mem) > 0 {
 		if _, err := f.Write(c.mem); err != nil {
-			c.err = fmt.Errorf("message: writing the message to a temporary file: %w", err)
+			c.err = fmt.Errorf("writing the message to a temporary file: %w", err)
 			return false
 		}
 	}

@@ -9,19 +9,19 @@ import (
 // returns.
 var (
 	// ErrInvalidAddress is wrapped by every *AddressError.
-	ErrInvalidAddress = errors.New("message: invalid address")
+	ErrInvalidAddress = errors.New("invalid address")
 	// ErrEmptyBody: the message has no bytes at all.
-	ErrEmptyBody = errors.New("message: empty message")
+	ErrEmptyBody = errors.New("empty message")
 	// ErrNUL: the message contains a NUL octet, which RFC 5321 §4.1.4
 	// forbids and which servers treat inconsistently.
-	ErrNUL = errors.New("message: NUL octet in message")
+	ErrNUL = errors.New("NUL octet in message")
 	// ErrLineTooLong: a line is longer than MaxLineLength octets
 	// (RFC 5321 §4.5.3.1.6).
-	ErrLineTooLong = errors.New("message: line too long")
+	ErrLineTooLong = errors.New("line too long")
 	// ErrTooLarge: the canonical message is larger than BodyOptions.MaxSize.
-	ErrTooLarge = errors.New("message: message too large")
+	ErrTooLarge = errors.New("message too large")
 	// ErrClosed: the Body was used after Close.
-	ErrClosed = errors.New("message: body is closed")
+	ErrClosed = errors.New("body is closed")
 )
 
 // AddressError is why an address was refused. It names the input.

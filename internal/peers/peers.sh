@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # internal/peers/peers.sh - entry point for the real servers mailroute's tests
 # run against on loopback: Postfix (MX receiver + submission smarthost, see
-# postfix.sh), CoreDNS (the test zones, see coredns.sh) and maddy (a second
+# postfix.sh), CoreDNS (the test zones, see coredns.sh), a DNSSEC view of
+# some of them behind a validating Unbound (DANE and MTA-STS, see dnssec.sh)
+# and maddy (a second
 # submission smarthost, see maddy.sh) and PostgreSQL (the shared queue of
 # mailroute/riverqueue, see postgres.sh). Used by .ci/run and by developers;
 # internal/peertest reads the environment printed by `env`.
 #
 # Usage: peers.sh install|start|stop|restart|status|env
-#   install  apt-get install Postfix and PostgreSQL (root), build CoreDNS and
+#   install  apt-get install Postfix, PostgreSQL, Unbound and ldnsutils (root), build CoreDNS and
 #            maddy with go (cached)
 #   start    install if needed, then start every peer; idempotent (a peer that
 #            runs with the same configuration is left alone, one whose
@@ -33,8 +35,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export PEERS_DIR=${PEERS_DIR:-/tmp/mailroute-peers}
 
-# The peers, in start order (maddy's DNS is CoreDNS, so it comes after).
-PEERS="coredns postfix maddy postgres"
+# The peers, in start order (maddy's DNS is CoreDNS, so it comes after; the
+# DNSSEC view's TLSA records are made from Postfix's certificate).
+PEERS="coredns postfix dnssec maddy postgres"
 
 log() { echo "peers: $*" >&2; }
 
@@ -70,6 +73,7 @@ export MAILROUTE_MADDY_SUBMISSIONS_ADDR=127.0.0.1:${MADDY_SUBMISSIONS_PORT:-4651
 export MAILROUTE_MADDY_STORE=$PEERS_DIR/maddy/store/submitted
 export MAILROUTE_MADDY_CERT=$PEERS_DIR/maddy/tls/cert.pem
 export MAILROUTE_POSTGRES_URL=$(bash "$HERE/postgres.sh" url)
+export MAILROUTE_DNSSEC_RESOLVER=127.0.0.1:${DNSSEC_PORT:-5355}
 EOF
   # maddy's credentials only when they differ from Postfix's (peertest falls
   # back to MAILROUTE_SMARTHOST_USER/PASS).

@@ -127,6 +127,33 @@ type Env struct {
 	// "postgres://mailroute:mailroute@127.0.0.1:5433/mailroute?sslmode=disable").
 	// The role owns the database: tests create their own schemas in it.
 	PostgresURL string
+
+	// DNSSEC is the host:port of the validating resolver (Unbound) in
+	// front of the signed test zones that internal/peers/dnssec.sh runs
+	// (MAILROUTE_DNSSEC_RESOLVER, "127.0.0.1:5355"). Tests that need it
+	// call [Env.RequireDNSSEC].
+	DNSSEC string
+}
+
+// RequireDNSSEC fails the test unless the validating resolver is set and
+// answers the signed example.org with the AD bit.
+func (e Env) RequireDNSSEC(t testing.TB) string {
+	t.Helper()
+	if e.DNSSEC == "" {
+		t.Fatal("peertest: MAILROUTE_DNSSEC_RESOLVER is not set: bash internal/peers/peers.sh start, then eval the env again")
+	}
+	q := new(dns.Msg)
+	q.SetQuestion("example.org.", dns.TypeMX)
+	q.SetEdns0(1232, true)
+	c := &dns.Client{Timeout: probeTimeout}
+	resp, _, err := c.Exchange(q, e.DNSSEC)
+	if err != nil {
+		t.Fatalf("peertest: the validating resolver %s: %v", e.DNSSEC, err)
+	}
+	if !resp.AuthenticatedData {
+		t.Fatalf("peertest: the validating resolver %s does not authenticate example.org (no AD bit)", e.DNSSEC)
+	}
+	return e.DNSSEC
 }
 
 // PostfixAddr returns ip:PostfixPort, ip being "127.0.0.1" or "127.0.0.2".
@@ -216,6 +243,7 @@ func load(getenv func(string) string) (Env, error) {
 		// Checked by probe, so that an Env without it still loads (older
 		// `peers.sh env` output) and Require names it when it is missing.
 		PostgresURL: getenv("MAILROUTE_POSTGRES_URL"),
+		DNSSEC:      getenv("MAILROUTE_DNSSEC_RESOLVER"),
 		MaddyUser:   getenv("MAILROUTE_MADDY_USER"),
 		MaddyPass:   getenv("MAILROUTE_MADDY_PASS"),
 	}

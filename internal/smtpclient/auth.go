@@ -144,7 +144,10 @@ func (c *Conn) authenticate(cfg *Config) error {
 			if nerr != nil {
 				return c.cancelAuth(nerr)
 			}
-			line = encodeSASL(resp)
+			// An empty response is an empty line (RFC 4954 §4: "=" is
+			// only for an empty initial response); XOAUTH2 answers an
+			// error challenge so.
+			line = base64.StdEncoding.EncodeToString(resp)
 		case rep.Code == 334:
 			return c.cancelAuth(protocolErrorf("more than %d AUTH rounds", maxAuthSteps))
 		default:
@@ -156,9 +159,32 @@ func (c *Conn) authenticate(cfg *Config) error {
 			case 454, 530, 534, 535, 538:
 				sentinel = ErrAuthFailed
 			}
+			if f, ok := client.(AuthFailure); ok {
+				if why := f.AuthFailure(); why != nil {
+					// What the server said in its error challenge (an
+					// OAuth 2.0 status and scope) beats a bare 535.
+					sentinel = joinErrs([]error{nonNil(sentinel, ErrAuthFailed), why})
+				}
+			}
 			return c.replyError("AUTH", rep, sentinel)
 		}
 	}
+}
+
+// AuthFailure is implemented by SASL clients that learn why they were
+// refused before the server's final reply: XOAUTH2 and OAUTHBEARER get a
+// JSON error in a 334 challenge, answer it with a dummy response, and only
+// then receive the 5xx. The error it returns is joined to the AUTH
+// failure.
+type AuthFailure interface {
+	AuthFailure() error
+}
+
+func nonNil(err, otherwise error) error {
+	if err != nil {
+		return err
+	}
+	return otherwise
 }
 
 // cancelAuth ends an exchange the client cannot continue with "*"

@@ -16,40 +16,40 @@ import (
 var (
 	// ErrTLSFailed: the TLS handshake (STARTTLS or implicit) failed. With
 	// TLSOpportunistic the caller may redial and retry with TLSNone.
-	ErrTLSFailed = errors.New("smtpclient: TLS handshake failed")
+	ErrTLSFailed = errors.New("TLS handshake failed")
 	// ErrTLSUnavailable: TLSRequired, but the server did not offer STARTTLS
 	// (or refused it). Nothing was sent in plaintext beyond EHLO.
-	ErrTLSUnavailable = errors.New("smtpclient: STARTTLS required but not available")
+	ErrTLSUnavailable = errors.New("STARTTLS required but not available")
 	// ErrAuthRefusedInsecure: credentials were configured but the session is
 	// not encrypted (and AllowInsecureAuth does not apply): no AUTH was sent.
-	ErrAuthRefusedInsecure = errors.New("smtpclient: refusing to authenticate without TLS")
+	ErrAuthRefusedInsecure = errors.New("refusing to authenticate without TLS")
 	// ErrNoAuthMechanism: the server offers no AUTH mechanism that the
 	// configured credentials can use.
-	ErrNoAuthMechanism = errors.New("smtpclient: no usable AUTH mechanism")
+	ErrNoAuthMechanism = errors.New("no usable AUTH mechanism")
 	// ErrAuthFailed: the server rejected the credentials (535, 534, 530, 538
 	// are permanent; 454 is temporary). Error.Code holds the reply code; it
 	// is 0 when Config.AuthFor refused before anything was sent.
-	ErrAuthFailed = errors.New("smtpclient: authentication failed")
+	ErrAuthFailed = errors.New("authentication failed")
 	// ErrSizeExceeded: the message is larger than the server's SIZE limit;
 	// nothing was sent.
-	ErrSizeExceeded = errors.New("smtpclient: message exceeds the server's SIZE limit")
+	ErrSizeExceeded = errors.New("message exceeds the server's SIZE limit")
 	// ErrSMTPUTF8Unsupported: the transaction needs SMTPUTF8 and the server
 	// does not offer it; nothing was sent.
-	ErrSMTPUTF8Unsupported = errors.New("smtpclient: server does not support SMTPUTF8")
+	ErrSMTPUTF8Unsupported = errors.New("server does not support SMTPUTF8")
 	// ErrConnectionLost: the connection dropped or timed out after the final
 	// "." (or after BDAT LAST and its chunk were written) and before the
 	// server's reply. The error's Command is ".". The outcome is unknown:
 	// the server may have accepted the message. The error is temporary;
 	// re-sending may deliver a duplicate (RFC 1047), which is the lesser
 	// evil.
-	ErrConnectionLost = errors.New("smtpclient: connection lost after end of data; the message may have been accepted")
+	ErrConnectionLost = errors.New("connection lost after end of data; the message may have been accepted")
 	// ErrProtocol: the server's reply was malformed (non-numeric code,
 	// mismatched codes in a multi-line reply, a line over 2000 octets, too
 	// many lines, plaintext injected after STARTTLS, unexpected reply class).
-	ErrProtocol = errors.New("smtpclient: SMTP protocol error")
+	ErrProtocol = errors.New("SMTP protocol error")
 	// ErrInvalidAddress: an address contains CR, LF, NUL, '<' or '>'.
 	// Nothing was written.
-	ErrInvalidAddress = errors.New("smtpclient: invalid character in address")
+	ErrInvalidAddress = errors.New("invalid character in address")
 	// ErrOutOfStep: the server sent a reply (or bytes) when none was due —
 	// an unsolicited or extra reply line, a reply after the final one,
 	// data waiting on an idle session — so which reply answers which
@@ -57,10 +57,10 @@ var (
 	// it (temporary), whatever the replies seemed to say, and the session
 	// is closed. With Command "." the message data had gone out: the
 	// server may have accepted it.
-	ErrOutOfStep = errors.New("smtpclient: server out of step: a reply arrived that answers no command, so no reply of the transaction can be trusted")
+	ErrOutOfStep = errors.New("server out of step: a reply arrived that answers no command, so no reply of the transaction can be trusted")
 	// ErrUnusable: the connection had an earlier protocol or I/O error (or
 	// was closed) and must not be reused.
-	ErrUnusable = errors.New("smtpclient: connection is not usable")
+	ErrUnusable = errors.New("connection is not usable")
 )
 
 // Error is the one error type of this package. It carries the server's reply

@@ -28,6 +28,9 @@ type Tx struct {
 	Size     int64
 	EightBit bool // BODY=8BITMIME when offered (RFC 6152); sent as is otherwise
 	SMTPUTF8 bool // SMTPUTF8 (RFC 6531); the server must offer it
+	// REQUIRETLS adds the RFC 8689 MAIL parameter. The caller checks that
+	// the session is verified TLS and that the server offers REQUIRETLS.
+	REQUIRETLS bool
 }
 
 // RcptResult is the outcome for one recipient.
@@ -51,7 +54,7 @@ type TxResult struct {
 
 // errUndecided marks a recipient whose outcome is not known yet; it never
 // leaves Send.
-var errUndecided = errors.New("smtpclient: recipient not attempted")
+var errUndecided = errors.New("recipient not attempted")
 
 // pipeWindow bounds how many commands are written before their replies are
 // read, so neither side's socket buffer can fill up and deadlock.
@@ -184,7 +187,7 @@ func (res *TxResult) failAll(err error) error {
 
 // errNotAttempted: a recipient left for a later transaction of the same
 // Send when an earlier one was refused as a whole.
-var errNotAttempted = errors.New("smtpclient: not attempted: the server refused an earlier transaction of this message")
+var errNotAttempted = errors.New("not attempted: the server refused an earlier transaction of this message")
 
 func is452(err error) bool {
 	e, ok := err.(*Error)

@@ -345,6 +345,9 @@ func (c *Conn) writeMail(tx *Tx) {
 	if tx.SMTPUTF8 {
 		c.w.WriteString(" SMTPUTF8")
 	}
+	if tx.REQUIRETLS {
+		c.w.WriteString(" REQUIRETLS")
+	}
 	if _, ok := c.ext["SIZE"]; ok && tx.Size > 0 {
 		c.w.WriteString(" SIZE=")
 		c.w.Write(strconv.AppendInt(c.w.AvailableBuffer(), tx.Size, 10))

@@ -8,21 +8,34 @@ import (
 // AuthMechanisms offers PLAIN and LOGIN when Options.Auth has users. go-smtp
 // asks only when AUTH is allowed (TLS, or AllowInsecureAuth).
 func (s *session) AuthMechanisms() []string {
-	if len(s.srv.opts.Auth) == 0 {
-		return nil
+	var mechs []string
+	if len(s.srv.opts.Auth) > 0 {
+		mechs = append(mechs, sasl.Plain, sasl.Login)
 	}
-	return []string{sasl.Plain, sasl.Login}
+	if s.srv.opts.OAuth2 != nil {
+		mechs = append(mechs, s.srv.oauth2Mechanisms()...)
+	}
+	return mechs
 }
 
 // Auth returns the SASL server for mech.
 func (s *session) Auth(mech string) (sasl.Server, error) {
+	if s.srv.opts.OAuth2 != nil {
+		for _, m := range s.srv.oauth2Mechanisms() {
+			if m == mech {
+				return &bearerServer{mech: mech, s: s}, nil
+			}
+		}
+	}
 	if len(s.srv.opts.Auth) == 0 {
 		return nil, smtp.ErrAuthUnsupported
 	}
 	switch mech {
 	case sasl.Plain:
+		s.authMech = mech
 		return sasl.NewPlainServer(s.login), nil
 	case sasl.Login:
+		s.authMech = mech
 		return &loginServer{authenticate: func(user, pass string) error { return s.login("", user, pass) }}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism

@@ -29,6 +29,9 @@ type Message struct {
 	TLS bool
 	// AuthUser is the user the client authenticated as, "" if it did not.
 	AuthUser string
+	// AuthMechanism is the SASL mechanism the client authenticated with
+	// ("PLAIN", "XOAUTH2", …), "" if it did not.
+	AuthMechanism string
 	// Conn is the 1-based index, in accept order, of the connection the
 	// message came on; it matches the count of [Server.Connections].
 	Conn int

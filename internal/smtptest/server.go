@@ -36,6 +36,21 @@ type Options struct {
 	// answers a wrong password with 535 5.7.8, and refuses MAIL from a client
 	// that has not authenticated with 530 5.7.0, like a submission server.
 	Auth map[string]string
+	// OAuth2, when set, makes the server offer AUTH XOAUTH2 and
+	// OAUTHBEARER (RFC 7628) and accept a bearer token when it returns
+	// true for the user and token the client sent. A refused token gets
+	// the JSON error challenge Gmail and Microsoft 365 send, then 535
+	// 5.7.8. Like Auth, it makes AUTH required for MAIL.
+	OAuth2 func(user, token string) bool
+	// OAuth2Mechanisms limits the mechanisms OAuth2 offers, e.g.
+	// []string{"XOAUTH2"} as Microsoft 365 does; nil offers both.
+	OAuth2Mechanisms []string
+	// RequireTLS refuses MAIL on a connection that has not done STARTTLS
+	// with 530 5.7.0, as receivers that insist on encryption do.
+	RequireTLS bool
+	// ReplyDelay is how long the server waits before answering MAIL, each
+	// RCPT and the end of data: a slow server.
+	ReplyDelay time.Duration
 	// AuthOptional accepts mail from clients that did not authenticate even
 	// though Auth is set.
 	AuthOptional bool
@@ -54,6 +69,10 @@ type Options struct {
 	// EnableSMTPUTF8 advertises SMTPUTF8 and accepts MAIL FROM SMTPUTF8;
 	// without it that parameter gets 504.
 	EnableSMTPUTF8 bool
+	// EnableREQUIRETLS advertises REQUIRETLS (RFC 8689); go-smtp accepts
+	// the MAIL parameter only over TLS. Message.MailOpts.RequireTLS says
+	// whether it was given.
+	EnableREQUIRETLS bool
 	// DisablePipelining and Disable8BitMIME remove PIPELINING and 8BITMIME
 	// from the EHLO reply, which go-smtp always advertises; with
 	// Disable8BitMIME, MAIL FROM BODY=8BITMIME is refused with 555 5.5.4.
@@ -195,6 +214,7 @@ func newServer(t testing.TB, opts Options) (*Server, error) {
 	srv.MaxMessageBytes = opts.MaxMessageBytes
 	srv.AllowInsecureAuth = opts.AllowInsecureAuth
 	srv.EnableSMTPUTF8 = opts.EnableSMTPUTF8
+	srv.EnableREQUIRETLS = opts.EnableREQUIRETLS
 	srv.ReadTimeout = opts.ReadTimeout
 	srv.WriteTimeout = opts.WriteTimeout
 	srv.ErrorLog = logger{s}

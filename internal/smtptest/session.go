@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"time"
 
 	"github.com/emersion/go-smtp"
 )
@@ -12,6 +13,7 @@ var (
 	errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 	err8BitMIME     = &smtp.SMTPError{Code: 555, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "BODY=8BITMIME not supported"}
 	errShutdown     = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Server shutting down"}
+	errTLSRequired  = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Must issue a STARTTLS command first"}
 )
 
 // session is one go-smtp session: it lasts from EHLO to the end of the
@@ -21,6 +23,7 @@ type session struct {
 	c        *smtp.Conn
 	conn     int
 	authUser string
+	authMech string
 
 	from     string
 	mailOpts *smtp.MailOptions
@@ -45,9 +48,25 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 	return sess, nil
 }
 
+// delay waits Options.ReplyDelay, or until the server closes.
+func (s *session) delay() {
+	if d := s.srv.opts.ReplyDelay; d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-s.srv.stop:
+		}
+	}
+}
+
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	o := s.srv.opts
-	if len(o.Auth) > 0 && !o.AuthOptional && s.authUser == "" {
+	s.delay()
+	if _, isTLS := s.c.TLSConnectionState(); o.RequireTLS && !isTLS {
+		return errTLSRequired
+	}
+	if (len(o.Auth) > 0 || o.OAuth2 != nil) && !o.AuthOptional && s.authUser == "" {
 		return errAuthRequired
 	}
 	if o.Disable8BitMIME && opts.Body == smtp.Body8BitMIME {
@@ -63,6 +82,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	s.delay()
 	if policy := s.srv.opts.RcptPolicy; policy != nil {
 		if reply := policy(to); reply != nil {
 			return reply
@@ -82,17 +102,19 @@ func (s *session) Data(r io.Reader) error {
 		return errShutdown
 	}
 	data, err := io.ReadAll(r)
+	s.delay()
 	_, isTLS := s.c.TLSConnectionState()
 	m := &Message{
-		From:     s.from,
-		Rcpts:    s.rcpts,
-		MailOpts: s.mailOpts,
-		RcptOpts: s.rcptOpts,
-		Data:     data,
-		Helo:     s.c.Hostname(),
-		TLS:      isTLS,
-		AuthUser: s.authUser,
-		Conn:     s.conn,
+		From:          s.from,
+		Rcpts:         s.rcpts,
+		MailOpts:      s.mailOpts,
+		RcptOpts:      s.rcptOpts,
+		Data:          data,
+		Helo:          s.c.Hostname(),
+		TLS:           isTLS,
+		AuthUser:      s.authUser,
+		AuthMechanism: s.authMech,
+		Conn:          s.conn,
 	}
 	switch {
 	case errors.Is(err, smtp.ErrDataTooLarge):

@@ -2,7 +2,10 @@
 // (github.com/riverqueue/river): one queue shared by every instance of an
 // application, so that mail deferred on an instance that dies is retried by
 // another, and each queued message is attempted by one instance at a time.
-// It is a subpackage so that mailroute itself imports no database driver.
+// It is a module of its own, so that River and pgx enter the module graph
+// only of programs that use it:
+//
+//	go get github.com/mailroute/go-mailroute/mailroute/riverqueue
 //
 //	pool, _ := pgxpool.New(ctx, "postgres://…")
 //	store := &riverqueue.Store{Pool: pool}

@@ -94,7 +94,9 @@ func (w *directWorld) queued(cfg Config, clock *fakeClock, events *eventLog) *Ma
 		// TestRetrySchedule's.
 		cfg.Retry.FirstRetry = 5 * time.Minute
 	}
-	return w.mailer(cfg)
+	m := w.mailer(cfg)
+	<-m.queue.firstRound // no round of the worker's beside the test's
+	return m
 }
 
 func (m *Mailer) runQueue(t *testing.T) {

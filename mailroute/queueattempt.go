@@ -26,19 +26,14 @@ func (q *queueRuntime) attemptBudget(qm *QueuedMessage) time.Duration {
 	return left - left/10
 }
 
-// attempt tries a queued message's due recipients once and records the
-// outcome. It reports false, leaving the lease to the caller, when no
-// recipient was due or nothing could be tried; true when it ended the
-// lease (Update, Release or Quarantine).
-func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, now time.Time, domain string, flush bool) bool {
+// attempt tries a queued message's due recipients (indexes into
+// qm.Recipients, decided by the round) once and records the outcome. It
+// reports false, leaving the lease to the caller, when no recipient was due
+// or nothing could be tried; true when it ended the lease (Update, Release
+// or Quarantine).
+func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, due []int) bool {
 	if err := checkQueued(qm); err != nil {
 		return q.quarantine(ctx, qm, err)
-	}
-	var due []int
-	for i := range qm.Recipients {
-		if q.due(&qm.Recipients[i], now, domain, flush) {
-			due = append(due, i)
-		}
 	}
 	if len(due) == 0 {
 		return false

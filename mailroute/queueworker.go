@@ -37,6 +37,11 @@ type queueRuntime struct {
 	lease  time.Duration
 
 	wake chan struct{} // a new message is due now
+	// firstRound is closed when the worker's first round, which tries
+	// what was queued before New, is over. Tests that run rounds
+	// themselves on a fake clock wait for it: until then a round of the
+	// worker's may run beside theirs, whenever the scheduler starts it.
+	firstRound chan struct{}
 
 	holdMu sync.Mutex
 	holds  map[string]time.Time // destination domain → not before
@@ -51,15 +56,16 @@ type queueRuntime struct {
 
 func newQueueRuntime(m *Mailer) *queueRuntime {
 	q := &queueRuntime{
-		m:      m,
-		store:  m.cfg.Queue,
-		policy: m.cfg.Retry.withDefaults(),
-		now:    time.Now,
-		poll:   queuePoll,
-		lease:  queueLease,
-		wake:   make(chan struct{}, 1),
-		holds:  make(map[string]time.Time),
-		stop:   make(chan struct{}),
+		m:          m,
+		store:      m.cfg.Queue,
+		policy:     m.cfg.Retry.withDefaults(),
+		now:        time.Now,
+		poll:       queuePoll,
+		lease:      queueLease,
+		wake:       make(chan struct{}, 1),
+		firstRound: make(chan struct{}),
+		holds:      make(map[string]time.Time),
+		stop:       make(chan struct{}),
 	}
 	if m.cfg.now != nil {
 		q.now = m.cfg.now
@@ -81,14 +87,16 @@ func (q *queueRuntime) start() {
 		defer q.stopped.Done()
 		t := time.NewTicker(q.poll)
 		defer t.Stop()
+		q.round(q.run, "", false)
+		close(q.firstRound)
 		for {
-			q.round(q.run, "", false)
 			select {
 			case <-q.stop:
 				return
 			case <-q.wake:
 			case <-t.C:
 			}
+			q.round(q.run, "", false)
 		}
 	}()
 }
@@ -152,8 +160,18 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 		if len(msgs) == 0 {
 			return
 		}
+		// Which recipients are due is decided for the whole batch before
+		// any of its attempts starts: a destination that pushes back on
+		// one attempt holds back the next leases, not the siblings that
+		// were leased with it and run beside it (whether a sibling had
+		// already looked at the holds would otherwise be up to the
+		// scheduler).
+		due := make([][]int, len(msgs))
+		for i, qm := range msgs {
+			due[i] = q.dueRecipients(qm, now, domain, flush)
+		}
 		var wg sync.WaitGroup
-		for _, qm := range msgs {
+		for i, qm := range msgs {
 			if flush && tried[qm.ID] {
 				held = append(held, qm)
 				continue
@@ -162,7 +180,7 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if !q.attempt(ctx, qm, now, domain, flush) {
+				if !q.attempt(ctx, qm, due[i]) {
 					heldM.Lock()
 					held = append(held, qm)
 					heldM.Unlock()
@@ -171,6 +189,18 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 		}
 		wg.Wait()
 	}
+}
+
+// dueRecipients returns the indexes of qm's recipients to be tried in
+// this round.
+func (q *queueRuntime) dueRecipients(qm *QueuedMessage, now time.Time, domain string, flush bool) []int {
+	var due []int
+	for i := range qm.Recipients {
+		if q.due(&qm.Recipients[i], now, domain, flush) {
+			due = append(due, i)
+		}
+	}
+	return due
 }
 
 // due reports whether a queued recipient is to be tried in this round.

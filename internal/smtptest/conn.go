@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -28,7 +30,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		s.mu.Lock()
-		c := &conn{Conn: nc, srv: s, index: len(s.conns) + 1, encrypted: s.opts.ImplicitTLS}
+		c := &conn{Conn: nc, srv: s, index: len(s.conns) + 1, encrypted: s.opts.ImplicitTLS, done: make(chan struct{})}
 		s.conns = append(s.conns, c)
 		s.mu.Unlock()
 
@@ -122,14 +124,27 @@ type conn struct {
 	// breakTLS: BrokenTLS is on and the client was told to start TLS; its
 	// ClientHello gets garbage back.
 	breakTLS bool
+	// expired: TimeOutSessions ended the session; every read times out.
+	expired bool
+
+	done      chan struct{} // closed by the first Close
+	closeOnce sync.Once
 }
 
 // errBrokenTLS ends the server side of a BrokenTLS handshake.
 var errBrokenTLS = errors.New("smtptest: BrokenTLS: handshake sabotaged")
 
 func (c *conn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
 	s := c.srv
+	s.mu.Lock()
+	expired := c.expired
+	s.mu.Unlock()
+	if expired {
+		// Checked here as well as by the deadline TimeOutSessions sets:
+		// go-smtp's own ReadTimeout moves the deadline before each read.
+		return 0, os.ErrDeadlineExceeded
+	}
+	n, err := c.Conn.Read(b)
 	s.mu.Lock()
 	if !c.encrypted {
 		c.transcript = append(c.transcript, b[:n]...)
@@ -176,4 +191,11 @@ func (c *conn) Write(b []byte) (int, error) {
 		s.mu.Unlock()
 	}
 	return n, err
+}
+
+// Close closes the connection and marks it closed for TimeOutSessions.
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() { close(c.done) })
+	return err
 }

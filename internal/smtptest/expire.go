@@ -8,8 +8,11 @@ import (
 // TimeOutSessions ends every open session the way an idle timeout does:
 // the read the server is blocked in, or its next one, times out, so
 // go-smtp answers "421 4.4.2 Idle timeout, bye bye" and closes the
-// connection. It returns once all those connections are closed, and fails
-// t if one is still open after 10 seconds.
+// connection. A session in the middle of something (a STARTTLS handshake:
+// a TLS 1.3 client finishes its side before the server does) is cut off
+// there, as by a real timeout; wait for a reply that shows it idle first.
+// It returns once all those connections are closed, and fails t if one is
+// still open after 10 seconds.
 //
 // A test of a client that finds its pooled session closed by the server
 // uses this rather than a short ReadTimeout and a sleep: ReadTimeout bounds

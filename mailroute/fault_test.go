@@ -237,6 +237,11 @@ func runFault(t *testing.T, sc faultScenario, via Via, mode string, opts smtptes
 			t.Fatalf("first message: %v", err)
 		}
 		time.Sleep(sc.idle)
+		if opts.IdleClose > 0 || opts.IdleWrite != "" || opts.CloseAfterMessage {
+			// The server's idle action is part of the scenario: it has
+			// happened before the client reuses the session.
+			srv.WaitIdle(t, 1)
+		}
 	}
 	timeout := sc.timeout
 	if timeout == 0 {

@@ -33,6 +33,7 @@ type FaultServer struct {
 	conns int
 	txns  []*FaultTxn
 	open  []net.Conn
+	idled []chan struct{} // per connection: see WaitIdle
 }
 
 // FaultOptions configures a FaultServer. The zero value is a correct
@@ -43,8 +44,10 @@ type FaultOptions struct {
 	// Rcpt decides a recipient's default reply ("250 2.1.5 ok" when nil).
 	Rcpt   func(addr string) string
 	Faults []Fault
-	// IdleClose closes a session idle this long between commands (silently,
-	// or with a 421 first when IdleClose421 is set).
+	// IdleClose closes a session idle this long between transactions,
+	// after the first (silently, or with a 421 first when IdleClose421 is
+	// set). Not before the first: a slow client must not lose its first
+	// transaction to a timer meant for its idle session.
 	IdleClose    time.Duration
 	IdleClose421 bool
 	// IdleWrite writes this line to a session idle for IdleWriteAfter
@@ -171,6 +174,33 @@ func (s *FaultServer) Close() {
 	s.wg.Wait()
 }
 
+// WaitIdle returns once connection conn (1-based) has done what the
+// options make a session do while idle between transactions — written
+// IdleWrite, or been closed (by IdleClose, CloseAfterMessage or anything
+// else) — and fails t if that takes more than 10 seconds. A test of a
+// client that reuses the session waits for it rather than sleeping past
+// IdleClose or IdleWriteAfter: on a loaded machine the server's timer can
+// fire after the client has begun its next transaction, which is another
+// scenario (a close racing with commands in flight, whose outcome no
+// client can know).
+func (s *FaultServer) WaitIdle(t testing.TB, conn int) {
+	t.Helper()
+	s.mu.Lock()
+	var idled chan struct{}
+	if conn >= 1 && conn <= len(s.idled) {
+		idled = s.idled[conn-1]
+	}
+	s.mu.Unlock()
+	if idled == nil {
+		t.Fatalf("smtptest: WaitIdle: no connection %d", conn)
+	}
+	select {
+	case <-idled:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("smtptest: WaitIdle: connection %d did nothing while idle for 10s", conn)
+	}
+}
+
 // Connections returns how many connections were accepted.
 func (s *FaultServer) Connections() int {
 	s.mu.Lock()
@@ -196,15 +226,18 @@ func (s *FaultServer) accept() {
 		if err != nil {
 			return
 		}
+		idled := make(chan struct{})
 		s.mu.Lock()
 		s.conns++
 		n := s.conns
 		s.open = append(s.open, nc)
+		s.idled = append(s.idled, idled)
 		s.mu.Unlock()
 		s.wg.Go(func() {
-			defer nc.Close()
-			fs := &faultSession{s: s, nc: nc, n: n, r: bufio.NewReaderSize(nc, 64<<10)}
+			fs := &faultSession{s: s, nc: nc, n: n, r: bufio.NewReaderSize(nc, 64<<10), idled: idled}
 			fs.w = bufio.NewWriter(&splitWriter{nc: nc, splits: s.opts.Splits})
+			defer fs.markIdled() // after the close: a session that ended has done all it will
+			defer nc.Close()
 			fs.run()
 		})
 	}
@@ -220,7 +253,13 @@ type faultSession struct {
 	txn  *FaultTxn
 	txns int
 	rcpt int // RCPTs in the current transaction
+
+	idled     chan struct{} // closed by markIdled
+	idledOnce sync.Once
 }
+
+// markIdled tells WaitIdle that the session has done its idle action.
+func (fs *faultSession) markIdled() { fs.idledOnce.Do(func() { close(fs.idled) }) }
 
 func (fs *faultSession) fault(step Step) *Fault {
 	for i := range fs.s.opts.Faults {
@@ -396,15 +435,16 @@ func (fs *faultSession) readLine(idle bool) (string, error) {
 		if _, err := fs.r.Peek(1); err != nil {
 			fs.w.WriteString(o.IdleWrite + "\r\n")
 			fs.w.Flush()
+			fs.markIdled()
 		}
 	}
-	if idle && o.IdleClose > 0 {
+	if idle && fs.txns > 0 && o.IdleClose > 0 {
 		deadline = time.Now().Add(o.IdleClose)
 	}
 	fs.nc.SetReadDeadline(deadline)
 	l, err := fs.r.ReadString('\n')
 	if err != nil {
-		if idle && o.IdleClose > 0 && o.IdleClose421 {
+		if idle && fs.txns > 0 && o.IdleClose > 0 && o.IdleClose421 {
 			fs.w.WriteString("421 4.4.2 idle timeout\r\n")
 			fs.w.Flush()
 		}

@@ -39,7 +39,7 @@ func TestCheckMailerReportsBlockedPort25(t *testing.T) {
 		Resolver:  res,
 		Router:    mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Direct}},
 		Direct:    mailroute.DirectOptions{Port: closed},
-		Smarthost: &mailroute.Relay{Addr: relay.Addr, InsecurePlaintextLoopback: true},
+		Relay: &mailroute.Relay{Addr: relay.Addr, InsecurePlaintextLoopback: true},
 	}
 	m, err := mailroute.New(cfg)
 	if err != nil {

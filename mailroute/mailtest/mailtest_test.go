@@ -137,8 +137,8 @@ func TestServerRelayAuth(t *testing.T) {
 	for _, pw := range []string{"wrong", "secret"} {
 		m, err := mailroute.New(mailroute.Config{
 			Hostname:  "mail.example.net",
-			Router:    mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Smarthost}},
-			Smarthost: &mailroute.Relay{Addr: relay.Addr, Username: "app", Password: pw, TLSConfig: ca.ClientConfig()},
+			Router:    mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Relayed}},
+			Relay: &mailroute.Relay{Addr: relay.Addr, Username: "app", Password: pw, TLSConfig: ca.ClientConfig()},
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -555,7 +555,7 @@ func benchSmarthostConfig(t *benchTarget, conns int) Config {
 	return Config{
 		Hostname:        "bench.test",
 		Router:          Rules{{Domains: []string{"*"}, Via: Relayed}},
-		Relay:       relay,
+		Relay:           relay,
 		MaxConnsPerHost: conns,
 	}
 }

@@ -92,9 +92,9 @@ func TestDKIMSignsOnceForBothPaths(t *testing.T) {
 		publishDKIM(t, w.dns, s)
 	}
 	m := w.mailer(Config{
-		DKIM:      sigs,
-		Relay: rw.relay(),
-		Router:    Rules{{Domains: []string{"gmail.test"}, Via: Relayed}, {Domains: []string{"*"}, Via: Direct}},
+		DKIM:   sigs,
+		Relay:  rw.relay(),
+		Router: Rules{{Domains: []string{"gmail.test"}, Via: Relayed}, {Domains: []string{"*"}, Via: Direct}},
 	})
 	res, err := send(t, m, "a@sender.test", []string{"b@dest.test", "c@gmail.test"}, testBody)
 	if err != nil {

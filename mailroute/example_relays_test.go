@@ -41,7 +41,7 @@ func ExampleConfig_relays() {
 	m, err := mailroute.New(mailroute.Config{
 		Hostname:     "mail.example.net",
 		Router:       mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Relayed}},
-		Relay:    def,
+		Relay:        def,
 		Relays:       map[string]*mailroute.Relay{"brand": relay(brand), "backup": relay(backup)},
 		SenderRelays: map[string]string{"brand.example": "brand"},
 	})

@@ -46,7 +46,7 @@ func TestPeersRelayFailoverAndPerSender(t *testing.T) {
 		TLSConfig: &tls.Config{RootCAs: env.CertPool(t)}}
 	m := peerMailer(t, env, Config{
 		Router:       Rules{{Domains: []string{"*"}, Via: Relayed}},
-		Relay:    &Relay{Addr: env.MaddySubmissionAddr, Username: env.MaddyUser, Password: "wrong", TLSConfig: maddyRoots, Failover: "postfix"},
+		Relay:        &Relay{Addr: env.MaddySubmissionAddr, Username: env.MaddyUser, Password: "wrong", TLSConfig: maddyRoots, Failover: "postfix"},
 		Relays:       map[string]*Relay{"postfix": postfix, "maddy": {Addr: env.MaddySubmissionAddr, Username: env.MaddyUser, Password: env.MaddyPass, TLSConfig: maddyRoots}},
 		SenderRelays: map[string]string{"brand.test": "maddy"},
 	})

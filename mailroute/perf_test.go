@@ -78,9 +78,9 @@ func TestPerfSmarthostOneRoundTripPerMessage(t *testing.T) {
 	s := smtptest.Start(t, smtptest.Options{})
 	p := perfProxy(t, "", s.Addr)
 	m, err := New(Config{
-		Hostname:  "mail.sender.test",
-		Router:    allSmarthost,
-		Relay: &Relay{Addr: p.Addr, InsecurePlaintextLoopback: true},
+		Hostname: "mail.sender.test",
+		Router:   allSmarthost,
+		Relay:    &Relay{Addr: p.Addr, InsecurePlaintextLoopback: true},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -38,8 +38,8 @@ func TestRelaysRuleNamesRelay(t *testing.T) {
 	def, gmail := newRelay(t, smtptest.Options{}), newRelay(t, smtptest.Options{})
 	w := newDirectWorld(t)
 	m := w.mailer(Config{
-		Relay: def.relay(),
-		Relays:    map[string]*Relay{"google": gmail.relay()},
+		Relay:  def.relay(),
+		Relays: map[string]*Relay{"google": gmail.relay()},
 		Router: Rules{
 			{Domains: []string{"gmail.test"}, Via: Relayed, Relay: "google"},
 			{Domains: []string{"*"}, Via: Relayed},
@@ -140,7 +140,7 @@ func TestRelaysPerSender(t *testing.T) {
 	def, brand1, brand2, pinned := newRelay(t, smtptest.Options{}), newRelay(t, smtptest.Options{}), newRelay(t, smtptest.Options{}), newRelay(t, smtptest.Options{})
 	w := newDirectWorld(t)
 	m := w.mailer(Config{
-		Relay:    def.relay(),
+		Relay:        def.relay(),
 		Relays:       map[string]*Relay{"brand1": brand1.relay(), "brand2": brand2.relay(), "pinned": pinned.relay()},
 		SenderRelays: map[string]string{"brand1.test": "brand1", ".brand2.test": "brand2"},
 		Router: Rules{
@@ -176,9 +176,9 @@ func TestRelaysFallbackUsesRouteRelay(t *testing.T) {
 	w.dns.MX("dest.test", "mx.dest.test")
 	def, fb := newRelay(t, smtptest.Options{}), newRelay(t, smtptest.Options{})
 	m := w.mailer(Config{
-		Relay: def.relay(),
-		Relays:    map[string]*Relay{"fallback": fb.relay()},
-		Router:    Rules{{Domains: []string{"*"}, Via: Direct, Relay: "fallback"}},
+		Relay:  def.relay(),
+		Relays: map[string]*Relay{"fallback": fb.relay()},
+		Router: Rules{{Domains: []string{"*"}, Via: Direct, Relay: "fallback"}},
 	})
 	res, err := send(t, m, "a@sender.test", []string{"b@dest.test"}, testBody)
 	if err != nil {
@@ -201,9 +201,9 @@ func TestRelaysQueueFallbackUsesRouteRelay(t *testing.T) {
 	def, fb := newRelay(t, smtptest.Options{}), newRelay(t, smtptest.Options{})
 	clock, events := newFakeClock(), &eventLog{}
 	m := w.queued(Config{
-		Relay: def.relay(),
-		Relays:    map[string]*Relay{"fallback": fb.relay()},
-		Router:    Rules{{Domains: []string{"*"}, Via: Direct, Relay: "fallback"}},
+		Relay:  def.relay(),
+		Relays: map[string]*Relay{"fallback": fb.relay()},
+		Router: Rules{{Domains: []string{"*"}, Via: Direct, Relay: "fallback"}},
 	}, clock, events)
 	res, _ := send(t, m, "a@sender.test", []string{"grey@dest.test"}, testBody)
 	wantStatus(t, res, "grey@dest.test", Queued)

@@ -333,8 +333,8 @@ func TestTLSPolicyFallback(t *testing.T) {
 		w.sts("dest.test", "1", "enforce", "mx.elsewhere.test")
 		relay := smtptest.Start(t, smtptest.Options{TLS: w.ca.ServerConfig("127.0.0.1")})
 		m := w.mailer(Config{
-			Relay: &Relay{Addr: relay.Addr, TLSConfig: &tls.Config{RootCAs: w.ca.Pool()}},
-			Fallback:  FallbackPolicy{OnTLSPolicy: on},
+			Relay:    &Relay{Addr: relay.Addr, TLSConfig: &tls.Config{RootCAs: w.ca.Pool()}},
+			Fallback: FallbackPolicy{OnTLSPolicy: on},
 		}, false)
 		res, _ := send(t, m, "a@sender.test", []string{"b@dest.test"}, testBody)
 		r := res.Recipients[0]

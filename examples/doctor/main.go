@@ -181,10 +181,10 @@ func demo() (mailroute.Config, doctor.Options, error) {
 		},
 	}
 	cfg := mailroute.Config{
-		Hostname:  "mail.example.net",
-		Relay: &mailroute.Relay{Addr: "email-smtp.eu-west-1.amazonaws.com:587"},
-		DKIM:      []mailroute.DKIMSignature{{Domain: "example.net", Selector: "2025a", Signer: key}},
-		Resolver:  dns,
+		Hostname: "mail.example.net",
+		Relay:    &mailroute.Relay{Addr: "email-smtp.eu-west-1.amazonaws.com:587"},
+		DKIM:     []mailroute.DKIMSignature{{Domain: "example.net", Selector: "2025a", Signer: key}},
+		Resolver: dns,
 	}
 	opts := doctor.Options{Domain: "example.net", PublicIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}}
 	return cfg, opts, nil

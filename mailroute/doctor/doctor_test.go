@@ -68,10 +68,10 @@ func TestCheckAllGood(t *testing.T) {
 	sig := mailroute.DKIMSignature{Domain: "example.net", Selector: "s1", Signer: testEd25519(t)}
 	dns := senderDNS(t, sig)
 	cfg := mailroute.Config{
-		Hostname:  "mail.example.net",
-		Relay: &mailroute.Relay{Addr: "smtp.postmarkapp.com:587"},
-		DKIM:      []mailroute.DKIMSignature{sig},
-		Resolver:  mailroute.DNSServer(dns.Addr),
+		Hostname: "mail.example.net",
+		Relay:    &mailroute.Relay{Addr: "smtp.postmarkapp.com:587"},
+		DKIM:     []mailroute.DKIMSignature{sig},
+		Resolver: mailroute.DNSServer(dns.Addr),
 	}
 	// The domain comes from the DKIM signature, the address from the EHLO
 	// name, the resolver from the Config.

@@ -36,10 +36,10 @@ func ExampleCheck() {
 	}
 
 	cfg := mailroute.Config{
-		Hostname:  "mail.example.net",
-		Relay: &mailroute.Relay{Addr: "email-smtp.eu-west-1.amazonaws.com:587"},
-		DKIM:      []mailroute.DKIMSignature{sig},
-		Resolver:  dns,
+		Hostname: "mail.example.net",
+		Relay:    &mailroute.Relay{Addr: "email-smtp.eu-west-1.amazonaws.com:587"},
+		DKIM:     []mailroute.DKIMSignature{sig},
+		Resolver: dns,
 	}
 	report, err := doctor.Check(context.Background(), cfg, doctor.Options{
 		PublicIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1")},

@@ -18,12 +18,12 @@ import (
 func learner(t *testing.T, name string, pool *pgxpool.Pool, dnsAddr string, port int, relay string) *mailroute.Mailer {
 	t.Helper()
 	m, err := mailroute.New(mailroute.Config{
-		Hostname:  name,
-		Resolver:  mailroute.DNSServer(dnsAddr),
-		Router:    mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Direct}},
-		Direct:    mailroute.DirectOptions{Port: port, TLS: mailroute.NoTLS},
-		Relay: &mailroute.Relay{Addr: relay, InsecurePlaintextLoopback: true},
-		Queue:     &riverqueue.Store{Pool: pool, ClientID: name},
+		Hostname: name,
+		Resolver: mailroute.DNSServer(dnsAddr),
+		Router:   mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Direct}},
+		Direct:   mailroute.DirectOptions{Port: port, TLS: mailroute.NoTLS},
+		Relay:    &mailroute.Relay{Addr: relay, InsecurePlaintextLoopback: true},
+		Queue:    &riverqueue.Store{Pool: pool, ClientID: name},
 	})
 	if err != nil {
 		t.Fatal(err)

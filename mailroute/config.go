@@ -108,6 +108,14 @@ type Config struct {
 	// ones. nil: messages are not signed. One RSA and one Ed25519
 	// signature is the usual pair; Check verifies the published keys.
 	DKIM []DKIMSignature
+	// SendMailTimeout bounds each call of SendMail (the Mailer's and the
+	// package-level drop-in), which has no context to bound it: DNS,
+	// connections, TLS and every transaction, fallback included. When it
+	// runs out, recipients not yet delivered are Deferred with
+	// context.DeadlineExceeded. 0: 2 minutes, far above a healthy
+	// delivery, far below the 5 minutes a server dripping its greeting
+	// could hold a call under the per-reply timeouts alone.
+	SendMailTimeout time.Duration
 	// Headers says which missing header fields are added before signing.
 	// The zero value adds a Date and a Message-ID to the messages that are
 	// signed and lack them.
@@ -126,6 +134,16 @@ func (c *Config) maxConnsPerHost() int {
 		return c.MaxConnsPerHost
 	}
 	return 2
+}
+
+// defaultSendMailTimeout is Config.SendMailTimeout's zero value.
+const defaultSendMailTimeout = 2 * time.Minute
+
+func (c *Config) sendMailTimeout() time.Duration {
+	if c.SendMailTimeout > 0 {
+		return c.SendMailTimeout
+	}
+	return defaultSendMailTimeout
 }
 
 func (c *Config) logger() *slog.Logger {

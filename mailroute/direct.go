@@ -10,6 +10,27 @@ import (
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
 )
 
+// Limits on the work of delivering one batch to one destination, so that
+// a domain with hundreds of MX hosts (or hosts whose names never resolve)
+// costs a bounded number of lookups and connections, as in Postfix:
+const (
+	// directAddressLimit is how many MX addresses are tried: Postfix's
+	// smtp_mx_address_limit, 5. Enough for a primary and backups, each
+	// dual-stack, without hammering a dead domain.
+	directAddressLimit = 5
+	// directSessionLimit is how many sessions (connections that got past
+	// the greeting and EHLO) are tried: Postfix's smtp_mx_session_limit,
+	// 2. A second server answering like the first rarely changes the
+	// outcome; a third never has in Postfix's experience.
+	directSessionLimit = 2
+	// directHostLimit is how many MX host names are looked up. Postfix
+	// has no such limit, but a host whose name does not resolve costs a
+	// DNS timeout and no address, so without it 500 such hosts held one
+	// SendMail for about 40 minutes. Ten covers every real MX set (the
+	// big providers publish 5) with room for hosts that fail to resolve.
+	directHostLimit = 10
+)
+
 // maxRcptsPerTx is the number of recipients RFC 5321 §4.5.3.1.8 obliges
 // every server to accept in one transaction; more go in further ones.
 const maxRcptsPerTx = 100
@@ -27,6 +48,9 @@ const maxRcptsPerTx = 100
 //     transaction: another MX would answer the same, or might deliver the
 //     message twice;
 //   - at most 100 recipients per transaction, on one connection;
+//   - at most directHostLimit host names looked up, directAddressLimit
+//     addresses tried and directSessionLimit sessions per transaction, and
+//     nothing more (no lookup, no dial) once ctx is done.
 //   - each host under the destination's TLS policy (tlspolicy.go): DANE,
 //     MTA-STS or DirectOptions.TLS; a host the policy excludes is skipped,
 //     one whose TLS fails the policy is the next host's turn.
@@ -99,7 +123,15 @@ func (m *Mailer) hostAddrs(ctx context.Context, host string) ([]netip.Addr, erro
 // burst of messages to one MX rides one connection.
 func (m *Mailer) directBatch(ctx context.Context, j *job, sec *destTLS, hosts []*net.MX, batch []int) {
 	var lastErr *Error
-	for _, h := range hosts {
+	addrsTried, sessions := 0, 0
+	for n, h := range hosts {
+		if ctx.Err() != nil {
+			j.fail(batch, errorf(false, ctx.Err(), "delivery to %s stopped", j.dest.Domain), "")
+			return
+		}
+		if n == directHostLimit || addrsTried == directAddressLimit || sessions == directSessionLimit {
+			break
+		}
 		ht := sec.host(ctx, h.Host)
 		if ht.refuse != nil {
 			keepMoreTelling(&lastErr, ht.refuse)
@@ -118,6 +150,10 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, sec *destTLS, hosts []
 				j.fail(batch, errorf(false, ctx.Err(), "delivery to %s stopped", j.dest.Domain), "")
 				return
 			}
+			if addrsTried == directAddressLimit || sessions == directSessionLimit {
+				break
+			}
+			addrsTried++
 			p := m.direct.get(h.Host, a, ht)
 			c, pooled, dialErr := p.get(ctx)
 			if dialErr != nil {
@@ -128,14 +164,15 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, sec *destTLS, hosts []
 				m.logAttempt(j, Direct, h.Host, batch, dialErr, 0)
 				continue
 			}
+			sessions++
 			if e := sec.checkSession(c, ht); e != nil {
 				p.put(c)
 				keepMoreTelling(&lastErr, e)
 				m.logAttempt(j, Direct, h.Host, batch, e, 0)
 				continue
 			}
-			done := m.directTx(ctx, j, p, c, pooled, batch, &lastErr)
-			if done {
+			var done bool
+			if done, batch = m.directTx(ctx, j, p, c, pooled, batch, &lastErr); done {
 				return
 			}
 		}
@@ -220,21 +257,24 @@ func (m *Mailer) dialDirectTLS(ctx context.Context, addr netip.Addr, host string
 // directTx runs one transaction on c, a session from p, and gives the
 // session back. It reports whether the batch was decided (delivered, or
 // failed in a way another host would not change); when it returns false,
-// *lastErr says why the next host should be tried. A pooled session that
-// turns out dead before MAIL was accepted is replaced once.
-func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Conn, pooled bool, batch []int, lastErr **Error) bool {
+// *lastErr says why the next host should be tried, with the recipients
+// still to try: a recipient the server refused outright (5xx to RCPT)
+// keeps that answer, final as in Postfix, whatever became of the
+// transaction. A pooled session that turns out dead before anything could
+// have been accepted is replaced once.
+func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Conn, pooled bool, batch []int, lastErr **Error) (bool, []int) {
 	start := time.Now()
 	if batch = j.withoutSMTPUTF8(c, batch, Direct); len(batch) == 0 {
 		p.put(c)
-		return true
+		return true, nil
 	}
 	res, err := c.Send(ctx, j.tx(batch))
-	if err != nil && pooled && deadBeforeAccepting(err) {
+	if pooled && redialable(ctx, res, err) {
 		var e *Error
 		if c, e = p.redial(ctx, c); e != nil {
 			keepMoreTelling(lastErr, e)
 			m.logAttempt(j, Direct, e.Host, batch, e, time.Since(start))
-			return false
+			return false, batch
 		}
 		res, err = c.Send(ctx, j.tx(batch))
 	}
@@ -243,12 +283,26 @@ func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Co
 		e := fromClient(err, nil)
 		keepMoreTelling(lastErr, e)
 		m.logAttempt(j, Direct, c.Host(), batch, e, time.Since(start))
-		return false
+		rest := make([]int, 0, len(batch))
+		for i, k := range batch {
+			if rcptRefused(res.Rcpts[i].Err) {
+				j.recordOne(k, res, i, c.Host(), Direct)
+			} else {
+				rest = append(rest, k)
+			}
+		}
+		return len(rest) == 0, rest
 	}
 	j.record(batch, res, c.Host(), Direct)
 	j.setTLS(batch, sessionTLS(c, p.tls))
 	m.logTx(j, Direct, c.Host(), batch, res, err, time.Since(start))
-	return true
+	return true, nil
+}
+
+// rcptRefused reports a permanent refusal of the recipient itself.
+func rcptRefused(err error) bool {
+	ce, ok := err.(*smtpclient.Error)
+	return ok && ce.Command == "RCPT" && ce.Permanent
 }
 
 // keepMoreTelling replaces *kept with e unless *kept is a server's reply and

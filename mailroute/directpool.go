@@ -29,8 +29,9 @@ type directPools struct {
 	m    *Mailer
 	idle atomic.Int64 // idle sessions across all pools
 
-	mu    sync.Mutex
-	pools map[directKey]*pool
+	mu     sync.Mutex
+	pools  map[directKey]*pool
+	closed bool // after close, pools are made closed: sessions end when put back
 }
 
 type directKey struct {
@@ -61,7 +62,8 @@ func (d *directPools) get(host string, addr netip.Addr, ht *hostTLS) *pool {
 		dial: func(ctx context.Context) (*smtpclient.Conn, *Error) {
 			return d.m.dialDirect(ctx, addr, host, ht)
 		},
-		tls: ht.level,
+		closed: d.closed,
+		tls:    ht.level,
 	}
 	d.pools[k] = p
 	return p
@@ -91,6 +93,7 @@ func (d *directPools) close(ctx context.Context) {
 	d.mu.Lock()
 	pools := d.pools
 	d.pools = nil
+	d.closed = true
 	d.mu.Unlock()
 	for _, p := range pools {
 		p.close(ctx)

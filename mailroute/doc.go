@@ -87,6 +87,25 @@
 // MX, [ErrNoSuchDomain] when it has neither, [ErrNullMX] for an RFC 7505
 // null MX, and [ErrDNSTemporary] for SERVFAIL and timeouts.
 //
+// # Truthful outcomes and bounded work
+//
+// A recipient is Delivered only when the server accepted it in that
+// transaction, Failed only when the server refused it (or the message can
+// never be sent as is); anything uncertain is Deferred with an error that
+// says why — a server whose replies fall out of step with the commands, a
+// connection lost after the data went out. A pooled session the server
+// closed while idle is found before use and the transaction redialled
+// once, on both the DATA and the BDAT path; nothing that may have been
+// accepted is ever sent again.
+//
+// Work per destination is bounded as in Postfix: per transaction, at most
+// 10 MX host names looked up, 5 addresses tried (smtp_mx_address_limit)
+// and 2 sessions that got past EHLO (smtp_mx_session_limit); once a
+// context is done no lookup or connection starts. [Mailer.SendMail], which
+// has no context, is bounded by [Config.SendMailTimeout]. [Mailer.Close]
+// waits for the calls in flight and cancels them at its deadline, then
+// closes every connection.
+//
 // # Authenticated TLS
 //
 // An enforced policy that no MX host meets defers the recipient

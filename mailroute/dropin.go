@@ -55,6 +55,10 @@ import (
 // When Config.Smarthost is set, addr and a are ignored: the configured relay
 // is used, as by Send.
 //
+// The call is bounded as a whole by Config.SendMailTimeout (2 minutes by
+// default), since it has no context: a relay or MX host that drips its
+// replies cannot hold it longer.
+//
 // The error is nil exactly when every recipient was delivered; otherwise it
 // joins the per-recipient errors (see Send). Send gives the per-recipient
 // Result as well.
@@ -66,7 +70,9 @@ func (m *Mailer) SendMail(addr string, a smtp.Auth, from string, to []string, ms
 			return err
 		}
 	}
-	_, err := m.send(context.Background(), from, to, bytes.NewReader(msg), relay)
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.sendMailTimeout())
+	defer cancel()
+	_, err := m.send(ctx, from, to, bytes.NewReader(msg), relay)
 	return err
 }
 
@@ -245,6 +251,8 @@ func (c *netSMTPClient) Next(challenge []byte) ([]byte, error) {
 // direct recipient waits for its connection attempts to fail before the
 // relay takes it as fallback. Where either is missing, make a Mailer with
 // New and a Router that sends everything to the smarthost.
+//
+// Each call is bounded by the default SendMailTimeout, 2 minutes.
 //
 // The default Mailer is never closed; its idle relay sessions end when the
 // relay times them out or the program exits.

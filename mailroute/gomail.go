@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	netmail "net/mail"
 
 	"github.com/wneessen/go-mail"
 )
@@ -16,7 +17,12 @@ import (
 // recipients are its To, Cc and Bcc addresses. Bcc recipients get the
 // message but never see a Bcc header: go-mail does not write one, and any
 // Bcc header field the message would carry anyway (one set with
-// SetGenHeader, say) is removed before sending.
+// SetGenHeader, say) is removed before sending. Each address is checked
+// as Send checks it, as the caller wrote it (the Address field of
+// go-mail's net/mail.Address): one Send would refuse makes the message
+// fail with Send's error, nothing sent. (A quoted local part, which
+// go-mail stores unquoted, is therefore refused too: such mailboxes are
+// rare, and delivering to a rewritten one is worse.)
 //
 // The Result lists the recipients of every message, message after message.
 // The error is nil exactly when every recipient of every message was
@@ -44,27 +50,43 @@ func (m *Mailer) sendMsg(ctx context.Context, msg *mail.Msg) (*Result, error) {
 	if msg == nil {
 		return nil, errors.New("mailroute: nil *mail.Msg")
 	}
-	from, err := msg.GetSender(false)
-	if err != nil {
-		return nil, fmt.Errorf("mailroute: sender: %w", err)
+	from := firstAddress(msg.GetAddrHeader(mail.HeaderEnvelopeFrom))
+	if from == nil {
+		from = firstAddress(msg.GetFrom())
 	}
-	to, err := msg.GetRecipients()
-	if err != nil {
-		return nil, fmt.Errorf("mailroute: recipients: %w", err)
+	if from == nil {
+		return nil, fmt.Errorf("mailroute: sender: %w", mail.ErrNoFromAddress)
 	}
-	for i, rcpt := range to {
-		to[i] = stripAngles(rcpt)
+	var to []string
+	for _, h := range []mail.AddrHeader{mail.HeaderTo, mail.HeaderCc, mail.HeaderBcc} {
+		for _, a := range msg.GetAddrHeader(h) {
+			if a != nil {
+				to = append(to, a.Address)
+			}
+		}
 	}
-	return m.send(ctx, stripAngles(from), to, &msgSource{msg: msg}, m.relay)
+	if len(to) == 0 {
+		return nil, fmt.Errorf("mailroute: recipients: %w", mail.ErrNoRcptAddresses)
+	}
+	return m.send(ctx, from.Address, to, &msgSource{msg: msg}, m.relay)
 }
 
-// stripAngles removes the angle brackets go-mail puts around an address
-// ("<a@example.com>").
-func stripAngles(addr string) string {
-	if len(addr) >= 2 && addr[0] == '<' && addr[len(addr)-1] == '>' {
-		return addr[1 : len(addr)-1]
+// firstAddress returns the first non-nil address of a header, or nil.
+//
+// The envelope is taken from each net/mail.Address's Address field, the
+// mailbox as the caller gave it, and checked by Send's own RFC 5321 parser;
+// never from go-mail's formatted strings: formatting quotes whatever is not
+// a plain local part, which turns a malformed address into a different,
+// valid one ("a b@c.com" into "\"a b\"@c.com", "@evil.com:a@b.com" into
+// "\"@evil.com:a\"@b.com") and drops a NUL, so the mail would go to a
+// mailbox nobody named.
+func firstAddress(list []*netmail.Address) *netmail.Address {
+	for _, a := range list {
+		if a != nil {
+			return a
+		}
 	}
-	return addr
+	return nil
 }
 
 // msgSource is a go-mail message as the io.Reader Send reads. It writes

@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
+	netmail "net/mail"
 	"slices"
 	"strings"
 	"testing"
@@ -277,5 +279,52 @@ func TestMsgSourceRead(t *testing.T) {
 	}
 	if want := rendered(t, msg); !bytes.Equal(got, want) || headerHasBcc(got) {
 		t.Errorf("read\n%q\nwant\n%q", got, want)
+	}
+}
+
+// Addresses set on a go-mail message as net/mail.Address values are
+// checked as written, as Send checks them: go-mail's formatting would
+// quote them into other, valid mailboxes ("a b@c.com" → "\"a b\"@c.com")
+// or drop a NUL. Each such message fails with Send's error and nothing is
+// sent; the good one still goes.
+func TestSendMsgRefusesWhatSendRefuses(t *testing.T) {
+	w := newDropinWorld(t, smtptest.Options{})
+	m := w.gomailMailer()
+	bad := []string{"a b@small.test", "@evil.test:a@small.test", "a\x00b@small.test", "a@b@small.test"}
+	var msgs []*mail.Msg
+	for _, addr := range bad {
+		rcpt := newMsg(t, "alice@sender.test", "bad rcpt", nil, nil, nil)
+		rcpt.ToMailAddress(&netmail.Address{Address: addr})
+		sender := newMsg(t, "alice@sender.test", "bad sender", []string{"bob@small.test"}, nil, nil)
+		sender.EnvelopeFromMailAddress(&netmail.Address{Address: addr})
+		msgs = append(msgs, rcpt, sender)
+	}
+	msgs = append(msgs, newMsg(t, "alice@sender.test", "good", []string{"bob@small.test"}, nil, nil))
+	res, err := sendMsg(t, m, msgs...)
+	for i, addr := range bad {
+		_, sendErr := m.Send(context.Background(), "alice@sender.test", []string{addr}, strings.NewReader(testBody))
+		if sendErr == nil {
+			t.Fatalf("Send accepted %q", addr)
+		}
+		for k, what := range []string{"recipient", "sender"} {
+			s := fmt.Sprintf("message %d: ", 2*i+k+1)
+			if !strings.Contains(err.Error(), s) {
+				t.Errorf("%s %q: no error for %s", what, addr, s)
+			}
+		}
+		if !strings.Contains(err.Error(), strings.TrimPrefix(sendErr.Error(), "mailroute: recipient: ")) {
+			t.Errorf("%q: SendMsg's error %q lacks Send's %q", addr, err, sendErr)
+		}
+	}
+	// Every refused message reports its recipients Failed, nothing sent;
+	// the good one, last, is delivered: one message reached the MX.
+	n := len(res.Recipients)
+	for i, r := range res.Recipients {
+		if want := Failed; i == n-1 && r.Status != Delivered || i < n-1 && (r.Status != want || r.Err == nil) {
+			t.Errorf("result %d: %+v", i, r)
+		}
+	}
+	if n != 2*len(bad)+1 || len(w.mx.Messages()) != 1 {
+		t.Errorf("%d results; %d messages delivered", n, len(w.mx.Messages()))
 	}
 }

@@ -61,21 +61,26 @@ func (j *job) slot(k int) *RecipientResult { return &j.result.Recipients[j.index
 // record stores a transaction's per-recipient outcomes.
 func (j *job) record(batch []int, res *smtpclient.TxResult, host string, via Via) {
 	for i, k := range batch {
-		r := j.slot(k)
-		r.Via, r.Route, r.Host = via, j.route, host
-		rr := res.Rcpts[i]
-		if rr.Err == nil {
-			r.Status, r.Err = Delivered, nil
-			r.Response = res.Data.String()
-			continue
-		}
-		e := fromClient(rr.Err, nil)
-		if e.Host == "" {
-			e.Host = host
-		}
-		r.Err = e
-		r.Status = statusOf(e)
+		j.recordOne(k, res, i, host, via)
 	}
+}
+
+// recordOne records the outcome of recipient k, the i-th of res.
+func (j *job) recordOne(k int, res *smtpclient.TxResult, i int, host string, via Via) {
+	r := j.slot(k)
+	r.Via, r.Route, r.Host = via, j.route, host
+	rr := res.Rcpts[i]
+	if rr.Err == nil {
+		r.Status, r.Err = Delivered, nil
+		r.Response = res.Data.String()
+		return
+	}
+	e := fromClient(rr.Err, nil)
+	if e.Host == "" {
+		e.Host = host
+	}
+	r.Err = e
+	r.Status = statusOf(e)
 }
 
 // fail gives every recipient of a batch the same error.

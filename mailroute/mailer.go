@@ -46,6 +46,7 @@ type Mailer struct {
 	hostMemo       hostMemo
 	testPolicyPort string
 
+	sends     inflight // the Sends running, for Shutdown
 	closeOnce sync.Once
 	closed    chan struct{}
 }
@@ -55,6 +56,7 @@ type Mailer struct {
 // address, the options.
 func New(cfg Config) (*Mailer, error) {
 	m := &Mailer{cfg: cfg, closed: make(chan struct{})}
+	m.sends.init()
 
 	name, err := checkHostname(cfg.Hostname)
 	if err != nil {
@@ -94,6 +96,7 @@ func New(cfg Config) (*Mailer, error) {
 		Resolver:     resolverOrDefault(cfg.Resolver),
 		TTL:          cfg.MXCacheTTL,
 		TemporaryTTL: cfg.MXCacheTemporaryTTL,
+		Context:      m.sends.ctx, // Shutdown stops the lookups in flight
 	}
 	m.state = stateStoreOf(cfg.Queue)
 	m.learn = newLearner(m)
@@ -239,14 +242,18 @@ func (m *Mailer) Close() error {
 }
 
 // Shutdown stops the Mailer: new Sends fail with ErrClosed, the queue's
-// workers stop taking work and the attempts in flight finish — or, when
-// ctx ends first, are cancelled: the outcomes already known (a server
-// accepted or refused a recipient) are recorded, and only the recipients
-// whose outcome is unknown stay queued as they were, to be retried by the
-// next Mailer on the same queue: nothing is lost, and nothing the server
-// is known to have taken is sent again. Then idle
-// connections end with QUIT. It is safe to call more than once; later
-// calls return nil at once.
+// workers stop taking work, and the work in flight — Send, SendMail and
+// SendMsg calls at any stage (DNS, dial, TLS, transaction) and the queue's
+// attempts — is waited for. When ctx ends first, that work is cancelled:
+// those calls return with their recipients Deferred (a message whose data
+// had gone out may have been accepted, and says so); of a queued attempt,
+// the outcomes already known (a server accepted or refused a recipient)
+// are recorded, and only the recipients whose outcome is unknown stay
+// queued as they were, to be retried by the next Mailer on the same queue:
+// nothing is lost, and nothing the server is known to have taken is sent
+// again. Only then do the connections end, idle ones with QUIT, so none is
+// left open: Close waits, and cancels only at its deadline. It is safe to
+// call more than once; later calls return nil at once.
 func (m *Mailer) Shutdown(ctx context.Context) error {
 	var err error
 	m.closeOnce.Do(func() {
@@ -254,6 +261,10 @@ func (m *Mailer) Shutdown(ctx context.Context) error {
 		if m.queue != nil {
 			err = m.queue.shutdown(ctx)
 		}
+		if serr := m.sends.close(ctx); err == nil {
+			err = serr
+		}
+		m.sends.cancel() // nobody waits for a lookup still in flight now
 		quitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		if m.relay != nil {

@@ -44,11 +44,11 @@ func (m *Mailer) Send(ctx context.Context, from string, to []string, msg io.Read
 
 // send is Send with the smarthost to use for this call (nil: none).
 func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Reader, relay *smarthost) (*Result, error) {
-	select {
-	case <-m.closed:
+	ctx, leave, ok := m.sends.enter(ctx)
+	if !ok {
 		return refused(to, ErrClosed, -1, false)
-	default:
 	}
+	defer leave()
 	env, bad, err := parseEnvelope(from, to)
 	if err != nil {
 		return refused(to, err, bad, true)

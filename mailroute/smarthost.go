@@ -167,7 +167,7 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 		return
 	}
 	res, err := c.Send(ctx, j.tx(batch))
-	if err != nil && pooled && deadBeforeAccepting(err) {
+	if pooled && redialable(ctx, res, err) {
 		if c, e = s.pool.redial(ctx, c); e != nil {
 			j.fail(batch, e, s.host)
 			m.logAttempt(j, Smarthost, s.host, batch, e, time.Since(start))
@@ -193,18 +193,13 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 	s.pool.put(c)
 }
 
-// deadBeforeAccepting reports whether a transaction failed on the
-// connection itself before the server accepted MAIL: a pooled session the
-// server had already closed, silently or with a 421 (go-smtp and Postfix
-// say "421 4.4.2 Idle timeout" as they hang up). Retrying on a new session
-// cannot duplicate mail.
-func deadBeforeAccepting(err error) bool {
-	var ce *smtpclient.Error
-	if !errors.As(err, &ce) {
-		return false
-	}
-	if errors.Is(err, smtpclient.ErrUnusable) {
-		return true
-	}
-	return ce.Command == "MAIL" && (ce.Code == 0 || ce.Code == 421)
+// redialable reports whether a transaction on a pooled session failed in
+// a way that a new session can retry without any risk of a duplicate: the
+// session turned out dead (closed while idle, silently or with a 421 as
+// go-smtp and Postfix do on an idle timeout) or out of step before the
+// server could have accepted the message (smtpclient.Retryable), no
+// recipient was delivered by an earlier transaction of the same Send, and
+// the context is still live.
+func redialable(ctx context.Context, res *smtpclient.TxResult, err error) bool {
+	return err != nil && ctx.Err() == nil && len(res.Accepted) == 0 && smtpclient.Retryable(err)
 }

@@ -28,6 +28,10 @@ type Cache struct {
 	TemporaryTTL  time.Duration    // temporary failures; 0 = DefaultTemporaryTTL, <0 = no caching
 	LookupTimeout time.Duration    // 0 = DefaultLookupTimeout
 	Now           func() time.Time // nil = time.Now; a test seam
+	// Context is the parent of every lookup (which runs on its own
+	// context, shared by the callers waiting for it): cancelling it stops
+	// the lookups in flight, when their owner shuts down. nil = Background.
+	Context context.Context
 
 	mx    ttlCache[Answer]
 	hosts ttlCache[[]net.IPAddr]
@@ -61,7 +65,7 @@ func (c *Cache) Peek(ctx context.Context, domain string) (Answer, error) {
 	if a, err, ok := c.mx.cached(domain, c.now()); ok {
 		return a, err
 	}
-	a, err := c.mx.get(ctx, domain, c.now, ttlOr(c.LookupTimeout, DefaultLookupTimeout),
+	a, err := c.mx.get(ctx, c.Context, domain, c.now, ttlOr(c.LookupTimeout, DefaultLookupTimeout),
 		func(ctx context.Context) (Answer, error, time.Duration) {
 			a, err := Resolve(ctx, c.Resolver, domain)
 			me, _ := err.(*Error)
@@ -82,7 +86,7 @@ func (c *Cache) LookupHost(ctx context.Context, host string) ([]net.IPAddr, erro
 	if addrs, err, ok := c.hosts.cached(host, c.now()); ok {
 		return addrs, err
 	}
-	return c.hosts.get(ctx, host, c.now, ttlOr(c.LookupTimeout, DefaultLookupTimeout),
+	return c.hosts.get(ctx, c.Context, host, c.now, ttlOr(c.LookupTimeout, DefaultLookupTimeout),
 		func(ctx context.Context) ([]net.IPAddr, error, time.Duration) {
 			addrs, err := c.Resolver.LookupIPAddr(ctx, host)
 			var de *net.DNSError

@@ -312,3 +312,32 @@ func TestLookupHostCached(t *testing.T) {
 		t.Fatal("a missing host resolved")
 	}
 }
+
+// A caller whose context has ended starts no lookup: a loop over hundreds
+// of MX hosts that keeps asking after its context is gone sends nothing.
+func TestNoLookupAfterContextDone(t *testing.T) {
+	var calls atomic.Int32
+	r := fakeResolver{mx: func(string) ([]*net.MX, error) {
+		calls.Add(1)
+		return []*net.MX{{Host: "mx.a.test.", Pref: 10}}, nil
+	}}
+	c := &Cache{Resolver: r}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 100 {
+		if _, err := c.Lookup(ctx, fmt.Sprintf("d%d.test", i)); !errors.Is(err, context.Canceled) {
+			t.Fatalf("lookup %d: %v", i, err)
+		}
+		if _, err := c.LookupHost(ctx, fmt.Sprintf("mx%d.test", i)); !errors.Is(err, context.Canceled) {
+			t.Fatalf("host lookup %d: %v", i, err)
+		}
+	}
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("%d lookups after the context ended, want 0", n)
+	}
+	// A cached answer is still served to a done context.
+	c.Lookup(context.Background(), "d0.test")
+	if a, err := c.Lookup(ctx, "d0.test"); err != nil || len(a.Hosts) != 1 {
+		t.Fatalf("cached answer: %v, %v", a, err)
+	}
+}

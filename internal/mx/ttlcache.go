@@ -31,9 +31,13 @@ type entry[T any] struct {
 // get returns key's value, looking it up with fill when it is missing or
 // expired. fill returns the value, the error, and how long to keep them
 // (negative: not at all).
-func (c *ttlCache[T]) get(ctx context.Context, key string, now func() time.Time, timeout time.Duration,
+func (c *ttlCache[T]) get(ctx, parent context.Context, key string, now func() time.Time, timeout time.Duration,
 	fill func(ctx context.Context) (T, error, time.Duration)) (T, error) {
-	e := c.entry(key, now, timeout, fill)
+	e := c.entry(ctx, parent, key, now, timeout, fill)
+	if e == nil { // the context is done and nothing is at hand
+		var zero T
+		return zero, ctx.Err()
+	}
 	select {
 	case <-e.done: // a value at hand wins over a cancelled context
 		return e.value, e.err
@@ -67,7 +71,12 @@ func (c *ttlCache[T]) cached(key string, now time.Time) (T, error, bool) {
 	return zero, nil, false
 }
 
-func (c *ttlCache[T]) entry(key string, now func() time.Time, timeout time.Duration,
+// entry returns key's entry, starting a lookup when there is none fresh
+// or in flight — unless ctx is already done: then it returns nil, and no
+// query goes out for a caller that has given up. (A lookup already in
+// flight runs on, bounded by its own timeout, for the callers that share
+// it.)
+func (c *ttlCache[T]) entry(ctx, parent context.Context, key string, now func() time.Time, timeout time.Duration,
 	fill func(ctx context.Context) (T, error, time.Duration)) *entry[T] {
 	t := now()
 	c.mu.Lock()
@@ -83,6 +92,10 @@ func (c *ttlCache[T]) entry(key string, now func() time.Time, timeout time.Durat
 			return e // in flight: wait for it
 		}
 	}
+	if ctx.Err() != nil {
+		c.mu.Unlock()
+		return nil
+	}
 	if c.entries == nil {
 		c.entries = make(map[string]*entry[T])
 	}
@@ -94,8 +107,11 @@ func (c *ttlCache[T]) entry(key string, now func() time.Time, timeout time.Durat
 	c.entries[key] = e
 	c.mu.Unlock()
 
+	if parent == nil {
+		parent = context.Background()
+	}
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		ctx, cancel := context.WithTimeout(parent, timeout)
 		defer cancel()
 		var ttl time.Duration
 		e.value, e.err, ttl = fill(ctx)

@@ -116,8 +116,15 @@ type Config struct {
 	// CHUNKING (RFC 3030), for servers whose BDAT misbehaves. See Send for
 	// when BDAT is used otherwise.
 	NoChunking bool
-	Dialer     Dialer // nil = &net.Dialer{}
-	Timeouts   Timeouts
+	// SplitAfterIdle: a session idle at least this long (since Dial or
+	// its last transaction) sends MAIL and RCPT and reads their replies
+	// before BDAT's chunk, instead of all in one write, so that a server
+	// that closed it meanwhile is seen before any data could have been
+	// accepted (see the package doc). 0 = 1s; negative = every
+	// transaction (tests).
+	SplitAfterIdle time.Duration
+	Dialer         Dialer // nil = &net.Dialer{}
+	Timeouts       Timeouts
 }
 
 func (cfg *Config) dialer() Dialer {
@@ -153,6 +160,9 @@ type Conn struct {
 	limitRcp int  // LIMITS RCPTMAX (RFC 9422); 0 = none
 	noChunk  bool // Config.NoChunking
 
+	splitAfterIdle time.Duration // Config.SplitAfterIdle with its default
+	lastUse        time.Time     // end of Dial or of the last Send
+
 	// Cancellation and deadlines of the current operation.
 	mu        sync.Mutex
 	cancelled bool
@@ -166,9 +176,10 @@ type Conn struct {
 	copyBuf []byte // body copy buffer for readers without WriteTo
 	dw      dotWriter
 	chunkR  chunkReader // BDAT body reader, kept here so it does not allocate
-	probe   [1]byte     // checks that a BDAT body ends where Tx.Size says
-	accBuf  []int       // reused by transactions
-	pendBuf []int       // reused by Send
+	probe   [1]byte     // checks that a BDAT body ends where Tx.Size says; peekSocket's buffer
+	peek    peekState
+	accBuf  []int // reused by transactions
+	pendBuf []int // reused by Send
 
 	ignoreLimits bool // tests: exercise the 452 path even when LIMITS is advertised
 }
@@ -226,6 +237,7 @@ func (c *Conn) end() {
 		c.stop = nil
 	}
 	c.opCtx = nil
+	c.lastUse = time.Now() // see splitDue
 }
 
 func (c *Conn) deadline(d time.Duration) time.Time {
@@ -308,13 +320,19 @@ func (c *Conn) readReplyLost(cmd string, timeout time.Duration, lost bool) (Repl
 	return rep, nil
 }
 
-// cmd writes one command, flushes it and reads its reply.
+// cmd writes one command, flushes it and reads its reply. Nothing may
+// follow that reply: a line more would be taken as the answer to the next
+// command (see ErrOutOfStep).
 func (c *Conn) cmd(name string, timeout time.Duration, parts ...string) (Reply, error) {
 	c.writeCmd(parts...)
 	if err := c.flush(name, timeout); err != nil {
 		return Reply{}, err
 	}
-	return c.readReply(name, timeout)
+	rep, err := c.readReply(name, timeout)
+	if err == nil && c.r.Buffered() > 0 {
+		return Reply{}, c.ioError(name, protocolErrorf("bytes after the reply to %s", name), ErrOutOfStep)
+	}
+	return rep, err
 }
 
 // unexpected builds the error for a reply of the wrong class. A 1xx-3xx

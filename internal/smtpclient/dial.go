@@ -3,6 +3,7 @@ package smtpclient
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -50,6 +51,10 @@ func Dial(ctx context.Context, addr, host string, cfg *Config) (*Conn, error) {
 	}
 	c := newConn(raw, host, to)
 	c.noChunk = cfg.NoChunking
+	c.splitAfterIdle = cfg.SplitAfterIdle
+	if c.splitAfterIdle == 0 {
+		c.splitAfterIdle = defaultSplitAfterIdle
+	}
 	c.begin(ctx)
 	err = c.open(ctx, cfg)
 	c.end()
@@ -69,6 +74,9 @@ func (c *Conn) open(ctx context.Context, cfg *Config) error {
 	rep, err := c.readReply("greeting", c.to.Greeting)
 	if err != nil {
 		return err
+	}
+	if c.r.Buffered() > 0 { // a line more would pass for EHLO's reply
+		return c.ioError("greeting", protocolErrorf("bytes after the greeting"), ErrOutOfStep)
 	}
 	if rep.Code != 220 {
 		return c.unexpected("greeting", rep, nil)
@@ -223,10 +231,16 @@ func (c *Conn) startTLS(ctx context.Context, cfg *Config) error {
 	// Anything the server sent after its 220 was sent before TLS and must
 	// not be read as if it came through the encrypted channel
 	// (CVE-2011-0411-style command injection).
-	if c.r.Buffered() > 0 {
-		return c.ioError("STARTTLS", protocolErrorf("%d octets of plaintext after the STARTTLS reply", c.r.Buffered()))
+	// Whether the injected bytes arrive with the 220 or after it, the
+	// fault is reported the same way (a protocol error, so no plaintext
+	// retry): quiet sees what has arrived, the handshake what comes later.
+	if err := c.quiet(); errors.Is(err, ErrOutOfStep) {
+		return c.ioError("STARTTLS", protocolErrorf("plaintext after the STARTTLS reply"))
 	}
 	if err := c.handshake(ctx, "STARTTLS", c.tlsConfig(cfg, !required), c.to.Command); err != nil {
+		if injectedPlaintext(err) {
+			return c.ioError("STARTTLS", protocolErrorf("plaintext after the STARTTLS reply"))
+		}
 		return err
 	}
 	return c.hello(cfg.localName())

@@ -339,3 +339,28 @@ func TestImplicitTLSUntrusted(t *testing.T) {
 		t.Errorf("error %v", err)
 	}
 }
+
+// Plaintext injected after the STARTTLS 220 is the same fault whether it
+// arrives in the 220's packet or in a later one (read by the handshake as
+// a TLS record): a protocol error, never a TLS failure, which a caller
+// would retry in plaintext.
+func TestStartTLSInjectionAnyPacketBoundary(t *testing.T) {
+	for _, split := range []bool{false, true} {
+		addr := scripted(t, func(p *peer) {
+			p.greet("STARTTLS")
+			p.expect("STARTTLS")
+			if !split {
+				p.send("220 go ahead\r\n250 injected\r\n")
+			} else {
+				p.send("220 go ahead\r\n")
+				p.r.Peek(1) // the ClientHello: the client is in the handshake
+				p.send("250 injected\r\n")
+			}
+			p.wait()
+		})
+		_, err := Dial(testCtx(t), addr, "mx.test", &Config{})
+		if !errors.Is(err, ErrProtocol) || errors.Is(err, ErrTLSFailed) || asError(t, err).Command != "STARTTLS" {
+			t.Errorf("split %v: error %v", split, err)
+		}
+	}
+}

@@ -39,5 +39,50 @@
 // (ErrTLSFailed, ErrAuthFailed, ErrConnectionLost, ...) reachable with
 // errors.Is.
 //
+// # Reply accounting
+//
+// The engine knows exactly which replies it awaits, on every path (DATA
+// or BDAT, pipelined or lock-step, fresh or reused session): one per
+// command written. Bytes that come when no reply is due — an unsolicited
+// or extra line, a reply after the final one, anything waiting on the
+// session between transactions — mean the server is out of step: which
+// reply answers which command is no longer known, so the whole transaction
+// is reported with ErrOutOfStep (temporary: Deferred), never Delivered or
+// Failed on a reply that may belong to another command, and the session
+// is closed, never pooled. So does a reply of a class no command in its
+// place can get (3xx to MAIL or RCPT, 2xx to DATA, a positive BDAT reply
+// when every RCPT was refused). The checks cost no round trip: the read
+// buffer must be empty whenever no reply is due, and after the final
+// reply and before each Send the socket is looked at without blocking
+// (recv with MSG_PEEK|MSG_DONTWAIT), which also sees a server that closed
+// an idle session. A stream in which the server wrote a line too many and
+// then hung up before its last reply cannot be told from an honest one by
+// any client; FuzzServer exempts exactly that case.
+//
+// # Dead sessions and the one ambiguity
+//
+// A pooled session the server closed while it sat idle (silently, or
+// with "421 idle timeout") is found before anything is written, and the
+// Send fails with ErrUnusable: Retryable, so the caller redials and sends
+// on a new session with certainty that nothing was accepted. On the DATA
+// path a session that dies later is still certain: the body goes only
+// after 354.
+//
+// BDAT LAST is different: MAIL, RCPT, BDAT and the chunk go in one write,
+// so a server can take the whole message and die before flushing a single
+// reply; a connection lost before any reply is then "may have been
+// accepted" (ErrConnectionLost), and is never retried on another session,
+// since sending twice what may have been accepted is the worse error. The
+// same silence is what a session closed by its server just as the write
+// went out looks like. Such a close happens when the session has been
+// idle long enough for the server's idle timer to run out, so a session
+// idle for Config.SplitAfterIdle (1 s) or more sends MAIL and RCPT first
+// and waits for their replies before the chunk: one more round trip, only
+// after an idle period that dwarfs it. A server that dies there has
+// certainly accepted nothing (Retryable). A session in use back to back
+// keeps one write, hence one round trip, per message; a server that
+// crashes within that second after taking a message is reported as
+// uncertain, which is the truth.
+//
 // A Conn is used by one goroutine at a time.
 package smtpclient

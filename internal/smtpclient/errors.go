@@ -50,6 +50,14 @@ var (
 	// ErrInvalidAddress: an address contains CR, LF, NUL, '<' or '>'.
 	// Nothing was written.
 	ErrInvalidAddress = errors.New("invalid character in address")
+	// ErrOutOfStep: the server sent a reply (or bytes) when none was due —
+	// an unsolicited or extra reply line, a reply after the final one,
+	// data waiting on an idle session — so which reply answers which
+	// command is no longer known. Every recipient of the transaction gets
+	// it (temporary), whatever the replies seemed to say, and the session
+	// is closed. With Command "." the message data had gone out: the
+	// server may have accepted it.
+	ErrOutOfStep = errors.New("server out of step: a reply arrived that answers no command, so no reply of the transaction can be trusted")
 	// ErrUnusable: the connection had an earlier protocol or I/O error (or
 	// was closed) and must not be reused.
 	ErrUnusable = errors.New("connection is not usable")

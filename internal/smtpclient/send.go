@@ -105,6 +105,11 @@ func (c *Conn) Send(ctx context.Context, tx *Tx) (*TxResult, error) {
 	}
 	c.begin(ctx)
 	defer c.end()
+	if err := c.checkBeforeUse(); err != nil {
+		return res, res.failAll(err)
+	}
+	// Only the first transaction can follow an idle period.
+	split := c.splitDue()
 
 	body := bodySource{r: tx.Body}
 	if body.r == nil {
@@ -125,12 +130,20 @@ func (c *Conn) Send(ctx context.Context, tx *Tx) (*TxResult, error) {
 	if c.ignoreLimits {
 		limit = 0
 	}
-	for len(pending) > 0 {
+	for first := true; len(pending) > 0; first = false {
+		if !first {
+			// The last transaction may have left the session unusable
+			// (a reply after RSET's, say) or something waiting on it.
+			if err := c.checkBeforeUse(); err != nil {
+				return res, res.failAll(err)
+			}
+		}
 		chunk, rest := pending, []int(nil)
 		if limit > 0 && len(chunk) > limit {
 			chunk, rest = pending[:limit], pending[limit:]
 		}
-		retry, accepted, progress, err := c.transaction(tx, res, chunk, len(rest) > 0, &body, bdat)
+		retry, accepted, progress, err := c.transaction(tx, res, chunk, len(rest) > 0, &body, bdat, split)
+		split = false
 		if err != nil {
 			return res, res.failAll(err)
 		}
@@ -152,16 +165,29 @@ func (c *Conn) Send(ctx context.Context, tx *Tx) (*TxResult, error) {
 }
 
 // failAll gives err to every recipient not yet decided (or deferred by a
-// 452) and returns err.
+// 452) and returns err. A server's permanent refusal of a transaction
+// (5xx to MAIL, DATA or the end of data) is not a refusal of recipients
+// that were not in it: those keep their 452, or, never attempted, are
+// deferred.
 func (res *TxResult) failAll(err error) error {
+	e, _ := err.(*Error)
+	refusal := e != nil && e.Code >= 500
 	for i := range res.Rcpts {
 		r := &res.Rcpts[i]
-		if r.Err == errUndecided || is452(r.Err) {
+		switch {
+		case refusal && is452(r.Err):
+		case refusal && r.Err == errUndecided:
+			r.Err = &Error{Command: e.Command, Host: e.Host, Err: errNotAttempted}
+		case r.Err == errUndecided || is452(r.Err):
 			r.Err = err
 		}
 	}
 	return err
 }
+
+// errNotAttempted: a recipient left for a later transaction of the same
+// Send when an earlier one was refused as a whole.
+var errNotAttempted = errors.New("not attempted: the server refused an earlier transaction of this message")
 
 func is452(err error) bool {
 	e, ok := err.(*Error)

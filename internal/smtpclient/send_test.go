@@ -354,12 +354,14 @@ func TestSendDataRejected(t *testing.T) {
 	if e.Command != "." || e.Code != 554 || !e.Permanent || res.Data.Code != 554 {
 		t.Fatalf("error %v, data %+v", err, res.Data)
 	}
-	// b was accepted then refused at the dot; c got 452 and shares the
-	// transaction's failure rather than being retried.
-	for _, r := range res.Rcpts {
-		if r.Err != err {
-			t.Errorf("%s: %v", r.Rcpt, r.Err)
-		}
+	// b was accepted then refused at the dot. c got 452 and is not retried
+	// after the refusal, but the server never refused c: it keeps its
+	// temporary 452 (issue 12: Failed only for what the server refused).
+	if res.Rcpts[0].Err != err {
+		t.Errorf("%s: %v", res.Rcpts[0].Rcpt, res.Rcpts[0].Err)
+	}
+	if e := asError(t, res.Rcpts[1].Err); e.Code != 452 || e.Command != "RCPT" || e.Permanent {
+		t.Errorf("%s: %v", res.Rcpts[1].Rcpt, res.Rcpts[1].Err)
 	}
 	if !c.Usable() {
 		t.Error("unusable after a refused message")

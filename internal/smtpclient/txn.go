@@ -1,6 +1,7 @@
 package smtpclient
 
 import (
+	"errors"
 	"io"
 	"strconv"
 )
@@ -19,6 +20,9 @@ type txn struct {
 	accepted []int // indices whose RCPT got 2xx
 	retry    []int // indices that got 452
 	decided  int   // recipients with an outcome other than 452
+	// last: DATA or BDAT has been written, so its reply is due after the
+	// MAIL and RCPT replies.
+	last bool
 	// afterData: BDAT LAST and its whole chunk were written, so a reply
 	// that does not arrive may be hiding an accepted message.
 	afterData bool
@@ -30,8 +34,9 @@ type txn struct {
 // whole.
 //
 // With bdat (see useBDAT) the transaction ends with one BDAT LAST chunk
-// pipelined after the RCPTs instead of DATA.
-func (c *Conn) transaction(tx *Tx, res *TxResult, chunk []int, hasRest bool, body *bodySource, bdat bool) ([]int, int, bool, error) {
+// pipelined after the RCPTs instead of DATA; with split as well, the MAIL
+// and RCPT replies are read before the chunk is written.
+func (c *Conn) transaction(tx *Tx, res *TxResult, chunk []int, hasRest bool, body *bodySource, bdat, split bool) ([]int, int, bool, error) {
 	_, pipelined := c.ext["PIPELINING"]
 	t := txn{c: c, tx: tx, res: res, chunk: chunk, accepted: c.accBuf[:0]}
 	defer func() { c.accBuf = t.accepted[:0] }()
@@ -60,12 +65,18 @@ func (c *Conn) transaction(tx *Tx, res *TxResult, chunk []int, hasRest bool, bod
 		}
 	}
 	if bdat {
+		if split {
+			if err := t.sync(); err != nil {
+				return nil, 0, false, err
+			}
+		}
 		return t.endBDAT(body)
 	}
 	dataSent := false
 	if t.mailErr == nil && (pipelined || len(t.accepted) > 0) {
 		c.writeCmd("DATA")
 		dataSent = true
+		t.last = true
 	}
 	if err := t.sync(); err != nil {
 		return nil, 0, false, err
@@ -75,6 +86,15 @@ func (c *Conn) transaction(tx *Tx, res *TxResult, chunk []int, hasRest bool, bod
 		var err error
 		if dataRep, err = c.readReply("DATA", c.to.DataInit); err != nil {
 			return nil, 0, false, err
+		}
+		if dataRep.Code != 354 && dataRep.Code < 400 {
+			// 2xx or another 3xx to DATA answers some other command.
+			return nil, 0, false, t.stepFault("DATA", misplaced("DATA", dataRep))
+		}
+		if c.r.Buffered() > 0 {
+			// Nothing may follow the reply to DATA: after 354 the server
+			// waits for the data, after a refusal for the next command.
+			return nil, 0, false, t.stepFault("DATA", nil)
 		}
 	}
 
@@ -111,6 +131,7 @@ func (c *Conn) transaction(tx *Tx, res *TxResult, chunk []int, hasRest bool, bod
 	if err := c.writeBody(r); err != nil {
 		return nil, 0, false, err
 	}
+	t.afterData = true
 	rep, err := c.readReplyLost(".", c.to.DataFinal, true)
 	if err != nil {
 		return nil, 0, false, err
@@ -118,17 +139,41 @@ func (c *Conn) transaction(tx *Tx, res *TxResult, chunk []int, hasRest bool, bod
 	return t.final(rep)
 }
 
+// stepFault ends a transaction whose replies can no longer be attributed
+// (see ErrOutOfStep): every recipient of the chunk gets the error, whatever
+// its reply seemed to be, and the session is closed.
+func (t *txn) stepFault(cmd string, cause error) error {
+	if t.afterData {
+		cmd = "."
+	}
+	e := t.c.outOfStep(cmd, cause)
+	for _, i := range t.chunk {
+		t.res.Rcpts[i].Err = e
+	}
+	return e
+}
+
 // final handles the reply to the final "." (or to BDAT LAST) of a
-// transaction with accepted recipients.
+// transaction with accepted recipients. The reply counts only when nothing
+// follows it: a further reply means it may have answered another command.
 func (t *txn) final(rep Reply) ([]int, int, bool, error) {
 	c, res := t.c, t.res
+	if rep.Code < 400 && !rep.Positive() {
+		return nil, 0, false, t.stepFault(".", c.replyError(".", rep, ErrProtocol))
+	}
+	if err := c.quiet(); err != nil {
+		if errors.Is(err, ErrOutOfStep) {
+			return nil, 0, false, t.stepFault(".", nil)
+		}
+		// The server closed after its reply: the reply stands, the
+		// session is done.
+		c.Close()
+	}
 	res.Data = rep
 	if !rep.Positive() {
-		var e *Error
-		if rep.Code < 400 {
-			e = c.unexpected(".", rep, joinErrs([]error{ErrConnectionLost, ErrProtocol}))
-		} else {
-			e = c.replyError(".", rep, nil)
+		e := c.replyError(".", rep, nil)
+		if rep.Code == 421 {
+			c.usable = false
 		}
 		t.decide(e)
 		return nil, len(t.accepted), true, e
@@ -173,7 +218,8 @@ func (c *Conn) useBDAT(tx *Tx) bool {
 func (t *txn) endBDAT(body *bodySource) ([]int, int, bool, error) {
 	c := t.c
 	sent := false
-	if t.mailErr == nil {
+	// After a split, the chunk goes only when a recipient was accepted.
+	if t.mailErr == nil && (t.read < t.written || !t.mailRead || len(t.accepted) > 0) {
 		// The replies are not known yet, so a body that cannot seek is kept
 		// for a further transaction in any case (it is at most maxChunk).
 		r, err := body.next(true)
@@ -185,6 +231,7 @@ func (t *txn) endBDAT(body *bodySource) ([]int, int, bool, error) {
 			return nil, 0, false, err
 		}
 		sent = true
+		t.last = true
 		t.afterData = true
 	}
 	if err := t.sync(); err != nil {
@@ -199,7 +246,16 @@ func (t *txn) endBDAT(body *bodySource) ([]int, int, bool, error) {
 		}
 	}
 	if t.mailErr != nil || len(t.accepted) == 0 {
-		// The BDAT reply (an error: no valid recipients) decides nothing.
+		// The BDAT reply (an error: no valid recipients) decides nothing;
+		// a positive one contradicts the replies read before it.
+		if sent && (rep.Positive() || rep.Code < 400) {
+			return nil, 0, false, t.stepFault("BDAT", misplaced("BDAT", rep))
+		}
+		if err := c.quiet(); errors.Is(err, ErrOutOfStep) {
+			return nil, 0, false, t.stepFault("BDAT", nil)
+		} else if err != nil {
+			c.Close()
+		}
 		if c.usable {
 			c.rset()
 		}
@@ -300,7 +356,9 @@ func (c *Conn) writeMail(tx *Tx) {
 }
 
 // sync flushes what is buffered and reads the outstanding MAIL and RCPT
-// replies.
+// replies. A reply of a class no MAIL or RCPT can get (3xx), or bytes
+// left once no MAIL or RCPT reply is due and no DATA or BDAT was written,
+// put the transaction out of step.
 func (t *txn) sync() error {
 	c := t.c
 	if err := c.flush("MAIL", c.to.Mail); err != nil {
@@ -312,12 +370,19 @@ func (t *txn) sync() error {
 			return err
 		}
 		t.mailRead = true
+		if rep.Code < 400 && !rep.Positive() {
+			return t.stepFault("MAIL", misplaced("MAIL", rep))
+		}
 		if !rep.Positive() {
 			t.mailErr = c.unexpected("MAIL", rep, nil)
 			for _, i := range t.chunk {
 				t.res.Rcpts[i].Err = t.mailErr
 			}
 			if !c.usable {
+				// A 421: the server is closing, so nothing may follow it.
+				if c.r.Buffered() > 0 {
+					return t.stepFault("MAIL", nil)
+				}
 				return t.mailErr
 			}
 		}
@@ -329,6 +394,9 @@ func (t *txn) sync() error {
 			return err
 		}
 		t.read++
+		if rep.Code < 400 && !rep.Positive() {
+			return t.stepFault("RCPT", misplaced("RCPT", rep))
+		}
 		r := &t.res.Rcpts[i]
 		r.Reply = rep
 		switch {
@@ -344,9 +412,15 @@ func (t *txn) sync() error {
 			r.Err = c.unexpected("RCPT", rep, nil)
 			t.decided++
 			if !c.usable {
+				if c.r.Buffered() > 0 { // nothing may follow a 421
+					return t.stepFault("RCPT", nil)
+				}
 				return r.Err
 			}
 		}
+	}
+	if !t.last && c.r.Buffered() > 0 {
+		return t.stepFault("RCPT", nil)
 	}
 	return nil
 }
@@ -394,7 +468,7 @@ func (c *Conn) endEmptyData() error {
 // but is not reported: the transaction's outcome is already known.
 func (c *Conn) rset() {
 	rep, err := c.cmd("RSET", c.to.Command, "RSET")
-	if err == nil && !rep.Positive() {
+	if err == nil && (!rep.Positive() || c.r.Buffered() > 0) {
 		c.usable = false
 	}
 }

@@ -28,7 +28,7 @@ type MemoryQueue struct {
 	seq     uint64
 	msgs    map[string]*memEntry
 	aside   map[string]error // quarantined, kept for a test to inspect
-	pending []QuarantinedEntry
+	pending map[string]error // set aside, until TakeQuarantined
 }
 
 type memEntry struct {
@@ -191,7 +191,7 @@ func (q *MemoryQueue) List(ctx context.Context) ([]*QueuedMessage, error) {
 
 // TakeQuarantined hands over what setAside put there, as the directory
 // store does with the files it could not read at open.
-func (q *MemoryQueue) TakeQuarantined() []QuarantinedEntry {
+func (q *MemoryQueue) TakeQuarantined() map[string]error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	p := q.pending
@@ -214,7 +214,10 @@ func (q *MemoryQueue) setAside(id string, reason error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	delete(q.msgs, id)
-	q.pending = append(q.pending, QuarantinedEntry{ID: id, Reason: reason})
+	if q.pending == nil {
+		q.pending = make(map[string]error)
+	}
+	q.pending[id] = reason
 }
 
 // quarantined returns why id was quarantined; nil when it was not.

@@ -78,15 +78,8 @@ type QueueStore interface {
 // here: the Mailer reports those itself.
 type QuarantineReporter interface {
 	// TakeQuarantined returns the entries set aside since the last call,
-	// each once.
-	TakeQuarantined() []QuarantinedEntry
-}
-
-// QuarantinedEntry is an entry a store set aside on its own.
-type QuarantinedEntry struct {
-	ID string
-	// Reason says what was wrong; it wraps ErrCorrupt.
-	Reason error
+	// each once: what was wrong (wrapping ErrCorrupt) by message ID.
+	TakeQuarantined() map[string]error
 }
 
 // LeaseRequest is what QueueStore.Lease is asked for.

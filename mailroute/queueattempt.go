@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/mailroute/go-mailroute/internal/message"
@@ -152,8 +154,9 @@ func (q *queueRuntime) reportStoreQuarantines() {
 	if !ok {
 		return
 	}
-	for _, n := range s.TakeQuarantined() {
-		q.m.emit(Event{Kind: EventQuarantined, QueueID: n.ID, Err: n.Reason})
+	set := s.TakeQuarantined()
+	for _, id := range slices.Sorted(maps.Keys(set)) { // a stable order for OnEvent
+		q.m.emit(Event{Kind: EventQuarantined, QueueID: id, Err: set[id]})
 	}
 }
 

@@ -168,14 +168,14 @@ func (s *Store) List(ctx context.Context) ([]*mailroute.QueuedMessage, error) {
 // TakeQuarantined implements mailroute.QuarantineReporter: the entries the
 // store found damaged when it opened the directory and moved to
 // Dir/corrupt, each once, for the Mailer to report as EventQuarantined.
-func (s *Store) TakeQuarantined() []mailroute.QuarantinedEntry {
+func (s *Store) TakeQuarantined() map[string]error {
 	st, err := s.open()
 	if err != nil {
 		return nil
 	}
-	var out []mailroute.QuarantinedEntry
+	out := make(map[string]error)
 	for _, q := range st.TakeQuarantined() {
-		out = append(out, mailroute.QuarantinedEntry{ID: q.ID, Reason: fmt.Errorf("%w: %w", mailroute.ErrCorrupt, q.Reason)})
+		out[q.ID] = fmt.Errorf("%w: %w", mailroute.ErrCorrupt, q.Reason)
 	}
 	return out
 }

@@ -20,7 +20,10 @@ import (
 // this contract.
 //
 // Implementations must be safe for concurrent use. Every method that
-// returns nil must have made its change durable.
+// returns nil must have made its change durable. A store may also
+// implement StateStore, to keep what the Mailer learns beside the queue,
+// and QuarantineReporter, when it sets damaged entries aside on its own;
+// the Mailer finds both by type assertion.
 //
 // # Leases
 //

@@ -33,7 +33,7 @@ type FaultServer struct {
 	conns int
 	txns  []*FaultTxn
 	open  []net.Conn
-	idled []chan struct{} // per connection: see WaitIdle
+	ended []chan struct{} // per connection: closed when its session has ended
 }
 
 // FaultOptions configures a FaultServer. The zero value is a correct
@@ -44,16 +44,6 @@ type FaultOptions struct {
 	// Rcpt decides a recipient's default reply ("250 2.1.5 ok" when nil).
 	Rcpt   func(addr string) string
 	Faults []Fault
-	// IdleClose closes a session idle this long between transactions,
-	// after the first (silently, or with a 421 first when IdleClose421 is
-	// set). Not before the first: a slow client must not lose its first
-	// transaction to a timer meant for its idle session.
-	IdleClose    time.Duration
-	IdleClose421 bool
-	// IdleWrite writes this line to a session idle for IdleWriteAfter
-	// after a transaction ended: an unsolicited reply between transactions.
-	IdleWrite      string
-	IdleWriteAfter time.Duration
 	// CloseAfterMessage hangs up after each final reply.
 	CloseAfterMessage bool
 	// Splits cuts every flush into several writes (TCP segments), at these
@@ -174,30 +164,60 @@ func (s *FaultServer) Close() {
 	s.wg.Wait()
 }
 
-// WaitIdle returns once connection conn (1-based) has done what the
-// options make a session do while idle between transactions — written
-// IdleWrite, or been closed (by IdleClose, CloseAfterMessage or anything
-// else) — and fails t if that takes more than 10 seconds. A test of a
-// client that reuses the session waits for it rather than sleeping past
-// IdleClose or IdleWriteAfter: on a loaded machine the server's timer can
-// fire after the client has begun its next transaction, which is another
-// scenario (a close racing with commands in flight, whose outcome no
-// client can know).
-func (s *FaultServer) WaitIdle(t testing.TB, conn int) {
+// Between transactions, a test acts on a session itself, once the client
+// has finished with it (its Send returned): a timer in the server (close
+// after so long idle, write after so long) can fire late on a loaded
+// machine, while the client is still reading the transaction's last reply
+// or already sending the next one, which are other scenarios (a line after
+// the final reply; a close racing with commands in flight).
+
+// Unsolicited writes line (without CRLF) to connection conn (1-based) now,
+// as a server that speaks out of turn between transactions.
+func (s *FaultServer) Unsolicited(t testing.TB, conn int, line string) {
+	t.Helper()
+	nc, _ := s.conn(t, conn)
+	if _, err := nc.Write([]byte(line + "\r\n")); err != nil {
+		t.Fatalf("smtptest: Unsolicited: %v", err)
+	}
+}
+
+// CloseIdle ends connection conn as an idle timeout does: it writes last
+// (a reply without CRLF, e.g. "421 4.4.2 idle timeout"; nothing when
+// empty), closes the connection and returns once the session has ended.
+func (s *FaultServer) CloseIdle(t testing.TB, conn int, last string) {
+	t.Helper()
+	nc, ended := s.conn(t, conn)
+	if last != "" {
+		nc.Write([]byte(last + "\r\n"))
+	}
+	nc.Close()
+	waitEnded(t, conn, ended)
+}
+
+// WaitClosed returns once the session of connection conn has ended (say,
+// by CloseAfterMessage) and its connection is closed.
+func (s *FaultServer) WaitClosed(t testing.TB, conn int) {
+	t.Helper()
+	_, ended := s.conn(t, conn)
+	waitEnded(t, conn, ended)
+}
+
+func (s *FaultServer) conn(t testing.TB, conn int) (net.Conn, chan struct{}) {
 	t.Helper()
 	s.mu.Lock()
-	var idled chan struct{}
-	if conn >= 1 && conn <= len(s.idled) {
-		idled = s.idled[conn-1]
+	defer s.mu.Unlock()
+	if conn < 1 || conn > len(s.open) {
+		t.Fatalf("smtptest: no connection %d", conn)
 	}
-	s.mu.Unlock()
-	if idled == nil {
-		t.Fatalf("smtptest: WaitIdle: no connection %d", conn)
-	}
+	return s.open[conn-1], s.ended[conn-1]
+}
+
+func waitEnded(t testing.TB, conn int, ended chan struct{}) {
+	t.Helper()
 	select {
-	case <-idled:
+	case <-ended:
 	case <-time.After(10 * time.Second):
-		t.Fatalf("smtptest: WaitIdle: connection %d did nothing while idle for 10s", conn)
+		t.Fatalf("smtptest: the session of connection %d still runs after 10s", conn)
 	}
 }
 
@@ -226,18 +246,18 @@ func (s *FaultServer) accept() {
 		if err != nil {
 			return
 		}
-		idled := make(chan struct{})
+		ended := make(chan struct{})
 		s.mu.Lock()
 		s.conns++
 		n := s.conns
 		s.open = append(s.open, nc)
-		s.idled = append(s.idled, idled)
+		s.ended = append(s.ended, ended)
 		s.mu.Unlock()
 		s.wg.Go(func() {
-			fs := &faultSession{s: s, nc: nc, n: n, r: bufio.NewReaderSize(nc, 64<<10), idled: idled}
-			fs.w = bufio.NewWriter(&splitWriter{nc: nc, splits: s.opts.Splits})
-			defer fs.markIdled() // after the close: a session that ended has done all it will
+			defer close(ended) // after the close
 			defer nc.Close()
+			fs := &faultSession{s: s, nc: nc, n: n, r: bufio.NewReaderSize(nc, 64<<10)}
+			fs.w = bufio.NewWriter(&splitWriter{nc: nc, splits: s.opts.Splits})
 			fs.run()
 		})
 	}
@@ -253,13 +273,7 @@ type faultSession struct {
 	txn  *FaultTxn
 	txns int
 	rcpt int // RCPTs in the current transaction
-
-	idled     chan struct{} // closed by markIdled
-	idledOnce sync.Once
 }
-
-// markIdled tells WaitIdle that the session has done its idle action.
-func (fs *faultSession) markIdled() { fs.idledOnce.Do(func() { close(fs.idled) }) }
 
 func (fs *faultSession) fault(step Step) *Fault {
 	for i := range fs.s.opts.Faults {
@@ -372,7 +386,7 @@ func (fs *faultSession) run() {
 		if err := fs.flushIfDrained(); err != nil {
 			return
 		}
-		line, err := fs.readLine(idle)
+		line, err := fs.readLine()
 		if err != nil {
 			return
 		}
@@ -425,29 +439,11 @@ func (fs *faultSession) run() {
 	}
 }
 
-// readLine reads one command line. Between transactions it applies
-// IdleClose and IdleWrite.
-func (fs *faultSession) readLine(idle bool) (string, error) {
-	o := &fs.s.opts
-	deadline := time.Now().Add(20 * time.Second)
-	if idle && fs.txns > 0 && o.IdleWrite != "" && fs.r.Buffered() == 0 {
-		fs.nc.SetReadDeadline(time.Now().Add(o.IdleWriteAfter))
-		if _, err := fs.r.Peek(1); err != nil {
-			fs.w.WriteString(o.IdleWrite + "\r\n")
-			fs.w.Flush()
-			fs.markIdled()
-		}
-	}
-	if idle && fs.txns > 0 && o.IdleClose > 0 {
-		deadline = time.Now().Add(o.IdleClose)
-	}
-	fs.nc.SetReadDeadline(deadline)
+// readLine reads one command line.
+func (fs *faultSession) readLine() (string, error) {
+	fs.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
 	l, err := fs.r.ReadString('\n')
 	if err != nil {
-		if idle && fs.txns > 0 && o.IdleClose > 0 && o.IdleClose421 {
-			fs.w.WriteString("421 4.4.2 idle timeout\r\n")
-			fs.w.Flush()
-		}
 		return "", err
 	}
 	return strings.TrimRight(l, "\r\n"), nil

@@ -10,14 +10,19 @@ import (
 // job is one destination's share of a Send: its recipients, and where
 // their results go. Only the goroutine delivering the job writes them.
 type job struct {
-	dest  *Destination
-	route Route
-	from  string // reverse-path as on the wire; "" = <>
-	utf8  bool   // the sender's local part needs SMTPUTF8
-	rcpts []message.Address
-	index []int // rcpts[k]'s place in result.Recipients
-	body  *message.Body
-	relay *smarthost // the smarthost for this Send; nil: none configured
+	dest *Destination // &destVal for a Send's own jobs
+	// destVal, oneRcpt and oneIndex are allocated with the job: a job's
+	// Destination and, for the common single recipient, its lists.
+	destVal  Destination
+	oneRcpt  [1]message.Address
+	oneIndex [1]int
+	route    Route
+	from     string // reverse-path as on the wire; "" = <>
+	utf8     bool   // the sender's local part needs SMTPUTF8
+	rcpts    []message.Address
+	index    []int // rcpts[k]'s place in result.Recipients
+	body     *message.Body
+	relay    *smarthost // the smarthost for this Send; nil: none configured
 	// forceRelay sends through the smarthost without routing: the queue's
 	// fallback over time (route holds the reason).
 	forceRelay bool
@@ -50,7 +55,7 @@ func (j *job) tx(batch []int) *smtpclient.Tx {
 		REQUIRETLS: j.requireTLS,
 	}
 	for i, k := range batch {
-		tx.Rcpts[i] = j.rcpts[k].String()
+		tx.Rcpts[i] = j.slot(k).Rcpt // the address as on the wire, made once
 		tx.SMTPUTF8 = tx.SMTPUTF8 || j.rcpts[k].UTF8
 	}
 	return tx

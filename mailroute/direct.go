@@ -268,7 +268,7 @@ func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Co
 		p.put(c)
 		return true, nil
 	}
-	res, err := c.Send(ctx, j.tx(batch))
+	res, err := j.send(ctx, c, j.tx(batch))
 	if pooled && redialable(ctx, res, err) {
 		var e *Error
 		if c, e = p.redial(ctx, c); e != nil {
@@ -276,7 +276,7 @@ func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Co
 			m.logAttempt(j, Direct, e.Host, batch, e, time.Since(start))
 			return false, batch
 		}
-		res, err = c.Send(ctx, j.tx(batch))
+		res, err = j.send(ctx, c, j.tx(batch))
 	}
 	defer p.put(c)
 	if err != nil && !finalForTransaction(err) {

@@ -96,7 +96,19 @@ const pipeWindow = 100
 // offered (ErrSMTPUTF8Unsupported), Size above the server's SIZE
 // (ErrSizeExceeded).
 func (c *Conn) Send(ctx context.Context, tx *Tx) (*TxResult, error) {
-	res := &TxResult{Rcpts: make([]RcptResult, len(tx.Rcpts))}
+	return c.SendInto(ctx, tx, new(TxResult))
+}
+
+// SendInto is Send with the result written into res, whose slices are
+// reused when large enough: a caller that sends message after message with
+// one TxResult allocates none. res is returned; whatever it held before is
+// overwritten, so the caller must be done with it.
+func (c *Conn) SendInto(ctx context.Context, tx *Tx, res *TxResult) (*TxResult, error) {
+	rcpts := res.Rcpts[:0]
+	if cap(rcpts) < len(tx.Rcpts) {
+		rcpts = make([]RcptResult, len(tx.Rcpts))
+	}
+	*res = TxResult{Rcpts: rcpts[:len(tx.Rcpts)], Accepted: res.Accepted[:0]}
 	for i, r := range tx.Rcpts {
 		res.Rcpts[i] = RcptResult{Rcpt: r, Err: errUndecided}
 	}

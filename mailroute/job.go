@@ -26,6 +26,12 @@ type job struct {
 	txRcpts []string
 	txBody  bytes.Reader
 	txRes   smtpclient.TxResult
+	// Their first backing arrays, for a job of one recipient.
+	oneTxRcpt   [1]string
+	oneRcptRes  [1]smtpclient.RcptResult
+	oneAccepted [1]string
+	// jobsOf1 backs the job list of a Send with this job alone.
+	jobsOf1 [1]*job
 	route   Route
 	from    string // reverse-path as on the wire; "" = <>
 	utf8    bool   // the sender's local part needs SMTPUTF8
@@ -96,7 +102,7 @@ func (j *job) recordOne(k int, res *smtpclient.TxResult, i int, host string, via
 	rr := res.Rcpts[i]
 	if rr.Err == nil {
 		r.Status, r.Err = Delivered, nil
-		r.Response = res.Data.String()
+		r.Response = res.Response
 		return
 	}
 	e := fromClient(rr.Err, nil)

@@ -62,7 +62,7 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 	}
 	defer body.Close()
 
-	res := &Result{Recipients: make([]RecipientResult, len(env.rcpts))}
+	res := newResult(len(env.rcpts))
 	jobs := m.groupEnv(&env, body, res)
 	reqTLS := requiresTLS(ctx)
 	for _, j := range jobs {
@@ -76,6 +76,20 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 		m.reportFirstAttempt(res)
 	}
 	return res, res.Err()
+}
+
+// newResult returns a Result for n recipients; for one, the common case,
+// in a single allocation.
+func newResult(n int) *Result {
+	if n == 1 {
+		one := new(struct {
+			res Result
+			r   [1]RecipientResult
+		})
+		one.res.Recipients = one.r[:]
+		return &one.res
+	}
+	return &Result{Recipients: make([]RecipientResult, n)}
 }
 
 // refused returns the Result and error of a Send that stopped before
@@ -113,7 +127,17 @@ func parseEnvelope(from string, to []string) (env envelope, bad int, err error) 
 	if len(to) == 0 {
 		return envelope{}, -1, ErrNoRecipients
 	}
-	env = envelope{fromUTF8: sender.UTF8, rcpts: make([]message.Address, 0, len(to)), strs: make([]string, 0, len(to))}
+	env = envelope{fromUTF8: sender.UTF8}
+	if len(to) == 1 {
+		// Most Sends have one recipient: one allocation for both lists.
+		one := new(struct {
+			a [1]message.Address
+			s [1]string
+		})
+		env.rcpts, env.strs = one.a[:0], one.s[:0]
+	} else {
+		env.rcpts, env.strs = make([]message.Address, 0, len(to)), make([]string, 0, len(to))
+	}
 	if !null {
 		env.from = sender.StringFrom(from)
 	}
@@ -227,11 +251,16 @@ func (m *Mailer) groupEnv(env *envelope, body *message.Body, res *Result) []*job
 				result:  res,
 			}
 			j.dest = &j.destVal
+			j.txRcpts = j.oneTxRcpt[:0]
+			j.txRes.Rcpts, j.txRes.Accepted = j.oneRcptRes[:0], j.oneAccepted[:0]
 			// The first recipient goes in the job's own arrays: a job
 			// with one recipient, the common case, costs no more.
 			j.rcpts, j.index = j.oneRcpt[:0], j.oneIndex[:0]
 			if byDomain != nil {
 				byDomain[a.Domain] = j
+			}
+			if jobs == nil {
+				jobs = j.jobsOf1[:0]
 			}
 			jobs = append(jobs, j)
 		}

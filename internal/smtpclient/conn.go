@@ -174,7 +174,9 @@ type Conn struct {
 
 	scratch []byte     // reply assembly
 	texts   replyTexts // recent reply texts, shared rather than copied again
-	copyBuf []byte     // body copy buffer for readers without WriteTo
+	lastRep Reply      // the last final reply and its String, see replyString
+	lastStr string
+	copyBuf []byte // body copy buffer for readers without WriteTo
 	dw      dotWriter
 	chunkR  chunkReader // BDAT body reader, kept here so it does not allocate
 	probe   [1]byte     // checks that a BDAT body ends where Tx.Size says; peekSocket's buffer

@@ -226,3 +226,12 @@ func parseEnhanced(text []byte, class int) ([3]int, []byte, bool) {
 	}
 	return [3]int{}, text, false
 }
+
+// replyString is r.String(), the previous result reused when r is the
+// same reply as last time.
+func (c *Conn) replyString(r Reply) string {
+	if c.lastStr == "" || r != c.lastRep {
+		c.lastRep, c.lastStr = r, r.String()
+	}
+	return c.lastStr
+}

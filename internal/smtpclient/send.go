@@ -47,9 +47,13 @@ type RcptResult struct {
 
 // TxResult holds the per-recipient outcomes of Send.
 type TxResult struct {
-	Rcpts    []RcptResult // one per Tx.Rcpts, same order
-	Data     Reply        // the reply to the final "." of the last transaction that got that far
-	Accepted []string     // the recipients delivered (Err == nil), in order
+	Rcpts []RcptResult // one per Tx.Rcpts, same order
+	Data  Reply        // the reply to the final "." of the last transaction that got that far
+	// Response is Data.String(), set with Data. The session's previous
+	// one is reused when the reply is the same, as a server's "250 2.0.0
+	// Ok" usually is.
+	Response string
+	Accepted []string // the recipients delivered (Err == nil), in order
 }
 
 // errUndecided marks a recipient whose outcome is not known yet; it never

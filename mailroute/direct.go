@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
@@ -84,8 +85,12 @@ func (m *Mailer) directHosts(ctx context.Context, d *Destination) ([]*net.MX, er
 // hostAddrs resolves one MX host to the addresses to try, IPv4 first, with
 // the family of DirectOptions.LocalAddr only when one is set.
 func (m *Mailer) hostAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
-	if a, err := netip.ParseAddr(host); err == nil {
-		return []netip.Addr{a}, nil
+	// Only what may be an address literal is parsed as one: a failed
+	// parse allocates its error, for every message to a named MX host.
+	if strings.IndexFunc(host, notAddrRune) < 0 {
+		if a, err := netip.ParseAddr(host); err == nil {
+			return []netip.Addr{a}, nil
+		}
 	}
 	ips, err := m.mx.LookupHost(ctx, host)
 	if err != nil {
@@ -334,4 +339,10 @@ func finalForTransaction(err error) bool {
 		return true
 	}
 	return false
+}
+
+// notAddrRune reports a character that appears in no IPv4 or IPv6 address
+// literal (zone identifiers aside, which a host from DNS never has).
+func notAddrRune(r rune) bool {
+	return !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F' || r == '.' || r == ':')
 }

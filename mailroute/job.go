@@ -30,6 +30,8 @@ type job struct {
 	oneTxRcpt   [1]string
 	oneRcptRes  [1]smtpclient.RcptResult
 	oneAccepted [1]string
+	// tlsVal is the destination's TLS policy while deliverDirect runs.
+	tlsVal destTLS
 	// jobsOf1 backs the job list of a Send with this job alone.
 	jobsOf1 [1]*job
 	route   Route

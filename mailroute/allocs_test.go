@@ -29,9 +29,9 @@ func TestSendAllocations(t *testing.T) {
 		cfg  Config
 	}{
 		{"smarthost", Config{
-			Hostname:  "mail.sender.test",
-			Router:    allSmarthost,
-			Smarthost: &Relay{Addr: sink, InsecurePlaintextLoopback: true},
+			Hostname: "mail.sender.test",
+			Router:   allSmarthost,
+			Relay:    &Relay{Addr: sink, InsecurePlaintextLoopback: true},
 		}},
 		{"direct", Config{
 			Hostname: "mail.sender.test",

@@ -12,14 +12,18 @@ import (
 
 // QueueStore keeps deferred mail durably until it is delivered or given
 // up. The Mailer drives it: it enqueues what Send could not deliver, leases
-// what is due, attempts it, and records the outcome. Spool is the embedded
-// store, in a directory; a store shared by several application instances
-// (a database) implements the same interface. The package
+// what is due, attempts it, and records the outcome. The package
+// github.com/mailroute/go-mailroute/mailroute/spool is the embedded store,
+// in a directory; github.com/mailroute/go-mailroute/mailroute/riverqueue
+// keeps it in PostgreSQL for several application instances. The package
 // github.com/mailroute/go-mailroute/mailroute/queuetest holds every store to
 // this contract.
 //
 // Implementations must be safe for concurrent use. Every method that
-// returns nil must have made its change durable.
+// returns nil must have made its change durable. A store may also
+// implement StateStore, to keep what the Mailer learns beside the queue,
+// and QuarantineReporter, when it sets damaged entries aside on its own;
+// the Mailer finds both by type assertion.
 //
 // # Leases
 //
@@ -66,6 +70,19 @@ type QueueStore interface {
 	Quarantine(ctx context.Context, id, token string, reason error) error
 	// List returns every queued message.
 	List(ctx context.Context) ([]*QueuedMessage, error)
+}
+
+// QuarantineReporter is implemented by a QueueStore that sets damaged
+// entries aside on its own, outside any lease — the directory store does
+// so when it opens and finds files it cannot read. The Mailer calls
+// TakeQuarantined at the start of every queue round and reports each entry
+// as EventQuarantined without a recipient (the state that named them could
+// not be read). Entries set aside by Body or Quarantine are not returned
+// here: the Mailer reports those itself.
+type QuarantineReporter interface {
+	// TakeQuarantined returns the entries set aside since the last call,
+	// each once: what was wrong (wrapping ErrCorrupt) by message ID.
+	TakeQuarantined() map[string]error
 }
 
 // LeaseRequest is what QueueStore.Lease is asked for.
@@ -131,7 +148,7 @@ type QueuedRecipient struct {
 // RetryPolicy is the schedule of the queue. The zero value is the
 // default: first retry 5½ to 6½ minutes after the attempt that deferred,
 // then doubling with ±20% jitter up to 2 hours between attempts, giving up
-// after 5 days, and trying the smarthost from the third attempt of a
+// after 5 days, and trying the relay from the third attempt of a
 // recipient direct delivery keeps deferring.
 //
 // The first retry is aimed at greylisting, the commonest deferral of mail
@@ -163,7 +180,7 @@ type RetryPolicy struct {
 	Multiplier  float64       // 0: 2
 	Jitter      float64       // randomisation factor, 0: 0.2; negative: none
 	// FallbackAfter is how many deferred direct attempts a recipient gets
-	// before the next attempt goes through the smarthost (graylisting that
+	// before the next attempt goes through the relay (graylisting that
 	// never clears, a host that stays down). 0: 2; negative: never.
 	FallbackAfter int
 }
@@ -264,7 +281,7 @@ type Event struct {
 	Rcpt        string
 	Route       Route
 	Via         Via
-	Fallback    bool // the smarthost was tried because direct failed
+	Fallback    bool // the relay was tried because direct failed
 	Host        string
 	TLS         TLSProtection // which TLS protected the attempt (RecipientResult.TLS)
 	Attempt     int           // 1 for the first

@@ -28,9 +28,9 @@ func TestSendAllocations(t *testing.T) {
 		name string
 		cfg  Config
 	}{
-		{"smarthost", Config{
+		{"relay", Config{
 			Hostname: "mail.sender.test",
-			Router:   allSmarthost,
+			Router:   allSmarthost, // every destination to the relay
 			Relay:    &Relay{Addr: sink, InsecurePlaintextLoopback: true},
 		}},
 		{"direct", Config{

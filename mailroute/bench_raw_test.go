@@ -20,7 +20,7 @@ import (
 // replies), with no checks, no deadlines, no result. mailroute's rows are
 // measured against it in the same run:
 //
-//	go test ./mailroute -run '^$' -bench 'Send2KiB/loopback/(raw|mailroute-(smarthost|direct)$)' -count 5
+//	go test ./mailroute -run '^$' -bench 'Send2KiB/loopback/(raw|mailroute-(relay|direct)$)' -count 5
 func init() {
 	benchContenders = append(benchContenders, benchContender{"raw-pipelined", func(b *testing.B, t *benchTarget) {
 		if t.tls != nil {
@@ -97,7 +97,7 @@ func (c *rawPipelined) reply() error {
 	}
 }
 
-// BenchmarkSend2KiBVsRaw measures mailroute's Send, to the smarthost and
+// BenchmarkSend2KiBVsRaw measures mailroute's Send, to the relay and
 // direct, against the raw pipelined client on one shared machine where the
 // load drifts by tens of percent within seconds: the three alternate in
 // blocks of 250 messages (in rotating order) on their own kept sessions
@@ -141,7 +141,7 @@ func BenchmarkSend2KiBVsRaw(b *testing.B) {
 		mall uint64
 	}{
 		{name: "raw", send: func() { raw.send(b) }},
-		{name: "smarthost", send: mailer(benchSmarthostConfig(t, 0))},
+		{name: "relay", send: mailer(benchSmarthostConfig(t, 0))},
 		{name: "direct", send: mailer(benchDirectConfig(t))},
 	}
 	for i := range contenders {

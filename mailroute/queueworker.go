@@ -76,6 +76,7 @@ func newQueueRuntime(m *Mailer) *queueRuntime {
 
 // start runs the worker loop until shutdown.
 func (q *queueRuntime) start() {
+	q.startNotifier()
 	q.stopped.Add(1)
 	go func() {
 		defer q.stopped.Done()

@@ -77,6 +77,8 @@ type Store struct {
 	// Logger receives River's log lines (migrations). nil: none.
 	Logger *slog.Logger
 
+	bodies bodyCache
+
 	once   sync.Once
 	client *river.Client[pgx.Tx]
 	id     string
@@ -216,10 +218,15 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, m *mailroute.QueuedMes
 	if next.IsZero() {
 		next = res.Job.ScheduledAt
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO mailroute_message
+	// The row and, for mail due now, the notification that wakes the
+	// instances' Notify at commit, in one statement: River's own
+	// notification is rate-limited per client, so it may not come.
+	_, err = tx.Exec(ctx, `WITH ins AS (INSERT INTO mailroute_message
 		(id, job_id, sender, created_at, recipients, next_attempt, body_size, body)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		id, res.Job.ID, m.From, created, rcpts, next, len(data), data)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING 1)
+		SELECT pg_notify(current_schema() || '.`+insertTopic+`', json_build_object('queue', $9::text)::text)
+		FROM ins WHERE $10::boolean`,
+		id, res.Job.ID, m.From, created, rcpts, next, len(data), data, s.queue(), !next.After(time.Now()))
 	if err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" { // unique_violation
@@ -231,10 +238,14 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, m *mailroute.QueuedMes
 	return nil
 }
 
-// Body implements mailroute.QueueStore. The body is read whole.
+// Body implements mailroute.QueueStore. The body is read whole; one that
+// came with the message's lease (up to 256 KiB) is not read again.
 func (s *Store) Body(ctx context.Context, id string) (io.ReadCloser, error) {
 	if err := s.init(); err != nil {
 		return nil, err
+	}
+	if b, ok := s.bodies.take(id); ok {
+		return io.NopCloser(bytes.NewReader(b)), nil
 	}
 	var b []byte
 	err := s.Pool.QueryRow(ctx, `SELECT body FROM mailroute_message WHERE id = $1`, id).Scan(&b)

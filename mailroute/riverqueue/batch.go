@@ -45,14 +45,22 @@ func (s *Store) EnqueueBatch(ctx context.Context, batch []BatchMessage) error {
 		return nil
 	}
 	if tx, ok := ctx.Value(txKey{}).(pgx.Tx); ok && tx != nil {
-		return s.enqueueBatchTx(ctx, tx, batch)
+		_, err := s.enqueueBatchTx(ctx, tx, batch, true)
+		return err
 	}
-	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		return s.enqueueBatchTx(ctx, tx, batch)
+	var due bool
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) (err error) {
+		due, err = s.enqueueBatchTx(ctx, tx, batch, false)
+		return err
 	})
+	if err == nil && due {
+		s.notifyCommitted(ctx)
+	}
+	return err
 }
 
-func (s *Store) enqueueBatchTx(ctx context.Context, tx pgx.Tx, batch []BatchMessage) error {
+// enqueueBatchTx is enqueueTx for a batch.
+func (s *Store) enqueueBatchTx(ctx context.Context, tx pgx.Tx, batch []BatchMessage, notify bool) (due bool, err error) {
 	type row struct {
 		rcpts []byte
 		next  time.Time
@@ -61,25 +69,24 @@ func (s *Store) enqueueBatchTx(ctx context.Context, tx pgx.Tx, batch []BatchMess
 	rows := make([]row, len(batch))
 	params := make([]river.InsertManyParams, len(batch))
 	now := time.Now()
-	due := false
 	for i, b := range batch {
 		m := b.Message
 		if m == nil || len(m.Recipients) == 0 {
-			return fmt.Errorf("riverqueue: batch message %d has no recipients", i)
+			return false, fmt.Errorf("riverqueue: batch message %d has no recipients", i)
 		}
 		if b.Body == nil {
-			return fmt.Errorf("riverqueue: batch message %d has no body", i)
+			return false, fmt.Errorf("riverqueue: batch message %d has no body", i)
 		}
 		data, err := io.ReadAll(io.LimitReader(b.Body, s.maxBody()+1))
 		if err != nil {
-			return fmt.Errorf("riverqueue: batch message %d: reading the body: %w", i, err)
+			return false, fmt.Errorf("riverqueue: batch message %d: reading the body: %w", i, err)
 		}
 		if int64(len(data)) > s.maxBody() {
-			return fmt.Errorf("%w: batch message %d is over %d octets (Store.MaxBodySize)", ErrTooLarge, i, s.maxBody())
+			return false, fmt.Errorf("%w: batch message %d is over %d octets (Store.MaxBodySize)", ErrTooLarge, i, s.maxBody())
 		}
 		rcpts, next, err := encodeRecipients(m.Recipients)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if next.IsZero() {
 			next = now
@@ -95,10 +102,10 @@ func (s *Store) enqueueBatchTx(ctx context.Context, tx pgx.Tx, batch []BatchMess
 	}
 	res, err := s.client.InsertManyTx(ctx, tx, params)
 	if err != nil {
-		return fmt.Errorf("riverqueue: inserting the jobs: %w", schemaHint(err))
+		return false, fmt.Errorf("riverqueue: inserting the jobs: %w", schemaHint(err))
 	}
 	if len(res) != len(batch) {
-		return fmt.Errorf("riverqueue: River inserted %d jobs for %d messages", len(res), len(batch))
+		return false, fmt.Errorf("riverqueue: River inserted %d jobs for %d messages", len(res), len(batch))
 	}
 	ids := make([]string, len(batch))
 	seen := make(map[string]int, len(batch))
@@ -109,14 +116,14 @@ func (s *Store) enqueueBatchTx(ctx context.Context, tx pgx.Tx, batch []BatchMess
 		// kind or queue is not this message's would link a row to
 		// another's job, so the batch stops rather than guess.
 		if job.Kind != Kind || job.Queue != s.queue() {
-			return fmt.Errorf("riverqueue: River returned job %d (%s, %s) for batch message %d", job.ID, job.Kind, job.Queue, i)
+			return false, fmt.Errorf("riverqueue: River returned job %d (%s, %s) for batch message %d", job.ID, job.Kind, job.Queue, i)
 		}
 		ids[i] = m.ID
 		if ids[i] == "" {
 			ids[i] = strconv.FormatInt(job.ID, 10)
 		}
 		if j, dup := seen[ids[i]]; dup {
-			return fmt.Errorf("riverqueue: batch messages %d and %d have the same ID %s", j, i, ids[i])
+			return false, fmt.Errorf("riverqueue: batch messages %d and %d have the same ID %s", j, i, ids[i])
 		}
 		seen[ids[i]] = i
 		created := m.Created
@@ -132,17 +139,17 @@ func (s *Store) enqueueBatchTx(ctx context.Context, tx pgx.Tx, batch []BatchMess
 	if err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" { // unique_violation
-			return fmt.Errorf("riverqueue: a message of the batch is already queued: %s", pe.Detail)
+			return false, fmt.Errorf("riverqueue: a message of the batch is already queued: %s", pe.Detail)
 		}
-		return fmt.Errorf("riverqueue: inserting the messages: %w", schemaHint(err))
+		return false, fmt.Errorf("riverqueue: inserting the messages: %w", schemaHint(err))
 	}
-	if due {
+	if due && notify {
 		if _, err := tx.Exec(ctx, notifySQL, s.queue()); err != nil {
-			return fmt.Errorf("riverqueue: notifying: %w", err)
+			return false, fmt.Errorf("riverqueue: notifying: %w", err)
 		}
 	}
 	for i, b := range batch {
 		b.Message.ID = ids[i]
 	}
-	return nil
+	return due, nil
 }

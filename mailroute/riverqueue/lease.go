@@ -30,7 +30,7 @@ WITH due AS (
 	  AND j.state IN ('available', 'scheduled', 'retryable')
 	  AND (m.lease_until IS NULL OR m.lease_until <= $2)
 	  AND m.next_attempt <= $6
-	ORDER BY m.next_attempt, j.id
+	ORDER BY m.next_attempt, m.job_id
 	LIMIT $3
 	FOR UPDATE OF j, m SKIP LOCKED
 ), job AS (

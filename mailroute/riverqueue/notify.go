@@ -83,3 +83,34 @@ func (s *Store) listen(ctx context.Context, wake func()) error {
 		}
 	}
 }
+
+// notifyCommitted sends the notification for mail the store's own
+// transaction has just committed, in a statement of its own. PostgreSQL
+// writes no log for a transaction that only notifies, so it waits for no
+// flush. Concurrent callers share one: a caller that finds one being sent
+// leaves it to the sender to send another once that one is done, so every
+// commit is followed by a notification sent after it. A failure is only
+// logged: the mail is queued, and the Mailers' poll finds it.
+func (s *Store) notifyCommitted(ctx context.Context) {
+	s.notifyMu.Lock()
+	if s.notifying {
+		s.notifyAgain = true
+		s.notifyMu.Unlock()
+		return
+	}
+	s.notifying = true
+	s.notifyMu.Unlock()
+	for {
+		if _, err := s.Pool.Exec(context.WithoutCancel(ctx), notifySQL, s.queue()); err != nil {
+			s.logger().Warn("riverqueue: notifying the instances", "error", err)
+		}
+		s.notifyMu.Lock()
+		if !s.notifyAgain {
+			s.notifying = false
+			s.notifyMu.Unlock()
+			return
+		}
+		s.notifyAgain = false
+		s.notifyMu.Unlock()
+	}
+}

@@ -23,9 +23,10 @@ type BatchMessage struct {
 }
 
 // notifySQL sends the insert notification River listeners and Notify
-// wait for, delivered when the transaction commits (PostgreSQL folds
-// identical ones of a transaction into one). $1 is the queue.
-const notifySQL = `SELECT pg_notify(current_schema() || '.` + insertTopic + `', json_build_object('queue', $1::text)::text)`
+// wait for, delivered when the transaction commits. $1 is River's own
+// payload (insertPayload): PostgreSQL folds identical notifications of a
+// transaction into one, so this one and River's arrive once.
+const notifySQL = `SELECT pg_notify(current_schema() || '.` + insertTopic + `', $1::text)`
 
 // EnqueueBatch queues many prepared messages in one transaction — the
 // caller's when ctx comes from WithTx, else its own — all or none: their
@@ -144,7 +145,7 @@ func (s *Store) enqueueBatchTx(ctx context.Context, tx pgx.Tx, batch []BatchMess
 		return false, fmt.Errorf("riverqueue: inserting the messages: %w", schemaHint(err))
 	}
 	if due && notify {
-		if _, err := tx.Exec(ctx, notifySQL, s.queue()); err != nil {
+		if _, err := tx.Exec(ctx, notifySQL, insertPayload(s.queue())); err != nil {
 			return false, fmt.Errorf("riverqueue: notifying: %w", err)
 		}
 	}

@@ -3,6 +3,7 @@ package riverqueue
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -101,7 +102,7 @@ func (s *Store) notifyCommitted(ctx context.Context) {
 	s.notifying = true
 	s.notifyMu.Unlock()
 	for {
-		if _, err := s.Pool.Exec(context.WithoutCancel(ctx), notifySQL, s.queue()); err != nil {
+		if _, err := s.Pool.Exec(context.WithoutCancel(ctx), notifySQL, insertPayload(s.queue())); err != nil {
 			s.logger().Warn("riverqueue: notifying the instances", "error", err)
 		}
 		s.notifyMu.Lock()
@@ -114,3 +115,7 @@ func (s *Store) notifyCommitted(ctx context.Context) {
 		s.notifyMu.Unlock()
 	}
 }
+
+// insertPayload is River's insert notification payload for queue, byte
+// for byte (River formats it with %q).
+func insertPayload(queue string) string { return fmt.Sprintf("{\"queue\": %q}", queue) }

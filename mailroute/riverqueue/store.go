@@ -245,9 +245,9 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, m *mailroute.QueuedMes
 	_, err = tx.Exec(ctx, `WITH ins AS (INSERT INTO mailroute_message
 		(id, job_id, sender, created_at, recipients, next_attempt, body_size, body)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING 1)
-		SELECT pg_notify(current_schema() || '.`+insertTopic+`', json_build_object('queue', $9::text)::text)
+		SELECT pg_notify(current_schema() || '.`+insertTopic+`', $9::text)
 		FROM ins WHERE $10::boolean`,
-		id, res.Job.ID, m.From, created, rcpts, next, len(data), data, s.queue(), notify && due)
+		id, res.Job.ID, m.From, created, rcpts, next, len(data), data, insertPayload(s.queue()), notify && due)
 	if err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" { // unique_violation

@@ -113,8 +113,9 @@
 // commit and drops at rollback; after the commit for the store's own
 // transactions, because a transaction that notifies holds PostgreSQL's
 // notification lock through its commit, and concurrent committers would
-// then flush the log one at a time. River's own notification (rate-limited
-// per client) is the same one, folded into it. A lost listening
+// then flush the log one at a time. River's own notification, the same
+// one, is spaced a day apart by the store's River client, which fetches
+// nothing. A lost listening
 // connection is made again after a second; the poll covers the gap. Each
 // Mailer's Store thus holds one connection more than Pool's; size
 // Pool.MaxConns at least Config.Concurrency plus a few, or attempts wait

@@ -21,6 +21,11 @@ const insertTopic = "river_insert"
 // connection failed; the Mailer's poll covers the gap.
 const notifyRetry = time.Second
 
+// notifyTimeout bounds the notification sent after a commit: the mail is
+// queued by then, and an Enqueue must not hang on what only makes it
+// start sooner.
+const notifyTimeout = 5 * time.Second
+
 var _ mailroute.QueueNotifier = (*Store)(nil)
 
 // Notify implements mailroute.QueueNotifier: it listens on a connection of
@@ -102,7 +107,10 @@ func (s *Store) notifyCommitted(ctx context.Context) {
 	s.notifying = true
 	s.notifyMu.Unlock()
 	for {
-		if _, err := s.Pool.Exec(context.WithoutCancel(ctx), notifySQL, insertPayload(s.queue())); err != nil {
+		nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), notifyTimeout)
+		_, err := s.Pool.Exec(nctx, notifySQL, insertPayload(s.queue()))
+		cancel()
+		if err != nil {
 			s.logger().Warn("riverqueue: notifying the instances", "error", err)
 		}
 		s.notifyMu.Lock()

@@ -33,6 +33,9 @@ const DefaultQueue = "mailroute"
 // DefaultMaxBodySize is the largest body stored when Store.MaxBodySize is 0.
 const DefaultMaxBodySize = 64 << 20
 
+// riverNotifyCooldown is the insert-only River client's FetchCooldown.
+const riverNotifyCooldown = 24 * time.Hour
+
 // jobMaxAttempts is River's max_attempts of the jobs. River never works
 // them (the Mailer does, on its RetryPolicy, which decides when to give up),
 // so it only has to stay out of the way of River's own bookkeeping.
@@ -108,7 +111,19 @@ func (s *Store) init() error {
 		}
 		// An insert-only River client: no queues, no workers, nothing
 		// started. River inserts the jobs; the Mailer works them.
-		s.client, s.err = river.NewClient(riverpgxv5.New(s.Pool), &river.Config{Logger: s.logger()})
+		//
+		// FetchCooldown also spaces River's own insert notifications
+		// (one a queue per cooldown). The store sends its own for every
+		// commit of due mail (see Notify), so River's would only add a
+		// statement to an insert and, in the store's own transactions,
+		// hold PostgreSQL's notification lock through their commit:
+		// a day's cooldown leaves one a day. The client fetches nothing,
+		// so the cooldown has no other effect.
+		s.client, s.err = river.NewClient(riverpgxv5.New(s.Pool), &river.Config{
+			Logger:            s.logger(),
+			FetchCooldown:     riverNotifyCooldown,
+			FetchPollInterval: riverNotifyCooldown,
+		})
 		s.id = s.ClientID
 		if s.id == "" {
 			host, _ := os.Hostname()

@@ -10,21 +10,21 @@ import (
 	"github.com/mailroute/go-mailroute/internal/smtptest"
 )
 
-// notifyingSpool is a Spool whose Notify hands the wake function to the
-// test, as a database's notifications would call it.
-type notifyingSpool struct {
-	*Spool
+// notifyingQueue is a MemoryQueue whose Notify hands the wake function to
+// the test, as a database's notifications would call it.
+type notifyingQueue struct {
+	*MemoryQueue
 	wake    chan func()
 	leases  atomic.Int64
 	stopped chan struct{}
 }
 
-func (s *notifyingSpool) Lease(ctx context.Context, req LeaseRequest) ([]*QueuedMessage, error) {
+func (s *notifyingQueue) Lease(ctx context.Context, req LeaseRequest) ([]*QueuedMessage, error) {
 	s.leases.Add(1)
-	return s.Spool.Lease(ctx, req)
+	return s.MemoryQueue.Lease(ctx, req)
 }
 
-func (s *notifyingSpool) Notify(ctx context.Context, wake func()) {
+func (s *notifyingQueue) Notify(ctx context.Context, wake func()) {
 	s.wake <- wake
 	<-ctx.Done()
 	close(s.stopped)
@@ -37,7 +37,7 @@ func TestQueueNotifierWakes(t *testing.T) {
 	w := newDirectWorld(t)
 	s := w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{})
 	w.dns.MX("dest.test", "mx.dest.test")
-	st := &notifyingSpool{Spool: &Spool{Dir: t.TempDir()}, wake: make(chan func(), 2), stopped: make(chan struct{})}
+	st := &notifyingQueue{MemoryQueue: newMemQueue(), wake: make(chan func(), 2), stopped: make(chan struct{})}
 	m := w.mailer(Config{Queue: st, queuePoll: time.Hour})
 	var wake func()
 	select {
@@ -52,7 +52,7 @@ func TestQueueNotifierWakes(t *testing.T) {
 	// Another instance enqueues (the store directly, so the Mailer's own
 	// poke plays no part) and the notification arrives.
 	now := time.Now()
-	if err := st.Spool.Enqueue(context.Background(), &QueuedMessage{From: "a@sender.test", Created: now,
+	if err := st.MemoryQueue.Enqueue(context.Background(), &QueuedMessage{From: "a@sender.test", Created: now,
 		Recipients: []QueuedRecipient{{Rcpt: "x@dest.test", Queued: now, NextAttempt: now}}}, strings.NewReader(testBody)); err != nil {
 		t.Fatal(err)
 	}

@@ -255,8 +255,8 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, m *mailroute.QueuedMes
 	}
 	due = !next.After(time.Now())
 	// The row and, when asked for mail due now, the notification that
-	// wakes the instances' Notify at commit, in one statement: River's own
-	// notification is rate-limited per client, so it may not come.
+	// wakes the instances' Notify at commit, in one statement (River's own
+	// comes once a day: see riverNotifyCooldown).
 	_, err = tx.Exec(ctx, `WITH ins AS (INSERT INTO mailroute_message
 		(id, job_id, sender, created_at, recipients, next_attempt, body_size, body)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING 1)

@@ -58,10 +58,11 @@
 // attempt; Quarantine discards the job in River, with the reason in its
 // errors, and keeps the message row for an operator.
 //
-// An attempt costs the store three round trips: the claim (one statement
-// for up to Max messages, which also returns every body of up to 256 KiB,
-// so Body reads none of those again), and Update or Release, each one
-// pipelined batch that locks and acts in one implicit transaction. The
+// An attempt costs the store one round trip of its own, Update or
+// Release, each one pipelined batch that locks and acts in one implicit
+// transaction, and its share of the claim: one statement for up to Max
+// messages, which also returns every body of up to 256 KiB, so that Body
+// reads none of those again. The
 // claim walks an index in its own order (next attempt, job) and stops at
 // Max, whatever the length of the queue.
 //

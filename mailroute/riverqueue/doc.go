@@ -119,9 +119,9 @@
 // one, is spaced a day apart by the store's River client, which fetches
 // nothing. A lost listening
 // connection is made again after a second; the poll covers the gap. Each
-// Mailer's Store thus holds one connection more than Pool's; size
-// Pool.MaxConns at least Config.Concurrency plus a few, or attempts wait
-// for connections.
+// Mailer's Store thus holds one connection more than Pool's. (Each of the
+// up to Config.Concurrency attempts of a round ends with an Update on
+// Pool: with fewer connections they take turns.)
 //
 // # Migrations
 //

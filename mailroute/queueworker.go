@@ -138,9 +138,17 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 			}
 		}
 	}()
+	// Attempts run as a pipeline, not in waves: a slot that frees up is
+	// refilled by the next lease at once, so one slow attempt does not
+	// hold up the others, and the durable bookkeeping of one attempt
+	// (Update's fsync) overlaps the network time of the next.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	freed := make(chan struct{}, batch)
+	inFlight := 0
 	for ctx.Err() == nil {
 		now := q.now()
-		req := LeaseRequest{Now: now, Max: batch, Duration: q.lease}
+		req := LeaseRequest{Now: now, Max: batch - inFlight, Duration: q.lease}
 		if flush {
 			req.DueBy = now.Add(100 * 365 * 24 * time.Hour) // whatever the schedule
 		}
@@ -149,16 +157,15 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 			q.m.cfg.logger().Error("mailroute: queue: lease", "error", err)
 			return
 		}
-		if len(msgs) == 0 {
-			return
-		}
-		var wg sync.WaitGroup
 		for _, qm := range msgs {
 			if flush && tried[qm.ID] {
+				heldM.Lock()
 				held = append(held, qm)
+				heldM.Unlock()
 				continue
 			}
 			tried[qm.ID] = true
+			inFlight++
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -167,9 +174,24 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 					held = append(held, qm)
 					heldM.Unlock()
 				}
+				freed <- struct{}{}
 			}()
 		}
-		wg.Wait()
+		if inFlight == 0 {
+			return // nothing leased, nothing running: the round is over
+		}
+		// Wait for a free slot (and for at least one, when the lease came
+		// back empty while attempts run: they may leave more due work).
+		<-freed
+		inFlight--
+		for drained := false; !drained; {
+			select {
+			case <-freed:
+				inFlight--
+			default:
+				drained = true
+			}
+		}
 	}
 }
 

@@ -486,8 +486,8 @@ var benchContenders = []benchContender{
 		}
 		m.done()
 	}},
-	// mailroute to a smarthost: sessions pooled, MAIL+RCPT+DATA pipelined.
-	{"mailroute-smarthost", func(b *testing.B, t *benchTarget) {
+	// mailroute to a relay: sessions pooled, MAIL+RCPT+DATA pipelined.
+	{"mailroute-relay", func(b *testing.B, t *benchTarget) {
 		benchMailroute(b, t, benchSmarthostConfig(t, 0), benchRcpt, 1)
 	}},
 	// mailroute direct: MX lookup (cached), then the MX host's address and a
@@ -504,7 +504,7 @@ var benchContenders = []benchContender{
 		benchMailroute(b, t, benchDirectConfig(t), "rcpt@[127.0.0.1]", 1)
 	}},
 	// Diagnostic: mailroute's SMTP engine alone (internal/smtpclient) on one
-	// connection, as mailroute-smarthost uses it; the difference is the
+	// connection, as mailroute-relay uses it; the difference is the
 	// cost of Send around it (envelope, body, routing, pool, result).
 	{"engine-smtpclient", func(b *testing.B, t *benchTarget) {
 		if t.proxy != nil {
@@ -537,8 +537,8 @@ var benchContenders = []benchContender{
 		}
 		m.done()
 	}},
-	// mailroute to a smarthost from 4 goroutines at once, 4 sessions.
-	{"mailroute-smarthost-x4", func(b *testing.B, t *benchTarget) {
+	// mailroute to a relay from 4 goroutines at once, 4 sessions.
+	{"mailroute-relay-x4", func(b *testing.B, t *benchTarget) {
 		if t.tls != nil {
 			b.Skip("the sequential rows are the comparison")
 		}
@@ -554,8 +554,8 @@ func benchSmarthostConfig(t *benchTarget, conns int) Config {
 	relay.MaxIdle = conns
 	return Config{
 		Hostname:        "bench.test",
-		Router:          Rules{{Domains: []string{"*"}, Via: Smarthost}},
-		Smarthost:       relay,
+		Router:          Rules{{Domains: []string{"*"}, Via: Relayed}},
+		Relay:           relay,
 		MaxConnsPerHost: conns,
 	}
 }

@@ -14,9 +14,9 @@ import (
 // on port 25, as on most cloud providers' defaults and many residential
 // ISPs. When direct connections to Sites distinct MX sites fail at connect
 // (timeout, refused, unreachable) within Window, no direct connection
-// succeeds meanwhile, and the smarthost delivers, the Mailer concludes
+// succeeds meanwhile, and the relay delivers, the Mailer concludes
 // that outbound port 25 is blocked: it logs the evidence once, at Error,
-// and sends all direct mail through the smarthost for Hold. Then one
+// and sends all direct mail through the relay for Hold. Then one
 // message probes direct again: a server answering ends the block, another
 // connect failure renews it. The verdict is this host's, so it is kept in
 // memory, not in the shared store; Lessons lists it with Site "*", Forget("*")
@@ -26,7 +26,7 @@ type BlockedPort25 struct {
 	Sites int
 	// Window is how close together the failures must be. 0: 10 minutes.
 	Window time.Duration
-	// Hold is how long all direct mail goes through the smarthost before
+	// Hold is how long all direct mail goes through the relay before
 	// a probe. 0: 1 hour.
 	Hold time.Duration
 }
@@ -59,7 +59,7 @@ type portWatch struct {
 	mu       sync.Mutex
 	failures map[string]connectFail // site → its latest connect failure
 	directOK time.Time              // the last time a direct server answered
-	relayOK  time.Time              // the last time the smarthost delivered
+	relayOK  time.Time              // the last time the relay delivered
 	verdict  *Lesson                // the conclusion, while it holds
 	// probing is the end of the probe in progress, if any: one message
 	// goes direct, the rest keep the relay. A probe that never reports
@@ -77,7 +77,7 @@ func newPortWatch(l *learner) *portWatch {
 	return &portWatch{l: l, failures: make(map[string]connectFail)}
 }
 
-// holds reports whether all direct mail goes through the smarthost now,
+// holds reports whether all direct mail goes through the relay now,
 // and whether the caller is the probe: at the end of the hold, the first
 // caller is let through.
 func (w *portWatch) holds() (les Lesson, held, probe bool) {
@@ -162,7 +162,7 @@ func (w *portWatch) observe(ctx context.Context, j *job, site string) {
 			w.verdict.Until = now.Add(w.l.cfg.BlockedPort25.hold())
 			w.verdict.Learned = now
 			w.probing = time.Time{}
-			w.l.log.InfoContext(ctx, "mailroute: outbound port 25 still blocked; direct mail keeps going through the smarthost",
+			w.l.log.InfoContext(ctx, "mailroute: outbound port 25 still blocked; direct mail keeps going through the relay",
 				"probe", j.dest.Domain, "until", w.verdict.Until)
 			return
 		}
@@ -199,13 +199,13 @@ func (w *portWatch) conclude(ctx context.Context, now time.Time) {
 	}
 	les := Lesson{
 		Site:    siteAll,
-		Reply:   fmt.Sprintf("connections to %d MX sites failed within %v (%s) while the smarthost delivered", len(sites), cfg.window(), strings.Join(parts, ", ")),
+		Reply:   fmt.Sprintf("connections to %d MX sites failed within %v (%s) while the relay delivered", len(sites), cfg.window(), strings.Join(parts, ", ")),
 		Verdict: "connection",
 		Learned: now,
 		Until:   now.Add(cfg.hold()),
 	}
 	w.verdict = &les
-	w.l.log.ErrorContext(ctx, "mailroute: outbound port 25 appears blocked; sending all direct mail through the smarthost",
+	w.l.log.ErrorContext(ctx, "mailroute: outbound port 25 appears blocked; sending all direct mail through the relay",
 		"evidence", les.Reply, "until", les.Until)
 }
 

@@ -68,7 +68,7 @@ func newPortWorld(t *testing.T) *portWorld {
 }
 
 func (w *portWorld) mailer(cfg Config) *Mailer {
-	cfg.Smarthost = w.relay.relay()
+	cfg.Relay = w.relay.relay()
 	cfg.now = w.clock.Now
 	cfg.Logger = slog.New(w.log)
 	return w.directWorld.mailer(cfg)
@@ -143,13 +143,13 @@ func TestBlockedPort25RelayAndBack(t *testing.T) {
 	}
 	res, _ := send(t, m, "a@sender.test", []string{"y@good.test"}, testBody)
 	r := wantStatus(t, res, "y@good.test", Delivered)
-	if r.Via != Smarthost || r.Fallback || !strings.HasPrefix(r.Route.Reason, "outbound port 25 appears blocked: connections to 3 MX sites failed") {
+	if r.Via != Relayed || r.Fallback || !strings.HasPrefix(r.Route.Reason, "outbound port 25 appears blocked: connections to 3 MX sites failed") {
 		t.Errorf("while blocked: %+v", r)
 	}
 	if sawRcpt(w.good, "y@good.test") {
 		t.Error("a direct attempt was made while port 25 was found blocked")
 	}
-	if route, _ := m.Route(ctx, "good.test"); route.Via != Smarthost {
+	if route, _ := m.Route(ctx, "good.test"); route.Via != Relayed {
 		t.Errorf("dry run while blocked: %+v", route)
 	}
 	// doctor.CheckMailer turns this lesson into its "port 25" finding.

@@ -9,7 +9,7 @@ import (
 )
 
 // Class is what kind of failure an error is, for deciding what to do next:
-// retry, bounce, or try the smarthost.
+// retry, bounce, or try the relay.
 type Class uint8
 
 const (
@@ -39,8 +39,8 @@ const (
 	ClassConnection
 	// ClassDNS: the destination's DNS: NXDOMAIN, null MX, SERVFAIL.
 	ClassDNS
-	// ClassConfig: the smarthost configuration: credentials refused, TLS
-	// verification failed, no smarthost configured.
+	// ClassConfig: the relay configuration: credentials refused, TLS
+	// verification failed, no relay configured.
 	ClassConfig
 	// ClassPermanent: any other permanent failure.
 	ClassPermanent
@@ -104,12 +104,12 @@ func Explain(err error) Verdict {
 		return Verdict{Class: ClassNone}
 	}
 	switch {
-	case errors.Is(err, ErrSmarthostAuth):
-		return Verdict{Class: ClassConfig, Why: "smarthost authentication failed"}
-	case errors.Is(err, ErrSmarthostTLS):
-		return Verdict{Class: ClassConfig, Why: "smarthost TLS failed"}
-	case errors.Is(err, ErrNoSmarthost):
-		return Verdict{Class: ClassConfig, Why: "no smarthost configured"}
+	case errors.Is(err, ErrRelayAuth):
+		return Verdict{Class: ClassConfig, Why: "relay authentication failed"}
+	case errors.Is(err, ErrRelayTLS):
+		return Verdict{Class: ClassConfig, Why: "relay TLS failed"}
+	case errors.Is(err, ErrNoRelay):
+		return Verdict{Class: ClassConfig, Why: "no relay configured"}
 	case errors.Is(err, mx.ErrNullMX):
 		return Verdict{Class: ClassDNS, Why: "null MX"}
 	case errors.Is(err, mx.ErrNoSuchDomain):
@@ -155,12 +155,12 @@ func connectWhy(e *Error) string {
 }
 
 // FallbackPolicy decides when a recipient that direct delivery could not
-// reach is re-sent through the smarthost in the same Send. The zero value
+// reach is re-sent through the relay in the same Send. The zero value
 // is the default: fall back on connection failures (no MX host could be
 // reached at all: port 25 blocked, every host down) and on policy or
 // reputation refusals; never on mailbox, message or DNS failures, which the
 // relay cannot fix, nor on greylisting, which passes by retrying from the
-// same address. Without a smarthost nothing falls back.
+// same address. Without a relay nothing falls back.
 type FallbackPolicy struct {
 	// Never turns fallback off.
 	Never bool
@@ -173,12 +173,12 @@ type FallbackPolicy struct {
 	// misconfiguration to be noticed than a fault to route around.
 	OnTLSPolicy bool
 	// Decide, when set, replaces the classes above: it is given the
-	// direct failure and says whether to try the smarthost.
+	// direct failure and says whether to try the relay.
 	Decide func(err error) bool
 }
 
 // ShouldFallback reports whether a recipient whose direct delivery failed
-// with err goes to the smarthost.
+// with err goes to the relay.
 func (p FallbackPolicy) ShouldFallback(err error) bool {
 	switch {
 	case err == nil || p.Never:

@@ -55,9 +55,9 @@ func TestClassify(t *testing.T) {
 		{fromDNS(&mx.Error{Domain: "x", Kind: mx.ErrNullMX}), ClassDNS},
 		{fromDNS(&mx.Error{Domain: "x", Kind: mx.ErrNoSuchDomain}), ClassDNS},
 		{fromDNS(&mx.Error{Domain: "x", Kind: mx.ErrTemporary}), ClassDNS},
-		{&Error{Code: 535, Enhanced: EnhancedCode{5, 7, 8}, Command: "AUTH", Err: ErrSmarthostAuth}, ClassConfig},
-		{&Error{Err: ErrNoSmarthost}, ClassConfig},
-		{fmt.Errorf("wrapped: %w", &Error{Err: ErrSmarthostTLS}), ClassConfig},
+		{&Error{Code: 535, Enhanced: EnhancedCode{5, 7, 8}, Command: "AUTH", Err: ErrRelayAuth}, ClassConfig},
+		{&Error{Err: ErrNoRelay}, ClassConfig},
+		{fmt.Errorf("wrapped: %w", &Error{Err: ErrRelayTLS}), ClassConfig},
 	}
 	for _, tt := range tests {
 		if got := Classify(tt.err); got != tt.want {
@@ -112,7 +112,7 @@ func TestFallbackEndToEnd(t *testing.T) {
 	w.dns.MX("down.test", "dead.down.test", "dead2.down.test")
 	relay := newRelay(t, smtptest.Options{})
 
-	cfg := Config{Smarthost: relay.relay()}
+	cfg := Config{Relay: relay.relay()}
 	m := w.mailer(cfg)
 	res, err := send(t, m, "a@sender.test", []string{"ok@dest.test", "blocked@dest.test", "nouser@dest.test", "grey@dest.test", "x@down.test"}, testBody)
 	if err == nil {
@@ -123,7 +123,7 @@ func TestFallbackEndToEnd(t *testing.T) {
 	}
 	for _, rcpt := range []string{"blocked@dest.test", "x@down.test"} {
 		r := wantStatus(t, res, rcpt, Delivered)
-		if !r.Fallback || r.Via != Smarthost || r.Err != nil || r.DirectErr == nil || r.Host != "127.0.0.1" {
+		if !r.Fallback || r.Via != Relayed || r.Err != nil || r.DirectErr == nil || r.Host != "127.0.0.1" {
 			t.Errorf("%s: %+v, want delivered by fallback with the direct error kept", rcpt, r)
 		}
 	}
@@ -164,7 +164,7 @@ func TestFallbackFailsAtRelayToo(t *testing.T) {
 	w.dns.Host("dead.down.test", "127.0.0.9")
 	w.dns.MX("down.test", "dead.down.test")
 	relay := newRelay(t, smtptest.Options{RcptPolicy: rejectPrefix})
-	res, err := send(t, w.mailer(Config{Smarthost: relay.relay()}), "a@sender.test", []string{"reject@down.test"}, testBody)
+	res, err := send(t, w.mailer(Config{Relay: relay.relay()}), "a@sender.test", []string{"reject@down.test"}, testBody)
 	if err == nil {
 		t.Fatal("no error")
 	}

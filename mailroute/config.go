@@ -25,10 +25,10 @@ type Config struct {
 	Hostname string
 	// Router decides each destination's route. nil: DefaultRouter.
 	Router Router
-	// Smarthost is the default relay, for Smarthost routes and fallback
+	// Relay is the default relay, for Relay routes and fallback
 	// that name no other. nil: none, and mail routed to it fails with a
 	// clear error.
-	Smarthost *Relay
+	Relay *Relay
 	// Relays are further relays, by name, for routes that name one
 	// (Route.Relay, Rule.Relay), for senders (SenderRelays), and as the
 	// failover of another relay (Relay.Failover).
@@ -56,13 +56,13 @@ type Config struct {
 	// once. 0: 8.
 	Concurrency int
 	// MaxConnsPerHost caps the connections open at once to one receiving
-	// address or to the smarthost, across all Sends. 0: 2.
+	// address or to the relay, across all Sends. 0: 2.
 	MaxConnsPerHost int
 	// MaxMessageSize refuses larger messages before anything is sent.
 	// 0: no limit of mailroute's own (servers still enforce theirs).
 	MaxMessageSize int64
 	// Fallback decides which direct failures are re-sent through the
-	// smarthost. The zero value is the default policy; see FallbackPolicy.
+	// relay. The zero value is the default policy; see FallbackPolicy.
 	Fallback FallbackPolicy
 	// MeterProvider receives the outcome figures as OpenTelemetry metrics
 	// (instruments and attributes are listed in metrics.go's package
@@ -104,7 +104,7 @@ type Config struct {
 	// logged.
 	Logger *slog.Logger
 	// DKIM lists the DKIM signatures added to every message, once, before
-	// routing, so that direct and smarthost deliveries carry the same
+	// routing, so that direct and relay deliveries carry the same
 	// ones. nil: messages are not signed. One RSA and one Ed25519
 	// signature is the usual pair; Check verifies the published keys.
 	DKIM []DKIMSignature
@@ -264,7 +264,7 @@ func (o DirectOptions) port() string {
 	return strconv.Itoa(o.Port)
 }
 
-// Relay describes the smarthost.
+// Relay describes the relay.
 type Relay struct {
 	// Addr is "host:port". Port 465 means implicit TLS; any other port
 	// STARTTLS, which is then required. The certificate is always verified

@@ -11,7 +11,7 @@ import (
 
 // DKIMSignature is one DKIM signature (RFC 6376) the Mailer adds to every
 // message. Messages are signed with relaxed/relaxed canonicalisation and
-// SHA-256, once, before routing, so direct and smarthost deliveries carry
+// SHA-256, once, before routing, so direct and relay deliveries carry
 // the same signature.
 //
 // Publish the public key first: Record gives the TXT record and RecordName

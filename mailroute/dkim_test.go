@@ -74,7 +74,7 @@ func verifyDKIM(t *testing.T, dns *dnstest.Server, msg []byte) []*dkim.Verificat
 	return vs
 }
 
-// One Send to a recipient routed direct and one routed to the smarthost:
+// One Send to a recipient routed direct and one routed to the relay:
 // both receivers get the same bytes, signed with an RSA-2048 and an Ed25519
 // key, and both signatures verify against the keys in DNS after going
 // through real SMTP servers. Any change in transit breaks them.
@@ -92,15 +92,15 @@ func TestDKIMSignsOnceForBothPaths(t *testing.T) {
 		publishDKIM(t, w.dns, s)
 	}
 	m := w.mailer(Config{
-		DKIM:      sigs,
-		Smarthost: rw.relay(),
-		Router:    Rules{{Domains: []string{"gmail.test"}, Via: Smarthost}, {Domains: []string{"*"}, Via: Direct}},
+		DKIM:   sigs,
+		Relay:  rw.relay(),
+		Router: Rules{{Domains: []string{"gmail.test"}, Via: Relayed}, {Domains: []string{"*"}, Via: Direct}},
 	})
 	res, err := send(t, m, "a@sender.test", []string{"b@dest.test", "c@gmail.test"}, testBody)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Recipients[0].Via != Direct || res.Recipients[1].Via != Smarthost {
+	if res.Recipients[0].Via != Direct || res.Recipients[1].Via != Relayed {
 		t.Fatalf("routes %v, %v", res.Recipients[0].Via, res.Recipients[1].Via)
 	}
 	direct, relayed := mxs.Messages(), rw.s.Messages()

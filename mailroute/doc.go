@@ -1,6 +1,6 @@
 // Package mailroute sends each recipient of a message the way it is most
 // likely to arrive: direct from your own server to the recipient's MX hosts
-// for most of the world, and through an authenticated, reputable smarthost
+// for most of the world, and through an authenticated, reputable relay
 // (Amazon SES, Postmark, Mailgun, your ISP's relay) for the big mailbox
 // providers — Gmail, Outlook/Microsoft 365, Yahoo/AOL, iCloud — that drop or
 // spam-folder mail from low-volume senders however well their DKIM, SPF and
@@ -26,11 +26,11 @@
 //  2. Group recipients by domain. Each domain is normalised once (lower
 //     case, A-labels, no trailing dot) into a [Destination].
 //  3. Route each destination: a [Router] returns a [Route] — [Direct] or
-//     [Smarthost] — with the evidence for it. [Rules] are an ordered list
+//     [Relayed] — with the evidence for it. [Rules] are an ordered list
 //     (first match wins) matching domain patterns and [Provider]s, which
 //     are recognised by their mailbox domains or by their MX hosts, so a
 //     company on Google Workspace or Microsoft 365 counts as Google or
-//     Microsoft. [DefaultRouter] sends [BigProviders] to the smarthost and
+//     Microsoft. [DefaultRouter] sends [BigProviders] to the relay and
 //     everything else direct.
 //  4. Deliver, destinations concurrently ([Config.Concurrency]), never more
 //     than [Config.MaxConnsPerHost] sessions to one server:
@@ -41,7 +41,7 @@
 //     MTA-STS policy, else opportunistic STARTTLS ([DirectOptions],
 //     [TLSProtection]); Smarthost authenticates to the relay over verified
 //     TLS only ([Relay]: a password, or OAuth 2.0 through
-//     [Relay.TokenSource]). The relay is [Config.Smarthost] unless the
+//     [Relay.TokenSource]). The relay is [Config.Relay] unless the
 //     route names one of [Config.Relays] or the sender's domain picks one
 //     ([Config.SenderRelays]); one that cannot be reached hands over to its
 //     [Relay.Failover]. Sessions are pooled and transactions pipelined; at
@@ -50,17 +50,17 @@
 //     [SendError] naming who got it and who did not); a
 //     recipient whose direct delivery failed in a way the relay can fix —
 //     no MX reachable, a reputation or policy refusal — is re-sent through
-//     the smarthost ([FallbackPolicy], [Classify]).
+//     the relay ([FallbackPolicy], [Classify]).
 //     Each failure explains itself ([Explain], [Verdict]) from the reply's
 //     own words and codes, and a policy refusal teaches a route: mail to
-//     the same MX site goes through the smarthost for a while ([Learning],
+//     the same MX site goes through the relay for a while ([Learning],
 //     [Mailer.Lessons]); direct connections failing everywhere while the
 //     relay works mean outbound port 25 is blocked ([BlockedPort25]).
 //     Outcomes are counted per provider and path ([Mailer.Stats],
 //     [Config.MeterProvider]).
 //  6. Queue what is still deferred ([Config.Queue], [Spool]): it survives
 //     restarts and is retried on the [RetryPolicy] schedule, through the
-//     smarthost after repeated direct deferrals, until delivered or given
+//     relay after repeated direct deferrals, until delivered or given
 //     up with an RFC 3464 notification ([Config.DSN], [Config.OnEvent]).
 //     Each message is attempted under one lease at a time, fenced by a
 //     token and ended before the lease runs out ([QueueStore]), so
@@ -103,7 +103,7 @@
 //
 // An enforced policy that no MX host meets defers the recipient
 // ([ErrTLSPolicy]); it never falls back to plaintext, and reaches the
-// smarthost only with [FallbackPolicy].OnTLSPolicy. DANE relies on the AD
+// relay only with [FallbackPolicy].OnTLSPolicy. DANE relies on the AD
 // bit of a validating resolver the user runs ([DirectOptions].DANEResolver);
 // MTA-STS policies are cached for their max_age in the queue when it is a
 // [StateStore]. [WithREQUIRETLS] marks a message for RFC 8689; the TLS

@@ -27,17 +27,17 @@ import (
 // relay, everyone else direct to their MX hosts, and the relay is the
 // fallback when direct delivery fails in a way it can fix.
 //
-// When Config.Smarthost is nil, addr and a name that relay for this call.
+// When Config.Relay is nil, addr and a name that relay for this call.
 // Sessions to it are pooled per addr and Auth (Auths with equal contents
 // count as one, so creating a new smtp.PlainAuth per call still reuses the
-// sessions) and closed by Close. The relay is reached the way a smarthost
+// sessions) and closed by Close. The relay is reached the way a relay
 // always is, which is stricter than net/smtp, because the relay sees the
 // credentials and every message routed to it:
 //
 //   - port 465: TLS from the first byte, verified against the host in addr;
 //   - any other port: STARTTLS, which must be offered and verified against
 //     that host. net/smtp goes on in plaintext when STARTTLS is missing;
-//     this fails with ErrSmarthostTLS instead, and nothing is sent;
+//     this fails with ErrRelayTLS instead, and nothing is sent;
 //   - except a loopback addr ("localhost", 127.0.0.1, ::1 — a local
 //     Postfix, often used with a nil Auth): STARTTLS when offered,
 //     unverified, plaintext otherwise, as with
@@ -52,7 +52,7 @@ import (
 // when SendMail is called concurrently: net/smtp's PlainAuth and
 // CRAMMD5Auth, like any Auth without state, are fine.
 //
-// When Config.Smarthost is set, addr and a are ignored: the configured relay
+// When Config.Relay is set, addr and a are ignored: the configured relay
 // is used, as by Send.
 //
 // The call is bounded as a whole by Config.SendMailTimeout (2 minutes by
@@ -64,7 +64,7 @@ import (
 // Result as well.
 func (m *Mailer) SendMail(addr string, a smtp.Auth, from string, to []string, msg []byte) error {
 	relay := m.relay
-	if m.cfg.Smarthost == nil {
+	if m.cfg.Relay == nil {
 		var err error
 		if relay, err = m.adhocRelay(addr, a); err != nil {
 			return err
@@ -172,7 +172,7 @@ func sameAuth(x, y smtp.Auth) bool {
 	return reflect.DeepEqual(x, y)
 }
 
-// newAdhocRelay makes the smarthost for a SendMail relay.
+// newAdhocRelay makes the relay for a SendMail relay.
 func (m *Mailer) newAdhocRelay(addr string, a smtp.Auth) (*smarthost, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -250,7 +250,7 @@ func (c *netSMTPClient) Next(challenge []byte) ([]byte, error) {
 // allowed: many cloud and residential networks block them, and then every
 // direct recipient waits for its connection attempts to fail before the
 // relay takes it as fallback. Where either is missing, make a Mailer with
-// New and a Router that sends everything to the smarthost.
+// New and a Router that sends everything to the relay.
 //
 // Each call is bounded by the default SendMailTimeout, 2 minutes.
 //

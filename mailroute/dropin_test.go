@@ -60,7 +60,7 @@ func newDropinWorld(t *testing.T, relayOpts smtptest.Options) *dropinWorld {
 	return w
 }
 
-// mailer returns a Mailer without Config.Smarthost, routing by
+// mailer returns a Mailer without Config.Relay, routing by
 // DefaultRouter, that reaches relay.test on loopback and trusts the CA.
 func (w *dropinWorld) mailer() *Mailer {
 	w.t.Helper()
@@ -225,8 +225,8 @@ func TestSendMailRelayWithoutTLS(t *testing.T) {
 	m := w.mailer()
 	auth := &recordingAuth{Auth: smtp.PlainAuth("", relayUser, relayPass, "relay.test")}
 	err := m.SendMail(relayAddr, auth, "a@sender.test", []string{"friend@gmail.com"}, []byte(testBody))
-	if !errors.Is(err, ErrSmarthostTLS) || IsPermanent(err) {
-		t.Fatalf("err %v, want ErrSmarthostTLS, temporary", err)
+	if !errors.Is(err, ErrRelayTLS) || IsPermanent(err) {
+		t.Fatalf("err %v, want ErrRelayTLS, temporary", err)
 	}
 	if tr := w.relay.Transcript(); bytes.Contains(tr, []byte("AUTH")) || bytes.Contains(tr, []byte("MAIL")) {
 		t.Errorf("sent in plaintext: %q", tr)
@@ -283,8 +283,8 @@ func TestNetSMTPAuthKeepsPlainAuthGuard(t *testing.T) {
 	if !errors.Is(err, smtpclient.ErrAuthFailed) || !strings.Contains(err.Error(), "unencrypted connection") {
 		t.Fatalf("err %v, want PlainAuth's refusal", err)
 	}
-	if e := smarthostError(err); !errors.Is(e, ErrSmarthostAuth) || e.Permanent || e.Command != "AUTH" {
-		t.Errorf("classified as %#v, want a temporary ErrSmarthostAuth", e)
+	if e := smarthostError(err); !errors.Is(e, ErrRelayAuth) || e.Permanent || e.Command != "AUTH" {
+		t.Errorf("classified as %#v, want a temporary ErrRelayAuth", e)
 	}
 	if tr := srv.Transcript(); bytes.Contains(tr, []byte("AUTH")) {
 		t.Errorf("AUTH on the wire: %q", tr)
@@ -324,7 +324,7 @@ func TestNetSMTPAuthChallenge(t *testing.T) {
 	}
 }
 
-// With Config.Smarthost set, addr and a are ignored.
+// With Config.Relay set, addr and a are ignored.
 func TestSendMailConfiguredSmarthost(t *testing.T) {
 	w := newRelay(t, smtptest.Options{})
 	m := w.mailer(w.relay())

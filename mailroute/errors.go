@@ -40,13 +40,13 @@ type Error struct {
 	// the message), "." (the reply to the end of data), or "route".
 	Command string
 	// Host is the server that answered last: an MX host name or the
-	// smarthost's host. Empty when no server was reached.
+	// relay's host. Empty when no server was reached.
 	Host string
 	// Permanent is true for failures that retrying cannot fix: 5xx replies,
 	// a null MX, a domain that does not exist.
 	Permanent bool
 	// Err is the underlying cause, reachable with errors.Is and errors.As
-	// (for instance ErrNullMX, ErrSmarthostAuth, a *net.OpError).
+	// (for instance ErrNullMX, ErrRelayAuth, a *net.OpError).
 	Err error
 }
 
@@ -112,17 +112,17 @@ func IsPermanent(err error) bool {
 
 // Errors a delivery can wrap, for errors.Is.
 var (
-	// ErrNoSmarthost: a recipient was routed to the smarthost but
-	// Config.Smarthost is nil. A configuration error: the mail is kept
+	// ErrNoRelay: a recipient was routed to the relay but
+	// Config.Relay is nil. A configuration error: the mail is kept
 	// (Deferred), not bounced.
-	ErrNoSmarthost = errors.New("routed to the smarthost, but no smarthost is configured (Config.Smarthost)")
-	// ErrSmarthostAuth: the smarthost refused the credentials, or no
+	ErrNoRelay = errors.New("routed to the relay, but no relay is configured (Config.Relay)")
+	// ErrRelayAuth: the relay refused the credentials, or no
 	// mechanism fits. A configuration problem: fix Relay's credentials.
-	ErrSmarthostAuth = errors.New("smarthost authentication failed")
-	// ErrSmarthostTLS: the smarthost's TLS failed (no STARTTLS offered, a
+	ErrRelayAuth = errors.New("relay authentication failed")
+	// ErrRelayTLS: the relay's TLS failed (no STARTTLS offered, a
 	// certificate for the wrong name, an unknown authority, expired). No
 	// credentials were sent.
-	ErrSmarthostTLS = errors.New("smarthost TLS failed; no credentials were sent")
+	ErrRelayTLS = errors.New("relay TLS failed; no credentials were sent")
 	// ErrMessageTooLarge: the message exceeds the server's SIZE limit.
 	ErrMessageTooLarge = smtpclient.ErrSizeExceeded
 	// ErrSMTPUTF8Required: an address needs SMTPUTF8 and the server lacks it.
@@ -162,7 +162,7 @@ func fromClient(err error, extra error) *Error {
 }
 
 // causes is a sentinel and the cause it classifies, on one line
-// ("smarthost authentication failed: …"), both reachable with errors.Is.
+// ("relay authentication failed: …"), both reachable with errors.Is.
 type causes []error
 
 func (c causes) Error() string {

@@ -54,7 +54,7 @@ func ExampleSendMail() {
 func ExampleMailer_SendMsg() {
 	m, err := mailroute.New(mailroute.Config{
 		Hostname: "mail.example.net",
-		Smarthost: &mailroute.Relay{
+		Relay: &mailroute.Relay{
 			Addr:     "smtp.relay.example:587",
 			Username: "app@example.net",
 			Password: os.Getenv("RELAY_PASSWORD"),

@@ -40,8 +40,8 @@ func ExampleConfig_relays() {
 
 	m, err := mailroute.New(mailroute.Config{
 		Hostname:     "mail.example.net",
-		Router:       mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Smarthost}},
-		Smarthost:    def,
+		Router:       mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Relayed}},
+		Relay:        def,
 		Relays:       map[string]*mailroute.Relay{"brand": relay(brand), "backup": relay(backup)},
 		SenderRelays: map[string]string{"brand.example": "brand"},
 	})
@@ -108,7 +108,7 @@ func ExampleRelay_tokenSource() {
 	}
 	m, err := mailroute.New(mailroute.Config{
 		Hostname: "mail.example.net",
-		Smarthost: &mailroute.Relay{
+		Relay: &mailroute.Relay{
 			Addr:        "smtp.office365.com:587",
 			Username:    "app@contoso.example", // the mailbox the app sends as
 			TokenSource: oauth2.ReuseTokenSource(nil, conf.TokenSource(context.Background())),

@@ -29,7 +29,7 @@ var exampleDNS = staticDNS{
 	"smallisp.example": {{Host: "mx.smallisp.example.", Pref: 10}},
 }
 
-// The default router sends the big providers through the smarthost,
+// The default router sends the big providers through the relay,
 // recognising them by mailbox domain or by MX host, and everything else
 // direct.
 func ExampleDefaultRouter() {
@@ -49,9 +49,9 @@ func ExampleDefaultRouter() {
 		fmt.Printf("%-22s %-9v %s\n", rcpt, r.Via, r.Reason)
 	}
 	// Output:
-	// friend@gmail.com       smarthost gmail.com is a Google mailbox domain (rule 1)
-	// boss@acme.example      smarthost rule 1: every MX of acme.example is Google (aspmx.l.google.com, alt1.aspmx.l.google.com)
-	// it@contoso.example     smarthost rule 1: every MX of contoso.example is Microsoft (contoso-example.mail.protection.outlook.com)
+	// friend@gmail.com       relay     gmail.com is a Google mailbox domain (rule 1)
+	// boss@acme.example      relay     rule 1: every MX of acme.example is Google (aspmx.l.google.com, alt1.aspmx.l.google.com)
+	// it@contoso.example     relay     rule 1: every MX of contoso.example is Microsoft (contoso-example.mail.protection.outlook.com)
 	// pal@smallisp.example   direct    rule 2 matches any domain ("*")
 }
 
@@ -62,7 +62,7 @@ func ExampleDefaultRouter() {
 func ExampleRules() {
 	rules := mailroute.Rules{
 		{Domains: []string{"partner.example", ".partner.example"}, Via: mailroute.Direct},
-		{Providers: append(mailroute.BigProviders, mailroute.Mimecast), Via: mailroute.Smarthost},
+		{Providers: append(mailroute.BigProviders, mailroute.Mimecast), Via: mailroute.Relayed},
 		{Domains: []string{"*"}, Via: mailroute.Direct},
 	}
 	m, err := mailroute.New(mailroute.Config{
@@ -80,6 +80,6 @@ func ExampleRules() {
 	}
 	// Output:
 	// a@eu.partner.example: direct (rule 1 matches ".partner.example")
-	// b@outlook.com: smarthost (outlook.com is a Microsoft mailbox domain (rule 2))
+	// b@outlook.com: relay (outlook.com is a Microsoft mailbox domain (rule 2))
 	// c@smallisp.example: direct (rule 3 matches any domain ("*"))
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // Send one message to a Gmail address and to a small provider: the first
-// goes through the authenticated smarthost, the second direct to the
+// goes through the authenticated relay, the second direct to the
 // provider's MX. (The relay, the MX and DNS run in-process on loopback here;
 // a real program gives only Hostname and Smarthost.)
 func ExampleMailer_Send() {
@@ -27,7 +27,7 @@ func ExampleMailer_Send() {
 
 	m, err := mailroute.New(mailroute.Config{
 		Hostname: "mail.example.net",
-		Smarthost: &mailroute.Relay{
+		Relay: &mailroute.Relay{
 			Addr:     relay.Addr,
 			Username: "me@example.net", Password: "secret",
 			TLSConfig: ca.ClientConfig(),
@@ -51,6 +51,6 @@ func ExampleMailer_Send() {
 		fmt.Println(r.Rcpt, r.Via, r.Status)
 	}
 	// Output:
-	// friend@gmail.com smarthost delivered
+	// friend@gmail.com relay delivered
 	// pal@smallisp.example direct delivered
 }

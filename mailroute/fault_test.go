@@ -159,13 +159,13 @@ var faultRcpts = []string{"ok1@y.test", "bad@y.test", "ok2@y.test"}
 
 const faultBody = "From: a@x.test\r\nTo: ok1@y.test\r\nSubject: fault\r\n\r\nhello\r\n"
 
-// TestFaultTable runs every scenario on every path, through the smarthost
+// TestFaultTable runs every scenario on every path, through the relay
 // and direct to an MX (an address literal, so no DNS), whose sessions are
 // pooled and redialled alike.
 func TestFaultTable(t *testing.T) {
 	n := 0
 	for _, sc := range faultScenarios {
-		for _, via := range []Via{Smarthost, Direct} {
+		for _, via := range []Via{Relayed, Direct} {
 			for _, mode := range faultModes {
 				for _, reused := range []bool{false, true} {
 					if reused && sc.freshOnly || !reused && sc.reuseOnly {
@@ -213,8 +213,8 @@ func runFault(t *testing.T, sc faultScenario, via Via, mode string, opts smtptes
 	srv := smtptest.StartFault(t, opts)
 	cfg := Config{Hostname: "client.test", Router: Rules{{Domains: []string{"*"}, Via: via}}}
 	domain := "y.test"
-	if via == Smarthost {
-		cfg.Smarthost = &Relay{Addr: srv.Addr, InsecurePlaintextLoopback: true}
+	if via == Relayed {
+		cfg.Relay = &Relay{Addr: srv.Addr, InsecurePlaintextLoopback: true}
 	} else {
 		_, port, _ := net.SplitHostPort(srv.Addr)
 		cfg.Direct.Port, _ = strconv.Atoi(port)

@@ -26,7 +26,7 @@ func (w *dropinWorld) gomailMailer() *Mailer {
 		Hostname: "mail.sender.test",
 		Resolver: DNSServer(w.dns.Addr),
 		Direct:   DirectOptions{Port: w.port},
-		Smarthost: &Relay{
+		Relay: &Relay{
 			Addr:      w.relay.Addr,
 			Username:  relayUser,
 			Password:  relayPass,

@@ -17,8 +17,8 @@ type job struct {
 	rcpts []message.Address
 	index []int // rcpts[k]'s place in result.Recipients
 	body  *message.Body
-	relay *smarthost // the smarthost for this Send; nil: none configured
-	// forceRelay sends through the smarthost without routing: the queue's
+	relay *smarthost // the relay for this Send; nil: none configured
+	// forceRelay sends through the relay without routing: the queue's
 	// fallback over time (route holds the reason).
 	forceRelay bool
 	result     *Result

@@ -22,12 +22,12 @@ import (
 // S3150), the Mailer remembers it for the destination's MX site — every
 // domain whose MX hosts are the same set shares the verdict, as KumoMTA's
 // "site name" does — and for TTL sends mail to any domain of that site
-// through the smarthost without a direct attempt. After TTL one message
+// through the relay without a direct attempt. After TTL one message
 // probes direct again: delivered, the lesson is forgotten; refused again,
 // it is renewed. Lessons live in the queue's store when it keeps state
 // (Spool, the River store), so a restart and every instance share them,
 // and in memory otherwise. Nothing is learned or applied without a
-// smarthost.
+// relay.
 type Learning struct {
 	// Off turns learning off: no lesson is learned or applied, and
 	// neither is the blocked-port-25 detector.
@@ -48,7 +48,7 @@ func (l Learning) ttl() time.Duration {
 }
 
 // Lesson is a route learned from a refusal: while it holds, mail to its
-// site goes through the smarthost.
+// site goes through the relay.
 type Lesson struct {
 	// Site is the MX site: the MX host names of the destination, sorted
 	// and joined by ",", e.g. "mx1.example.net,mx2.example.net". "*" is
@@ -76,10 +76,10 @@ type Lesson struct {
 // String is the lesson as evidence, for a Route's Reason.
 func (l Lesson) String() string {
 	if l.Site == siteAll {
-		return fmt.Sprintf("outbound port 25 appears blocked: %s (since %s); via the smarthost until %s",
+		return fmt.Sprintf("outbound port 25 appears blocked: %s (since %s); via the relay until %s",
 			l.Reply, l.Learned.UTC().Format(time.RFC3339), l.Until.UTC().Format(time.RFC3339))
 	}
-	return fmt.Sprintf("learned: MX site %s refused direct delivery to %s at %s (%s; %s); via the smarthost until %s",
+	return fmt.Sprintf("learned: MX site %s refused direct delivery to %s at %s (%s; %s); via the relay until %s",
 		l.Site, l.Domain, l.Learned.UTC().Format(time.RFC3339), l.Verdict, l.Reply, l.Until.UTC().Format(time.RFC3339))
 }
 
@@ -194,7 +194,7 @@ func (l *learner) put(ctx context.Context, les Lesson) {
 func (l *learner) route(ctx context.Context, j *job) (Route, string, bool) {
 	blocked, held, probe25 := l.blocked.holds()
 	if held {
-		return Route{Via: Smarthost, Reason: blocked.String()}, "", false
+		return Route{Via: Relayed, Reason: blocked.String()}, "", false
 	}
 	hosts, err := j.dest.MX(ctx)
 	if err != nil || len(hosts) == 0 {
@@ -209,7 +209,7 @@ func (l *learner) route(ctx context.Context, j *job) (Route, string, bool) {
 	les, ok, probe := l.lessonFor(ctx, site)
 	switch {
 	case ok:
-		return Route{Via: Smarthost, Reason: les.String()}, site, false
+		return Route{Via: Relayed, Reason: les.String()}, site, false
 	case probe:
 		r := j.route
 		r.Reason += fmt.Sprintf("; probing direct: the lesson for MX site %s expired at %s", site, les.Until.UTC().Format(time.RFC3339))
@@ -259,7 +259,7 @@ func (l *learner) observe(ctx context.Context, j *job, site string, probe bool) 
 		if probe {
 			verb = "renewed"
 		}
-		l.log.WarnContext(ctx, "mailroute: "+verb+" a route: mail to this MX site goes through the smarthost",
+		l.log.WarnContext(ctx, "mailroute: "+verb+" a route: mail to this MX site goes through the relay",
 			"site", site, "domain", j.dest.Domain, "host", refusal.Host, "verdict", les.Verdict,
 			"reply", les.Reply, "until", les.Until)
 	case probe && delivered:
@@ -327,7 +327,7 @@ func (m *Mailer) Forget(ctx context.Context, siteOrDomain string) error {
 // take now, without claiming a probe.
 func (l *learner) dryRun(ctx context.Context, domain string, r Route) Route {
 	if les, ok := l.blocked.lesson(); ok && l.now().Before(les.Until) {
-		return Route{Via: Smarthost, Reason: les.String()}
+		return Route{Via: Relayed, Reason: les.String()}
 	}
 	d, err := l.m.destination(domain)
 	if err != nil || d.IsLiteral() {
@@ -343,7 +343,7 @@ func (l *learner) dryRun(ctx context.Context, domain string, r Route) Route {
 		return r
 	}
 	if l.now().Before(les.Until) {
-		return Route{Via: Smarthost, Reason: les.String()}
+		return Route{Via: Relayed, Reason: les.String()}
 	}
 	r.Reason += "; the next message probes direct: " + les.String()
 	return r

@@ -48,7 +48,7 @@ func newLearnWorld(t *testing.T) *learnWorld {
 }
 
 func (w *learnWorld) mailer(cfg Config) *Mailer {
-	cfg.Smarthost = w.relay.relay()
+	cfg.Relay = w.relay.relay()
 	cfg.now = w.clock.Now
 	return w.directWorld.mailer(cfg)
 }
@@ -67,7 +67,7 @@ func TestLearnedRouteSharedBySite(t *testing.T) {
 
 	res, _ := send(t, m, "a@sender.test", []string{"x@one.test"}, testBody)
 	r := wantStatus(t, res, "x@one.test", Delivered)
-	if !r.Fallback || r.Via != Smarthost {
+	if !r.Fallback || r.Via != Relayed {
 		t.Fatalf("the refused recipient did not fall back: %+v", r)
 	}
 	conns := w.site.Connections()
@@ -79,7 +79,7 @@ func TestLearnedRouteSharedBySite(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = wantStatus(t, res, "y@two.test", Delivered)
-	if r.Via != Smarthost || r.Fallback || !strings.Contains(r.Route.Reason, "learned: MX site mx.shared.test refused") {
+	if r.Via != Relayed || r.Fallback || !strings.Contains(r.Route.Reason, "learned: MX site mx.shared.test refused") {
 		t.Errorf("second domain: %+v", r)
 	}
 	if n := w.site.Connections(); n != conns || sawRcpt(w.site, "y@two.test") {
@@ -97,7 +97,7 @@ func TestLearnedRouteSharedBySite(t *testing.T) {
 
 	// The dry run shows the lesson as evidence; Lessons lists it.
 	route, err := m.Route(ctx, "two.test")
-	if err != nil || route.Via != Smarthost || !strings.Contains(route.Reason, `blocked using zen.spamhaus.org`) || !strings.Contains(route.Reason, "until 2026-12-01T12:00:00Z") {
+	if err != nil || route.Via != Relayed || !strings.Contains(route.Reason, `blocked using zen.spamhaus.org`) || !strings.Contains(route.Reason, "until 2026-12-01T12:00:00Z") {
 		t.Errorf("dry run: %+v, %v", route, err)
 	}
 	lessons, err := m.Lessons(ctx)
@@ -152,7 +152,7 @@ func TestLearnOnlyFromPolicy(t *testing.T) {
 	}})
 	w.dns.MX("picky.test", "mx.picky.test")
 	relay := newRelay(t, smtptest.Options{})
-	m := w.mailer(Config{Smarthost: relay.relay()})
+	m := w.mailer(Config{Relay: relay.relay()})
 	send(t, m, "a@sender.test", []string{"nospam@picky.test", "grey@picky.test"}, testBody)
 	if lessons, _ := m.Lessons(context.Background()); len(lessons) != 0 {
 		t.Errorf("learned from a mailbox refusal or greylisting: %+v", lessons)
@@ -245,7 +245,7 @@ func TestLearnedRouteSurvivesRestart(t *testing.T) {
 	m2 := w.mailer(Config{Queue: sp2})
 	conns := w.site.Connections()
 	res, _ := send(t, m2, "a@sender.test", []string{"y@two.test"}, testBody)
-	if r := wantStatus(t, res, "y@two.test", Delivered); r.Via != Smarthost || r.Fallback {
+	if r := wantStatus(t, res, "y@two.test", Delivered); r.Via != Relayed || r.Fallback {
 		t.Errorf("after a restart: %+v", r)
 	}
 	if w.site.Connections() != conns || sawRcpt(w.site, "y@two.test") {
@@ -324,7 +324,7 @@ func TestLearningStoreFaults(t *testing.T) {
 			wantStatus(t, res, "x@one.test", Delivered)
 			res, _ = send(t, m, "a@sender.test", []string{"y@two.test"}, testBody)
 			r := wantStatus(t, res, "y@two.test", Delivered)
-			if relayed := r.Via == Smarthost && !r.Fallback; relayed != tt.wantRelayed {
+			if relayed := r.Via == Relayed && !r.Fallback; relayed != tt.wantRelayed {
 				t.Errorf("second domain %+v: relayed without a direct attempt %v, want %v", r, relayed, tt.wantRelayed)
 			}
 			if tt.wantWarnAbout != "" && log.count(slog.LevelWarn, tt.wantWarnAbout) == 0 {

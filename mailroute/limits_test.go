@@ -132,7 +132,7 @@ func TestSendMailTotalDeadline(t *testing.T) {
 	srv := smtptest.StartFault(t, smtptest.FaultOptions{
 		Faults: []smtptest.Fault{{Step: smtptest.StepGreeting, Do: smtptest.Drip, Delay: time.Second}}})
 	m, err := New(Config{Hostname: "client.test", SendMailTimeout: 200 * time.Millisecond,
-		Router: Rules{{Domains: []string{"*"}, Via: Smarthost}}})
+		Router: Rules{{Domains: []string{"*"}, Via: Relayed}}})
 	if err != nil {
 		t.Fatal(err)
 	}

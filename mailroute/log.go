@@ -78,7 +78,7 @@ func errorClassOf(e *Error) string {
 	switch {
 	case e == nil:
 		return ""
-	case errors.Is(e, ErrSmarthostAuth), errors.Is(e, ErrSmarthostTLS), errors.Is(e, ErrNoSmarthost):
+	case errors.Is(e, ErrRelayAuth), errors.Is(e, ErrRelayTLS), errors.Is(e, ErrNoRelay):
 		return "configuration"
 	case e.Permanent:
 		return "permanent"

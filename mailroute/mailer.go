@@ -21,7 +21,7 @@ type Mailer struct {
 	hostname string
 	router   Router
 	mx       *mx.Cache
-	relay    *smarthost // nil without Config.Smarthost
+	relay    *smarthost // nil without Config.Relay
 	relays   namedRelays
 	direct   directPools
 	queue    *queueRuntime // nil without Config.Queue
@@ -33,7 +33,7 @@ type Mailer struct {
 	// connections from the client's side.
 	testDialer smtpclient.Dialer
 
-	// adhoc are SendMail's relays when Config.Smarthost is nil.
+	// adhoc are SendMail's relays when Config.Relay is nil.
 	adhoc adhocRelays
 
 	// Authenticated TLS for direct delivery: MTA-STS policies (nil when
@@ -75,11 +75,11 @@ func New(cfg Config) (*Mailer, error) {
 		m.router = r
 	}
 
-	if cfg.Smarthost != nil {
-		if err := cfg.Smarthost.check(); err != nil {
+	if cfg.Relay != nil {
+		if err := cfg.Relay.check(); err != nil {
 			return nil, err
 		}
-		m.relay = newSmarthost(cfg.Smarthost, m.hostname, cfg.maxConnsPerHost())
+		m.relay = newSmarthost(cfg.Relay, m.hostname, cfg.maxConnsPerHost())
 	}
 	if err := m.setupRelays(&cfg); err != nil {
 		return nil, err
@@ -214,7 +214,7 @@ func checkDecision(d *Destination, r Route, err error) (Route, error) {
 	if err != nil {
 		return Route{}, err
 	}
-	if r.Via != Direct && r.Via != Smarthost {
+	if r.Via != Direct && r.Via != Relayed {
 		return Route{}, fmt.Errorf("%w for %s: the router made no decision", ErrNoRoute, d.Domain)
 	}
 	return r, nil

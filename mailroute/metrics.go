@@ -26,7 +26,7 @@ import (
 //	mailroute.delivery.recipients   Int64Counter, {recipient}
 //	    recipients whose attempt ended, by outcome
 //	mailroute.delivery.fallbacks    Int64Counter, {recipient}
-//	    recipients whose direct failure sent them to the smarthost
+//	    recipients whose direct failure sent them to the relay
 //	mailroute.delivery.duration     Float64Histogram, s
 //	    time from routing to the delivered outcome, per delivered recipient
 //
@@ -38,8 +38,8 @@ import (
 //	                     mx2.example.net"), or the domain when its MX is
 //	                     unknown. One value per site: bounded by where you
 //	                     send.
-//	mailroute.path       "direct", "relay" (routed to the smarthost) or
-//	                     "fallback" (the smarthost after direct failed)
+//	mailroute.path       "direct", "relay" (routed to the relay) or
+//	                     "fallback" (the relay after direct failed)
 //	mailroute.outcome    "delivered", "deferred" or "failed" (recipients only)
 //	error.type           the failure's Class ("policy", "mailbox", …);
 //	                     absent when delivered. On fallbacks, the class of
@@ -79,7 +79,7 @@ type StatsRow struct {
 	// Delivered, Deferred and Failed count recipients by outcome.
 	Delivered, Deferred, Failed int64
 	// FellBack counts the recipients this path failed that then went to
-	// the smarthost (on the direct path only).
+	// the relay (on the direct path only).
 	FellBack int64
 	// Classes counts the deferred, failed and fallen-back recipients by
 	// the class of their failure ("policy", "mailbox", …).
@@ -116,7 +116,7 @@ func newFigures(mp metric.MeterProvider) *figures {
 	m.recipients, _ = meter.Int64Counter(metricRecipients, metric.WithUnit("{recipient}"),
 		metric.WithDescription("Recipients whose delivery attempt ended, by provider, path and outcome."))
 	m.fallbacks, _ = meter.Int64Counter(metricFallbacks, metric.WithUnit("{recipient}"),
-		metric.WithDescription("Recipients sent to the smarthost because direct delivery failed."))
+		metric.WithDescription("Recipients sent to the relay because direct delivery failed."))
 	m.duration, _ = meter.Float64Histogram(metricDuration, metric.WithUnit("s"),
 		metric.WithDescription("Time from routing to acceptance, per delivered recipient."))
 	return m
@@ -131,7 +131,7 @@ func (mt *figures) record(ctx context.Context, j *job, provider string, took tim
 		case r.Fallback:
 			path = PathFallback
 			mt.add(ctx, provider, PathDirect, 0, Explain(r.DirectErr).Class, true, 0)
-		case r.Via == Smarthost:
+		case r.Via == Relayed:
 			path = PathRelay
 		}
 		mt.add(ctx, provider, path, r.Status, Explain(r.Err).Class, false, took)

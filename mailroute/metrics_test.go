@@ -68,7 +68,7 @@ func TestMetricsCounts(t *testing.T) {
 	relay := newRelay(t, smtptest.Options{})
 	reader := sdkmetric.NewManualReader()
 	m := w.mailer(Config{
-		Smarthost:     relay.relay(),
+		Relay:         relay.relay(),
 		Router:        DefaultRouter,
 		MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)),
 		Learning:      Learning{Off: true},

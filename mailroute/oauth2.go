@@ -29,7 +29,7 @@ const (
 // JSON the relay sends in its 334 challenge before the final 535 (RFC 7628
 // §3.2.2; Gmail's and Microsoft's XOAUTH2 send the same fields). It is
 // reachable with errors.As from the recipient's error, which also wraps
-// ErrSmarthostAuth.
+// ErrRelayAuth.
 type OAuth2Error struct {
 	// Mechanism is "XOAUTH2" or "OAUTHBEARER".
 	Mechanism string

@@ -144,8 +144,8 @@ func TestOAuth2RefusedTokenDecodesChallenge(t *testing.T) {
 			res, err := send(t, m, "a@sender.test", []string{"b@dest.test"}, testBody)
 			rr := wantStatus(t, res, "b@dest.test", Deferred)
 			var oe *OAuth2Error
-			if !errors.As(err, &oe) || !errors.Is(err, ErrSmarthostAuth) {
-				t.Fatalf("err %v, want an OAuth2Error and ErrSmarthostAuth", err)
+			if !errors.As(err, &oe) || !errors.Is(err, ErrRelayAuth) {
+				t.Fatalf("err %v, want an OAuth2Error and ErrRelayAuth", err)
 			}
 			if oe.Mechanism != mech || oe.Scope != "https://mail.google.com/" || (oe.Status != "invalid_token" && oe.Status != "401") {
 				t.Errorf("OAuth2Error %+v", oe)
@@ -165,7 +165,7 @@ func TestOAuth2RefusedTokenDecodesChallenge(t *testing.T) {
 }
 
 // Faults on the way to a token: each keeps the mail (Deferred, wrapping
-// ErrSmarthostAuth) and never sends AUTH or mail.
+// ErrRelayAuth) and never sends AUTH or mail.
 func TestOAuth2Faults(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -202,8 +202,8 @@ func TestOAuth2Faults(t *testing.T) {
 			})
 			res, err := send(t, m, "a@sender.test", []string{"b@dest.test"}, testBody)
 			wantStatus(t, res, "b@dest.test", Deferred)
-			if !errors.Is(err, ErrSmarthostAuth) || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("err %v, want ErrSmarthostAuth and %q", err, tt.want)
+			if !errors.Is(err, ErrRelayAuth) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err %v, want ErrRelayAuth and %q", err, tt.want)
 			}
 			if len(s.Attempts()) != 0 {
 				t.Error("a transaction was attempted without authenticating")
@@ -218,7 +218,7 @@ func TestOAuth2RelayConfig(t *testing.T) {
 		{Addr: "smtp.gmail.com:587", TokenSource: ts},
 		{Addr: "smtp.gmail.com:587", Username: "a@gmail.com", Password: "pw", TokenSource: ts},
 	} {
-		if _, err := New(Config{Hostname: "mail.example.net", Smarthost: r}); err == nil || !strings.Contains(err.Error(), "TokenSource") {
+		if _, err := New(Config{Hostname: "mail.example.net", Relay: r}); err == nil || !strings.Contains(err.Error(), "TokenSource") {
 			t.Errorf("New with %+v: %v", r, err)
 		}
 	}

@@ -119,7 +119,7 @@ func (p *learnPeers) mailer(t *testing.T, cfg Config) *Mailer {
 	cfg.Resolver = DNSServer(p.dns.Addr)
 	cfg.Direct.Port = p.env.PostfixPort
 	cfg.Direct.TLS = NoTLS
-	cfg.Smarthost = &Relay{Addr: p.env.SubmissionAddr, Username: p.env.SmarthostUser, Password: p.env.SmarthostPass,
+	cfg.Relay = &Relay{Addr: p.env.SubmissionAddr, Username: p.env.SmarthostUser, Password: p.env.SmarthostPass,
 		TLSConfig: &tls.Config{RootCAs: p.env.CertPool(t)}}
 	cfg.Router = Rules{{Domains: []string{"*"}, Via: Direct}}
 	cfg.now = p.clock.Now
@@ -162,7 +162,7 @@ func TestPeersLearnedRouteFromPostfix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := wantStatus(t, res, other, Delivered); r.Via != Smarthost || r.Fallback || !strings.HasPrefix(r.Route.Reason, "learned: MX site mx.learn.test") {
+	if r := wantStatus(t, res, other, Delivered); r.Via != Relayed || r.Fallback || !strings.HasPrefix(r.Route.Reason, "learned: MX site mx.learn.test") {
 		t.Errorf("other domain: %+v", r)
 	}
 	if n := p.wire.dials.Load() - dials; n != 0 || p.wire.offered(other) {
@@ -176,7 +176,7 @@ func TestPeersLearnedRouteFromPostfix(t *testing.T) {
 	sp2 := &Spool{Dir: dir, NoSync: true}
 	t.Cleanup(func() { sp2.Close() })
 	m2 := p.mailer(t, Config{Queue: sp2, Learning: Learning{TTL: time.Hour}})
-	if route, _ := m2.Route(ctx, "amx.test"); route.Via != Smarthost || !strings.Contains(route.Reason, "blocked using zen.spamhaus.org") {
+	if route, _ := m2.Route(ctx, "amx.test"); route.Via != Relayed || !strings.Contains(route.Reason, "blocked using zen.spamhaus.org") {
 		t.Errorf("after a restart the dry run says %+v", route)
 	}
 
@@ -230,7 +230,7 @@ func TestPeersBlockedPort25(t *testing.T) {
 	dials := p.wire.dials.Load()
 	rcpt := "while-blocked-" + tag + "@example.org"
 	res, _ := send(t, m, "a@sender.test", []string{rcpt}, testBody)
-	if r := wantStatus(t, res, rcpt, Delivered); r.Via != Smarthost || !strings.HasPrefix(r.Route.Reason, "outbound port 25 appears blocked") {
+	if r := wantStatus(t, res, rcpt, Delivered); r.Via != Relayed || !strings.HasPrefix(r.Route.Reason, "outbound port 25 appears blocked") {
 		t.Errorf("while blocked: %+v", r)
 	}
 	if p.wire.dials.Load() != dials {

@@ -1,6 +1,6 @@
 package mailroute
 
-// The smarthost against a real maddy (internal/peers/maddy.sh): a second,
+// The relay against a real maddy (internal/peers/maddy.sh): a second,
 // independent submission implementation beside Postfix's. These tests run
 // when MAILROUTE_PEERS=1 and fail, rather than skip, when maddy is missing.
 
@@ -36,8 +36,8 @@ func TestPeersSmarthostMaddy(t *testing.T) {
 			relay := tc.relay
 			relay.TLSConfig = roots
 			// The default router: gmail.com by name, gws.test by its
-			// Google MX (through CoreDNS), both to the smarthost.
-			m := peerMailer(t, env, Config{Smarthost: &relay})
+			// Google MX (through CoreDNS), both to the relay.
+			m := peerMailer(t, env, Config{Relay: &relay})
 			body, id := uniqueBody(t)
 			rcpts := []string{"friend@gmail.com", "boss@gws.test"}
 			res, err := send(t, m, "a@sender.test", rcpts, body)
@@ -45,7 +45,7 @@ func TestPeersSmarthostMaddy(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, rcpt := range rcpts {
-				if r := wantStatus(t, res, rcpt, Delivered); r.Via != Smarthost || r.Host != "127.0.0.1" {
+				if r := wantStatus(t, res, rcpt, Delivered); r.Via != Relayed || r.Host != "127.0.0.1" {
 					t.Errorf("%s: %+v", rcpt, r)
 				}
 			}
@@ -67,7 +67,7 @@ func TestPeersSmarthostMaddy(t *testing.T) {
 	t.Run("one domain", func(t *testing.T) {
 		relay := cases[0].relay
 		relay.TLSConfig = roots
-		m := peerMailer(t, env, Config{Smarthost: &relay})
+		m := peerMailer(t, env, Config{Relay: &relay})
 		body, id := uniqueBody(t)
 		rcpts := []string{"friend@gmail.com", "Other.Friend@gmail.com"}
 		if _, err := send(t, m, "a@sender.test", rcpts, body); err != nil {
@@ -121,7 +121,7 @@ func maddyCopies(t *testing.T, env peertest.Env, id string, n int) []*peertest.M
 // maddy answers a wrong password with 454 4.7.0, a temporary failure, where
 // Postfix says 535. smarthostError keeps a 4xx to AUTH as the server's
 // transient failure: Deferred, Code 454, not permanent, and not
-// ErrSmarthostAuth (that sentinel is for the 5xx refusals and the local
+// ErrRelayAuth (that sentinel is for the 5xx refusals and the local
 // auth problems, the user's configuration to fix).
 func TestPeersSmarthostMaddyWrongPassword(t *testing.T) {
 	env := peertest.Require(t)
@@ -136,7 +136,7 @@ func TestPeersSmarthostMaddyWrongPassword(t *testing.T) {
 			relay := tc.relay
 			relay.Username, relay.Password = env.MaddyUser, "wrong"
 			relay.TLSConfig = &tls.Config{RootCAs: env.MaddyCertPool(t)}
-			m := peerMailer(t, env, Config{Smarthost: &relay})
+			m := peerMailer(t, env, Config{Relay: &relay})
 			body, id := uniqueBody(t)
 			res, err := send(t, m, "a@sender.test", []string{"friend@gmail.com"}, body)
 			if err == nil {
@@ -153,8 +153,8 @@ func TestPeersSmarthostMaddyWrongPassword(t *testing.T) {
 			if e.Permanent || !e.Temporary() || IsPermanent(err) {
 				t.Errorf("err %v is permanent", err)
 			}
-			if errors.Is(err, ErrSmarthostAuth) || errors.Is(r.Err, ErrSmarthostAuth) {
-				t.Errorf("err %v is ErrSmarthostAuth; a 4xx to AUTH is the server's transient failure", err)
+			if errors.Is(err, ErrRelayAuth) || errors.Is(r.Err, ErrRelayAuth) {
+				t.Errorf("err %v is ErrRelayAuth; a 4xx to AUTH is the server's transient failure", err)
 			}
 			if !errors.Is(r.Err, smtpclient.ErrAuthFailed) {
 				t.Errorf("err %v does not wrap the engine's ErrAuthFailed", r.Err)
@@ -178,10 +178,10 @@ func TestPeersSmarthostMaddyWrongPassword(t *testing.T) {
 // kept, not bounced.
 func TestPeersSmarthostMaddyNoCredentials(t *testing.T) {
 	env := peertest.Require(t)
-	m := peerMailer(t, env, Config{Smarthost: &Relay{Addr: env.MaddySubmissionAddr, TLSConfig: &tls.Config{RootCAs: env.MaddyCertPool(t)}}})
+	m := peerMailer(t, env, Config{Relay: &Relay{Addr: env.MaddySubmissionAddr, TLSConfig: &tls.Config{RootCAs: env.MaddyCertPool(t)}}})
 	res, err := send(t, m, "a@sender.test", []string{"friend@gmail.com"}, testBody)
-	if !errors.Is(err, ErrSmarthostAuth) {
-		t.Fatalf("err %v, want ErrSmarthostAuth", err)
+	if !errors.Is(err, ErrRelayAuth) {
+		t.Fatalf("err %v, want ErrRelayAuth", err)
 	}
 	wantStatus(t, res, "friend@gmail.com", Deferred)
 }

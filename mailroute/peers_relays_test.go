@@ -45,8 +45,8 @@ func TestPeersRelayFailoverAndPerSender(t *testing.T) {
 	postfix := &Relay{Addr: env.SubmissionAddr, Username: env.SmarthostUser, Password: env.SmarthostPass,
 		TLSConfig: &tls.Config{RootCAs: env.CertPool(t)}}
 	m := peerMailer(t, env, Config{
-		Router:       Rules{{Domains: []string{"*"}, Via: Smarthost}},
-		Smarthost:    &Relay{Addr: env.MaddySubmissionAddr, Username: env.MaddyUser, Password: "wrong", TLSConfig: maddyRoots, Failover: "postfix"},
+		Router:       Rules{{Domains: []string{"*"}, Via: Relayed}},
+		Relay:        &Relay{Addr: env.MaddySubmissionAddr, Username: env.MaddyUser, Password: "wrong", TLSConfig: maddyRoots, Failover: "postfix"},
 		Relays:       map[string]*Relay{"postfix": postfix, "maddy": {Addr: env.MaddySubmissionAddr, Username: env.MaddyUser, Password: env.MaddyPass, TLSConfig: maddyRoots}},
 		SenderRelays: map[string]string{"brand.test": "maddy"},
 	})

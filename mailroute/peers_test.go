@@ -1,6 +1,6 @@
 package mailroute
 
-// Tests against real peers: Postfix as MX and as smarthost, CoreDNS as the
+// Tests against real peers: Postfix as MX and as relay, CoreDNS as the
 // DNS server (internal/peers). They run when MAILROUTE_PEERS=1 and fail,
 // rather than skip, when a peer is missing then.
 
@@ -155,7 +155,7 @@ func indexOf(res *Result, rcpt string) int {
 func TestPeersRouting(t *testing.T) {
 	env := peertest.Require(t)
 	m := peerMailer(t, env, Config{})
-	for domain, want := range map[string]Via{"gws.test": Smarthost, "m365.test": Smarthost, "mixed.test": Direct, "example.org": Direct} {
+	for domain, want := range map[string]Via{"gws.test": Relayed, "m365.test": Relayed, "mixed.test": Direct, "example.org": Direct} {
 		r, err := m.Route(context.Background(), "someone@"+domain)
 		if err != nil || r.Via != want {
 			t.Errorf("%s: %+v, %v; want %v", domain, r, err, want)
@@ -182,14 +182,14 @@ func TestPeersSmarthostPostfix(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			relay := tc.relay
 			relay.TLSConfig = roots
-			m := peerMailer(t, env, Config{Smarthost: &relay})
+			m := peerMailer(t, env, Config{Relay: &relay})
 			body, id := uniqueBody(t)
 			res, err := send(t, m, "a@sender.test", []string{"friend@gmail.com", "boss@gws.test"}, body)
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, r := range res.Recipients {
-				if r.Via != Smarthost || r.Host != "127.0.0.1" {
+				if r.Via != Relayed || r.Host != "127.0.0.1" {
 					t.Errorf("%s: %+v", r.Rcpt, r)
 				}
 			}
@@ -210,13 +210,13 @@ func TestPeersSmarthostPostfix(t *testing.T) {
 
 func TestPeersSmarthostWrongPassword(t *testing.T) {
 	env := peertest.Require(t)
-	m := peerMailer(t, env, Config{Smarthost: &Relay{
+	m := peerMailer(t, env, Config{Relay: &Relay{
 		Addr: env.SubmissionAddr, Username: env.SmarthostUser, Password: "wrong",
 		TLSConfig: &tls.Config{RootCAs: env.CertPool(t)},
 	}})
 	res, err := send(t, m, "a@sender.test", []string{"friend@gmail.com"}, testBody)
-	if !errors.Is(err, ErrSmarthostAuth) {
-		t.Fatalf("err %v, want ErrSmarthostAuth", err)
+	if !errors.Is(err, ErrRelayAuth) {
+		t.Fatalf("err %v, want ErrRelayAuth", err)
 	}
 	r := wantStatus(t, res, "friend@gmail.com", Deferred)
 	var e *Error
@@ -229,9 +229,9 @@ func TestPeersSmarthostWrongPassword(t *testing.T) {
 // must fail before AUTH.
 func TestPeersSmarthostUnverifiedCertificate(t *testing.T) {
 	env := peertest.Require(t)
-	m := peerMailer(t, env, Config{Smarthost: &Relay{Addr: env.SubmissionAddr, Username: env.SmarthostUser, Password: env.SmarthostPass}})
+	m := peerMailer(t, env, Config{Relay: &Relay{Addr: env.SubmissionAddr, Username: env.SmarthostUser, Password: env.SmarthostPass}})
 	_, err := send(t, m, "a@sender.test", []string{"friend@gmail.com"}, testBody)
-	if !errors.Is(err, ErrSmarthostTLS) || !strings.Contains(err.Error(), "certificate") {
-		t.Fatalf("err %v, want ErrSmarthostTLS naming the certificate", err)
+	if !errors.Is(err, ErrRelayTLS) || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("err %v, want ErrRelayTLS naming the certificate", err)
 	}
 }

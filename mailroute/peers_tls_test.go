@@ -2,7 +2,7 @@ package mailroute
 
 // Authenticated TLS against real peers: Unbound validating zones signed at
 // peer start (internal/peers/dnssec.sh) with TLSA records made from the
-// Postfix peer's certificate, Postfix as the MX and the smarthost, and an
+// Postfix peer's certificate, Postfix as the MX and the relay, and an
 // MTA-STS policy host served here with a throwaway CA.
 
 import (
@@ -234,15 +234,15 @@ func TestPeersMTASTS(t *testing.T) {
 
 // TestPeersREQUIRETLS: the Postfix peer does not offer REQUIRETLS, so a
 // message that requires it is deferred on both paths — direct, although
-// DANE authenticates the MX, and through the verified smarthost — and
+// DANE authenticates the MX, and through the verified relay — and
 // never arrives.
 func TestPeersREQUIRETLS(t *testing.T) {
 	env := peertest.Require(t)
 	relay := &Relay{Addr: env.SubmissionAddr, Username: env.SmarthostUser, Password: env.SmarthostPass,
 		TLSConfig: &tls.Config{RootCAs: env.CertPool(t), ServerName: "localhost"}}
-	for _, via := range []Via{Direct, Smarthost} {
+	for _, via := range []Via{Direct, Relayed} {
 		t.Run(via.String(), func(t *testing.T) {
-			m := dnssecMailer(t, env, Config{Smarthost: relay, Router: Rules{{Domains: []string{"*"}, Via: via}},
+			m := dnssecMailer(t, env, Config{Relay: relay, Router: Rules{{Domains: []string{"*"}, Via: via}},
 				Fallback: FallbackPolicy{Never: true}})
 			body, _ := uniqueBody(t)
 			ctx, cancel := context.WithTimeout(WithREQUIRETLS(context.Background()), 20*time.Second)

@@ -69,7 +69,7 @@ func wantOneConnection(t *testing.T, s *smtptest.Server, p *latencyproxy.Proxy, 
 	}
 }
 
-// N sequential Sends to the smarthost ride one connection: the first costs
+// N sequential Sends to the relay ride one connection: the first costs
 // connect, greeting, EHLO and MAIL+RCPT+BDAT with the body (pipelined,
 // CHUNKING: go-smtp's server offers it); every later one exactly 1 round
 // trip, with no NOOP, RSET or EHLO in between.
@@ -78,9 +78,9 @@ func TestPerfSmarthostOneRoundTripPerMessage(t *testing.T) {
 	s := smtptest.Start(t, smtptest.Options{})
 	p := perfProxy(t, "", s.Addr)
 	m, err := New(Config{
-		Hostname:  "mail.sender.test",
-		Router:    allSmarthost,
-		Smarthost: &Relay{Addr: p.Addr, InsecurePlaintextLoopback: true},
+		Hostname: "mail.sender.test",
+		Router:   allSmarthost,
+		Relay:    &Relay{Addr: p.Addr, InsecurePlaintextLoopback: true},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -125,12 +125,12 @@ var (
 
 // BigProviders are the mailbox providers that distrust small senders the
 // most: Google, Microsoft, Yahoo (with AOL) and Apple. DefaultRouter sends
-// them through the smarthost.
+// them through the relay.
 var BigProviders = []Provider{Google, Microsoft, Yahoo, Apple}
 
 // DefaultRouter routes BigProviders (recognised by domain or by MX) through
-// the smarthost and everything else direct.
+// the relay and everything else direct.
 var DefaultRouter Router = mustCompile(Rules{
-	{Providers: BigProviders, Via: Smarthost},
+	{Providers: BigProviders, Via: Relayed},
 	{Domains: []string{"*"}, Via: Direct},
 })

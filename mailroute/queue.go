@@ -131,7 +131,7 @@ type QueuedRecipient struct {
 // RetryPolicy is the schedule of the queue. The zero value is the
 // default: first retry 5½ to 6½ minutes after the attempt that deferred,
 // then doubling with ±20% jitter up to 2 hours between attempts, giving up
-// after 5 days, and trying the smarthost from the third attempt of a
+// after 5 days, and trying the relay from the third attempt of a
 // recipient direct delivery keeps deferring.
 //
 // The first retry is aimed at greylisting, the commonest deferral of mail
@@ -163,7 +163,7 @@ type RetryPolicy struct {
 	Multiplier  float64       // 0: 2
 	Jitter      float64       // randomisation factor, 0: 0.2; negative: none
 	// FallbackAfter is how many deferred direct attempts a recipient gets
-	// before the next attempt goes through the smarthost (graylisting that
+	// before the next attempt goes through the relay (graylisting that
 	// never clears, a host that stays down). 0: 2; negative: never.
 	FallbackAfter int
 }
@@ -264,7 +264,7 @@ type Event struct {
 	Rcpt        string
 	Route       Route
 	Via         Via
-	Fallback    bool // the smarthost was tried because direct failed
+	Fallback    bool // the relay was tried because direct failed
 	Host        string
 	TLS         TLSProtection // which TLS protected the attempt (RecipientResult.TLS)
 	Attempt     int           // 1 for the first

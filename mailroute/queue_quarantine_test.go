@@ -204,7 +204,7 @@ func TestQueueReportsNotSaved(t *testing.T) {
 			store := &failingUpdate{Spool: sp, err: errors.New("disk on fire")}
 			clock, events := newFakeClock(), &eventLog{}
 			m := w.queued(Config{Queue: store, DSN: true, Retry: RetryPolicy{FallbackAfter: -1},
-				Smarthost: &Relay{Addr: relay.Addr, InsecurePlaintextLoopback: true}}, clock, events)
+				Relay: &Relay{Addr: relay.Addr, InsecurePlaintextLoopback: true}}, clock, events)
 			qm := &QueuedMessage{From: "a@sender.test", Created: clock.Now(), Recipients: []QueuedRecipient{
 				{Rcpt: "x@dest.test", Queued: clock.Now(), NextAttempt: clock.Now()}}}
 			if err := sp.Enqueue(context.Background(), qm, strings.NewReader(testBody)); err != nil {

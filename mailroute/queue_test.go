@@ -200,7 +200,7 @@ func TestQueueFallbackOverTime(t *testing.T) {
 	w.dns.MX("dest.test", "mx.dest.test")
 	relay := newRelay(t, smtptest.Options{})
 	clock, events := newFakeClock(), &eventLog{}
-	m := w.queued(Config{Smarthost: relay.relay()}, clock, events)
+	m := w.queued(Config{Relay: relay.relay()}, clock, events)
 
 	res, _ := send(t, m, "a@sender.test", []string{"grey@dest.test"}, testBody)
 	wantStatus(t, res, "grey@dest.test", Queued) // greylisting: no fallback at once
@@ -210,12 +210,12 @@ func TestQueueFallbackOverTime(t *testing.T) {
 		t.Fatal("fell back before FallbackAfter direct attempts")
 	}
 	clock.Advance(10 * time.Minute)
-	m.runQueue(t) // third attempt: through the smarthost
+	m.runQueue(t) // third attempt: through the relay
 	if len(relay.s.Messages()) != 1 || m.queueLen(t) != 0 {
 		t.Fatalf("relay got %d, %d queued", len(relay.s.Messages()), m.queueLen(t))
 	}
 	ev := events.last("grey@dest.test")
-	if ev.Kind != EventDelivered || !ev.Fallback || ev.Via != Smarthost || !strings.Contains(ev.Route.Reason, "FallbackAfter") {
+	if ev.Kind != EventDelivered || !ev.Fallback || ev.Via != Relayed || !strings.Contains(ev.Route.Reason, "FallbackAfter") {
 		t.Errorf("event %+v", ev)
 	}
 	if got := strings.Join(events.kinds("grey@dest.test"), ","); got != "queued,deferred,delivered" {

@@ -215,7 +215,7 @@ func domainOf(rcpt string) string {
 }
 
 // jobs groups the due recipients by domain. Recipients whose direct
-// attempts reached RetryPolicy.FallbackAfter go to the smarthost, when there
+// attempts reached RetryPolicy.FallbackAfter go to the relay, when there
 // is one: the fallback over time.
 func (q *queueRuntime) jobs(qm *QueuedMessage, due []int, rcpts []message.Address, body *message.Body, res *Result) []*job {
 	direct := q.m.group(qm.From, utf8Local(qm.From), rcpts, body, res)
@@ -243,7 +243,7 @@ func (q *queueRuntime) jobs(qm *QueuedMessage, due []int, rcpts []message.Addres
 		relayJob := &job{
 			dest: j.dest, from: j.from, utf8: j.utf8, body: j.body, relay: j.relay, result: j.result,
 			forceRelay: true,
-			route: Route{Via: Smarthost, Reason: fmt.Sprintf("%d deferred direct attempts: fallback to the smarthost (RetryPolicy.FallbackAfter)",
+			route: Route{Via: Relayed, Reason: fmt.Sprintf("%d deferred direct attempts: fallback to the relay (RetryPolicy.FallbackAfter)",
 				q.policy.FallbackAfter)},
 		}
 		for _, k := range move {

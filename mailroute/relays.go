@@ -11,7 +11,7 @@ import (
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
 )
 
-// Several relays: Config.Smarthost is the default, Config.Relays names
+// Several relays: Config.Relay is the default, Config.Relays names
 // more. A job's relay is the one its route names, else its sender's
 // (Config.SenderRelays), else the default — the precedence of Postfix's
 // transport maps over sender_dependent_relayhost_maps over relayhost. A
@@ -49,7 +49,7 @@ func (m *Mailer) setupRelays(cfg *Config) error {
 		r := cfg.Relays[name]
 		switch {
 		case name == "":
-			return errors.New(`mailroute: Config.Relays: a relay needs a name ("" is Config.Smarthost)`)
+			return errors.New(`mailroute: Config.Relays: a relay needs a name ("" is Config.Relay)`)
 		case r == nil:
 			return fmt.Errorf("mailroute: Config.Relays[%q] is nil", name)
 		}
@@ -78,7 +78,7 @@ func (m *Mailer) setupRelays(cfg *Config) error {
 		}
 	}
 	if m.relay != nil {
-		if err := link("Config.Smarthost", cfg.Smarthost, m.relay); err != nil {
+		if err := link("Config.Relay", cfg.Relay, m.relay); err != nil {
 			return err
 		}
 	}
@@ -101,7 +101,7 @@ func (m *Mailer) setupRelays(cfg *Config) error {
 		pat, err := dnsname.CompilePattern(key)
 		if err != nil || pat.Kind == dnsname.PatternWildcard {
 			if err == nil {
-				err = errors.New(`"*" is Config.Smarthost's place`)
+				err = errors.New(`"*" is Config.Relay's place`)
 			}
 			return fmt.Errorf("mailroute: Config.SenderRelays[%q]: %w", key, err)
 		}
@@ -149,14 +149,14 @@ func (nr *namedRelays) forSender(from string) *smarthost {
 }
 
 // pickRelay sets the job's relay from its route and sender. j.relay holds
-// the call's default on entry (Config.Smarthost, or SendMail's relay).
+// the call's default on entry (Config.Relay, or SendMail's relay).
 func (m *Mailer) pickRelay(j *job, route Route) *Error {
 	if route.Relay != "" {
 		s, ok := m.relays.byName[route.Relay]
 		if !ok {
 			// A Router of the user's own naming a relay New could not
 			// check: a configuration error, so the mail is kept.
-			return &Error{Command: "route", Err: fmt.Errorf("%w: the route names relay %q, which is not in Config.Relays", ErrNoSmarthost, route.Relay)}
+			return &Error{Command: "route", Err: fmt.Errorf("%w: the route names relay %q, which is not in Config.Relays", ErrNoRelay, route.Relay)}
 		}
 		j.relay = s
 		return nil
@@ -231,7 +231,7 @@ func (m *Mailer) getSession(ctx context.Context, j *job, batch []int) (*smarthos
 			}
 			return s, nil, false, e
 		}
-		m.logAttempt(j, Smarthost, s.host, batch, e, 0)
+		m.logAttempt(j, Relayed, s.host, batch, e, 0)
 		earlier = append(earlier, e)
 		s = s.failover
 	}

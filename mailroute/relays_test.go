@@ -38,11 +38,11 @@ func TestRelaysRuleNamesRelay(t *testing.T) {
 	def, gmail := newRelay(t, smtptest.Options{}), newRelay(t, smtptest.Options{})
 	w := newDirectWorld(t)
 	m := w.mailer(Config{
-		Smarthost: def.relay(),
-		Relays:    map[string]*Relay{"google": gmail.relay()},
+		Relay:  def.relay(),
+		Relays: map[string]*Relay{"google": gmail.relay()},
 		Router: Rules{
-			{Domains: []string{"gmail.test"}, Via: Smarthost, Relay: "google"},
-			{Domains: []string{"*"}, Via: Smarthost},
+			{Domains: []string{"gmail.test"}, Via: Relayed, Relay: "google"},
+			{Domains: []string{"*"}, Via: Relayed},
 		},
 	})
 	if _, err := send(t, m, "a@sender.test", []string{"x@gmail.test", "y@other.test"}, testBody); err != nil {
@@ -55,7 +55,7 @@ func TestRelaysRuleNamesRelay(t *testing.T) {
 		t.Errorf("default relay got %v", got)
 	}
 	r, err := m.Route(t.Context(), "x@gmail.test")
-	if err != nil || r.Relay != "google" || r.Via != Smarthost {
+	if err != nil || r.Relay != "google" || r.Via != Relayed {
 		t.Errorf("dry run: %+v, %v", r, err)
 	}
 }
@@ -97,7 +97,7 @@ func TestRelaysFailover(t *testing.T) {
 			primary.Failover = "backup"
 			backup := newRelay(t, smtptest.Options{})
 			w := newDirectWorld(t)
-			m := w.mailer(Config{Smarthost: primary, Relays: map[string]*Relay{"backup": backup.relay()}, Router: allSmarthost})
+			m := w.mailer(Config{Relay: primary, Relays: map[string]*Relay{"backup": backup.relay()}, Router: allSmarthost})
 			res, _ := send(t, m, "a@sender.test", []string{"b@dest.test"}, testBody)
 			r := wantStatus(t, res, "b@dest.test", tt.status)
 			if got := len(relayed(backup)); (got == 1) != tt.wantNext || got > 1 {
@@ -120,7 +120,7 @@ func TestRelaysFailoverChainExhausted(t *testing.T) {
 	a.Failover, b.Failover = "b", "c"
 	c := newRelay(t, smtptest.Options{Greeting421: true})
 	w := newDirectWorld(t)
-	m := w.mailer(Config{Smarthost: a, Relays: map[string]*Relay{"b": b, "c": c.relay()}, Router: allSmarthost})
+	m := w.mailer(Config{Relay: a, Relays: map[string]*Relay{"b": b, "c": c.relay()}, Router: allSmarthost})
 	res, err := send(t, m, "a@sender.test", []string{"b@dest.test"}, testBody)
 	r := wantStatus(t, res, "b@dest.test", Deferred)
 	var e *Error
@@ -140,12 +140,12 @@ func TestRelaysPerSender(t *testing.T) {
 	def, brand1, brand2, pinned := newRelay(t, smtptest.Options{}), newRelay(t, smtptest.Options{}), newRelay(t, smtptest.Options{}), newRelay(t, smtptest.Options{})
 	w := newDirectWorld(t)
 	m := w.mailer(Config{
-		Smarthost:    def.relay(),
+		Relay:        def.relay(),
 		Relays:       map[string]*Relay{"brand1": brand1.relay(), "brand2": brand2.relay(), "pinned": pinned.relay()},
 		SenderRelays: map[string]string{"brand1.test": "brand1", ".brand2.test": "brand2"},
 		Router: Rules{
-			{Domains: []string{"pinned.test"}, Via: Smarthost, Relay: "pinned"},
-			{Domains: []string{"*"}, Via: Smarthost},
+			{Domains: []string{"pinned.test"}, Via: Relayed, Relay: "pinned"},
+			{Domains: []string{"*"}, Via: Relayed},
 		},
 	})
 	for _, tt := range []struct{ from, to string }{
@@ -176,9 +176,9 @@ func TestRelaysFallbackUsesRouteRelay(t *testing.T) {
 	w.dns.MX("dest.test", "mx.dest.test")
 	def, fb := newRelay(t, smtptest.Options{}), newRelay(t, smtptest.Options{})
 	m := w.mailer(Config{
-		Smarthost: def.relay(),
-		Relays:    map[string]*Relay{"fallback": fb.relay()},
-		Router:    Rules{{Domains: []string{"*"}, Via: Direct, Relay: "fallback"}},
+		Relay:  def.relay(),
+		Relays: map[string]*Relay{"fallback": fb.relay()},
+		Router: Rules{{Domains: []string{"*"}, Via: Direct, Relay: "fallback"}},
 	})
 	res, err := send(t, m, "a@sender.test", []string{"b@dest.test"}, testBody)
 	if err != nil {
@@ -201,9 +201,9 @@ func TestRelaysQueueFallbackUsesRouteRelay(t *testing.T) {
 	def, fb := newRelay(t, smtptest.Options{}), newRelay(t, smtptest.Options{})
 	clock, events := newFakeClock(), &eventLog{}
 	m := w.queued(Config{
-		Smarthost: def.relay(),
-		Relays:    map[string]*Relay{"fallback": fb.relay()},
-		Router:    Rules{{Domains: []string{"*"}, Via: Direct, Relay: "fallback"}},
+		Relay:  def.relay(),
+		Relays: map[string]*Relay{"fallback": fb.relay()},
+		Router: Rules{{Domains: []string{"*"}, Via: Direct, Relay: "fallback"}},
 	}, clock, events)
 	res, _ := send(t, m, "a@sender.test", []string{"grey@dest.test"}, testBody)
 	wantStatus(t, res, "grey@dest.test", Queued)
@@ -220,12 +220,12 @@ func TestRelaysQueueFallbackUsesRouteRelay(t *testing.T) {
 func TestRelaysUnknownNameFromRouter(t *testing.T) {
 	def := newRelay(t, smtptest.Options{})
 	w := newDirectWorld(t)
-	m := w.mailer(Config{Smarthost: def.relay(), Router: RouterFunc(func(_ context.Context, d *Destination) (Route, error) {
-		return Route{Via: Smarthost, Relay: "nope", Reason: "mine"}, nil
+	m := w.mailer(Config{Relay: def.relay(), Router: RouterFunc(func(_ context.Context, d *Destination) (Route, error) {
+		return Route{Via: Relayed, Relay: "nope", Reason: "mine"}, nil
 	})})
 	res, err := send(t, m, "a@sender.test", []string{"b@dest.test"}, testBody)
 	wantStatus(t, res, "b@dest.test", Deferred)
-	if !errors.Is(err, ErrNoSmarthost) || !strings.Contains(err.Error(), `"nope"`) || len(relayed(def)) != 0 {
+	if !errors.Is(err, ErrNoRelay) || !strings.Contains(err.Error(), `"nope"`) || len(relayed(def)) != 0 {
 		t.Errorf("err %v", err)
 	}
 }
@@ -240,13 +240,13 @@ func TestRelaysConfigValidation(t *testing.T) {
 		{Config{Relays: map[string]*Relay{"": ok()}}, "needs a name"},
 		{Config{Relays: map[string]*Relay{"a": nil}}, "is nil"},
 		{Config{Relays: map[string]*Relay{"a": {Addr: "nohost"}}}, `Config.Relays["a"]: Relay.Addr`},
-		{Config{Smarthost: loop("b")}, `Config.Smarthost.Failover names "b"`},
+		{Config{Relay: loop("b")}, `Config.Relay.Failover names "b"`},
 		{Config{Relays: map[string]*Relay{"a": loop("b"), "b": loop("a")}}, "comes back"},
 		{Config{Relays: map[string]*Relay{"a": loop("a")}}, "comes back"},
 		{Config{SenderRelays: map[string]string{"brand.test": "x"}}, `names "x"`},
-		{Config{Relays: map[string]*Relay{"a": ok()}, SenderRelays: map[string]string{"*": "a"}}, "Smarthost's place"},
+		{Config{Relays: map[string]*Relay{"a": ok()}, SenderRelays: map[string]string{"*": "a"}}, "Relay's place"},
 		{Config{Relays: map[string]*Relay{"a": ok()}, SenderRelays: map[string]string{"bad domain": "a"}}, "SenderRelays"},
-		{Config{Router: Rules{{Domains: []string{"*"}, Via: Smarthost, Relay: "x"}}}, `rule 1: Relay "x"`},
+		{Config{Router: Rules{{Domains: []string{"*"}, Via: Relayed, Relay: "x"}}}, `rule 1: Relay "x"`},
 	} {
 		tt.cfg.Hostname = "mail.example.net"
 		_, err := New(tt.cfg)

@@ -15,7 +15,7 @@ type requireTLSKey struct{}
 // WithREQUIRETLS returns a context that marks the messages sent with it
 // as requiring TLS (RFC 8689 REQUIRETLS): each goes only over TLS whose
 // server was authenticated — by DANE, by an MTA-STS policy naming the MX
-// host, or the smarthost by its configured name — to a server that offers
+// host, or the relay by its configured name — to a server that offers
 // REQUIRETLS, with the REQUIRETLS MAIL parameter so that the next hops
 // honour it too. Where no such hop exists the recipient is deferred with
 // ErrREQUIRETLS, never sent otherwise; a message with the mark is not put
@@ -62,7 +62,7 @@ func headerSaysTLSRequiredNo(r interface{ Read([]byte) (int, error) }) bool {
 	}
 }
 
-// relayREQUIRETLS refuses the smarthost for a REQUIRETLS message when its
+// relayREQUIRETLS refuses the relay for a REQUIRETLS message when its
 // session is not verified or it does not offer REQUIRETLS.
 func relayREQUIRETLS(j *job, c *smtpclient.Conn, level TLSProtection) *Error {
 	if !j.requireTLS {

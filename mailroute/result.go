@@ -44,10 +44,10 @@ type RecipientResult struct {
 	Via Via
 	// Route is the routing decision, with its reason.
 	Route Route
-	// Fallback is true when the smarthost delivered or was tried because
+	// Fallback is true when the relay delivered or was tried because
 	// direct delivery failed.
 	Fallback bool
-	// Host is the server that answered last: MX host name or smarthost.
+	// Host is the server that answered last: MX host name or relay.
 	Host string
 	// TLS says which TLS protected the transaction that delivered or
 	// refused the recipient: none, unverified (opportunistic), verified
@@ -65,7 +65,7 @@ type RecipientResult struct {
 	// holds both failures, the relay's first.
 	Err error
 	// DirectErr is the direct-delivery failure that made the recipient fall
-	// back to the smarthost (Fallback is true), whether the relay then
+	// back to the relay (Fallback is true), whether the relay then
 	// delivered or not.
 	DirectErr error
 }

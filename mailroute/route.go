@@ -12,17 +12,17 @@ type Via uint8
 const (
 	// Direct delivers from this host to the destination's MX hosts (port 25).
 	Direct Via = 1
-	// Smarthost hands the message to the configured relay.
-	Smarthost Via = 2
+	// Relayed hands the message to the configured relay.
+	Relayed Via = 2
 )
 
-// String returns "direct", "smarthost", or "none" for the zero value.
+// String returns "direct", "relay", or "none" for the zero value.
 func (v Via) String() string {
 	switch v {
 	case Direct:
 		return "direct"
-	case Smarthost:
-		return "smarthost"
+	case Relayed:
+		return "relay"
 	case 0:
 		return "none"
 	}
@@ -33,8 +33,8 @@ func (v Via) String() string {
 type Route struct {
 	Via Via
 	// Relay names the relay of Config.Relays to use: the one that
-	// delivers a Smarthost route, and the fallback of a Direct one. "":
-	// the sender's relay (Config.SenderRelays), else Config.Smarthost.
+	// delivers a Relayed route, and the fallback of a Direct one. "":
+	// the sender's relay (Config.SenderRelays), else Config.Relay.
 	Relay string
 	// Reason says which rule or provider decided, and what it saw, e.g.
 	// `every MX of acme.com is Google (aspmx.l.google.com)`.

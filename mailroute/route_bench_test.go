@@ -12,7 +12,7 @@ func BenchmarkRouteRuleHit(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if r, err := m.Route(ctx, "friend@gmail.com"); err != nil || r.Via != Smarthost {
+		if r, err := m.Route(ctx, "friend@gmail.com"); err != nil || r.Via != Relayed {
 			b.Fatal(r, err)
 		}
 	}
@@ -22,7 +22,7 @@ func BenchmarkRouteRuleHit(b *testing.B) {
 func BenchmarkRouteDomainPattern(b *testing.B) {
 	m, _ := newTestMailer(b, Config{Router: Rules{
 		{Domains: []string{"partner.test", ".internal.test"}, Via: Direct},
-		{Providers: BigProviders, Via: Smarthost},
+		{Providers: BigProviders, Via: Relayed},
 		{Domains: []string{"*"}, Via: Direct},
 	}})
 	ctx := context.Background()
@@ -44,7 +44,7 @@ func BenchmarkRouteCachedMX(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if r, err := m.Route(ctx, "boss@acme.test"); err != nil || r.Via != Smarthost {
+		if r, err := m.Route(ctx, "boss@acme.test"); err != nil || r.Via != Relayed {
 			b.Fatal(r, err)
 		}
 	}

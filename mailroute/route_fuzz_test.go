@@ -18,8 +18,8 @@ func FuzzRoute(f *testing.F) {
 		f.Add(s)
 	}
 	rules := Rules{
-		{Domains: []string{"gmail.com"}, Via: Smarthost},
-		{Domains: []string{".example.com"}, Via: Smarthost},
+		{Domains: []string{"gmail.com"}, Via: Relayed},
+		{Domains: []string{".example.com"}, Via: Relayed},
 		{Domains: []string{"*"}, Via: Direct},
 	}
 	m, err := New(Config{Hostname: "mail.sender.test", Router: rules, Resolver: failingResolver{}})
@@ -47,7 +47,7 @@ func FuzzRoute(f *testing.F) {
 		}
 		want := Direct
 		if norm == "gmail.com" || dnsname.HasSuffix(norm, "example.com") {
-			want = Smarthost
+			want = Relayed
 		}
 		if r.Via != want {
 			t.Fatalf("Route(%q) = %v (%s), want %v", in, r.Via, r.Reason, want)

@@ -61,18 +61,18 @@ func TestDefaultRouter(t *testing.T) {
 		via    Via
 		reason []string // substrings the reason must hold
 	}{
-		{"friend@gmail.com", Smarthost, []string{"gmail.com is a Google mailbox domain"}},
-		{"x@GoogleMail.COM.", Smarthost, []string{"googlemail.com", "Google"}},
-		{"x@hotmail.co.uk", Smarthost, []string{"Microsoft mailbox domain"}},
-		{"x@aol.com", Smarthost, []string{"Yahoo"}},
-		{"x@me.com", Smarthost, []string{"Apple"}},
-		{"boss@acme.test", Smarthost, []string{"every MX of acme.test is Google", "aspmx.l.google.com", "alt1.aspmx.l.google.com"}},
-		{"newgoogle.test", Smarthost, []string{"Google", "smtp.google.com"}},
-		{"contoso.test", Smarthost, []string{"every MX of contoso.test is Microsoft", "contoso-test.mail.protection.outlook.com"}},
-		{"fabrikam.test", Smarthost, []string{"Microsoft", "mx.microsoft"}},
-		{"aolvanity.test", Smarthost, []string{"Yahoo"}},
-		{"icloudplus.test", Smarthost, []string{"Apple"}},
-		{"user@Bücher.test", Smarthost, []string{"xn--bcher-kva.test", "Google"}},
+		{"friend@gmail.com", Relayed, []string{"gmail.com is a Google mailbox domain"}},
+		{"x@GoogleMail.COM.", Relayed, []string{"googlemail.com", "Google"}},
+		{"x@hotmail.co.uk", Relayed, []string{"Microsoft mailbox domain"}},
+		{"x@aol.com", Relayed, []string{"Yahoo"}},
+		{"x@me.com", Relayed, []string{"Apple"}},
+		{"boss@acme.test", Relayed, []string{"every MX of acme.test is Google", "aspmx.l.google.com", "alt1.aspmx.l.google.com"}},
+		{"newgoogle.test", Relayed, []string{"Google", "smtp.google.com"}},
+		{"contoso.test", Relayed, []string{"every MX of contoso.test is Microsoft", "contoso-test.mail.protection.outlook.com"}},
+		{"fabrikam.test", Relayed, []string{"Microsoft", "mx.microsoft"}},
+		{"aolvanity.test", Relayed, []string{"Yahoo"}},
+		{"icloudplus.test", Relayed, []string{"Apple"}},
+		{"user@Bücher.test", Relayed, []string{"xn--bcher-kva.test", "Google"}},
 		{"mixed.test", Direct, []string{`"*"`}},
 		{"smallisp.test", Direct, []string{`"*"`}},
 		{"notgoogle.test", Direct, nil},
@@ -145,9 +145,9 @@ func TestRouteBadInput(t *testing.T) {
 
 func TestRulesOrderAndPatterns(t *testing.T) {
 	rules := Rules{
-		{Domains: []string{"vip.smallisp.test"}, Via: Smarthost},
+		{Domains: []string{"vip.smallisp.test"}, Via: Relayed},
 		{Domains: []string{".smallisp.test"}, Via: Direct},
-		{Providers: []Provider{Google}, Via: Smarthost},
+		{Providers: []Provider{Google}, Via: Relayed},
 		{Domains: []string{".test"}, Via: Direct},
 	}
 	m, _ := newTestMailer(t, Config{Router: rules})
@@ -156,11 +156,11 @@ func TestRulesOrderAndPatterns(t *testing.T) {
 		via    Via
 		reason string
 	}{
-		{"vip.smallisp.test", Smarthost, `rule 1 matches "vip.smallisp.test"`},
+		{"vip.smallisp.test", Relayed, `rule 1 matches "vip.smallisp.test"`},
 		{"smallisp.test", Direct, `rule 2 matches ".smallisp.test"`},
 		{"a.b.smallisp.test", Direct, `rule 2`},
-		{"acme.test", Smarthost, `rule 3: every MX of acme.test is Google`},
-		{"gmail.com", Smarthost, `gmail.com is a Google mailbox domain (rule 3)`},
+		{"acme.test", Relayed, `rule 3: every MX of acme.test is Google`},
+		{"gmail.com", Relayed, `gmail.com is a Google mailbox domain (rule 3)`},
 		{"contoso.test", Direct, `rule 4 matches ".test"`},
 	}
 	for _, tt := range tests {
@@ -182,7 +182,7 @@ func TestRulesValidation(t *testing.T) {
 		rules Rules
 		want  string
 	}{
-		{Rules{{Domains: []string{"gmail.com"}}}, "Via must be Direct or Smarthost"},
+		{Rules{{Domains: []string{"gmail.com"}}}, "Via must be Direct or Relayed"},
 		{Rules{{Via: Direct}}, "matches nothing"},
 		{Rules{{Domains: []string{"*.example.com"}, Via: Direct}}, `"*.example.com"`},
 		{Rules{{Domains: []string{"a..b"}, Via: Direct}}, `"a..b"`},
@@ -213,9 +213,9 @@ func TestConfigValidation(t *testing.T) {
 		{Config{Hostname: "app.localhost"}, "not a fully qualified"},
 		{Config{Hostname: "mail.example.com", Direct: DirectOptions{Port: 70000}}, "Port"},
 		{Config{Hostname: "mail.example.com", Direct: DirectOptions{DANEResolver: "127.0.0.1"}}, "DANEResolver"},
-		{Config{Hostname: "mail.example.com", Smarthost: &Relay{Addr: "smtp.example.com"}}, "host:port"},
-		{Config{Hostname: "mail.example.com", Smarthost: &Relay{Addr: "smtp.example.com:http"}}, "bad port"},
-		{Config{Hostname: "mail.example.com", Smarthost: &Relay{Addr: ":587"}}, "no host"},
+		{Config{Hostname: "mail.example.com", Relay: &Relay{Addr: "smtp.example.com"}}, "host:port"},
+		{Config{Hostname: "mail.example.com", Relay: &Relay{Addr: "smtp.example.com:http"}}, "bad port"},
+		{Config{Hostname: "mail.example.com", Relay: &Relay{Addr: ":587"}}, "no host"},
 	}
 	for _, tt := range bad {
 		if _, err := New(tt.cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -230,9 +230,9 @@ func TestConfigValidation(t *testing.T) {
 func TestChain(t *testing.T) {
 	m, _ := newTestMailer(t, Config{})
 	pass := RouterFunc(func(context.Context, *Destination) (Route, error) { return Route{}, nil })
-	vip := Rules{{Domains: []string{"vip.test"}, Via: Smarthost}}
+	vip := Rules{{Domains: []string{"vip.test"}, Via: Relayed}}
 	chain := Chain(pass, vip, DefaultRouter)
-	for domain, want := range map[string]Via{"vip.test": Smarthost, "smallisp.test": Direct, "acme.test": Smarthost} {
+	for domain, want := range map[string]Via{"vip.test": Relayed, "smallisp.test": Direct, "acme.test": Relayed} {
 		d, _ := m.destination(domain)
 		r, err := chain.Route(context.Background(), d)
 		if err != nil || r.Via != want {
@@ -266,7 +266,7 @@ func TestConcurrentRouteOneQuery(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			r, err := m.Route(context.Background(), "someone@acme.test")
-			if err != nil || r.Via != Smarthost {
+			if err != nil || r.Via != Relayed {
 				t.Errorf("%+v, %v", r, err)
 			}
 		}()

@@ -24,12 +24,12 @@ type Rule struct {
 	// Providers match by mailbox domain first and by MX hosts second; the
 	// MX lookup is the one delivery uses, through the Mailer's cache.
 	Providers []Provider
-	// Via is Direct or Smarthost.
+	// Via is Direct or Relayed.
 	Via Via
 	// Relay names the relay of Config.Relays these destinations use: the
-	// one that delivers a Smarthost route, and the fallback of a Direct
+	// one that delivers a Relayed route, and the fallback of a Direct
 	// one. "": the sender's relay (Config.SenderRelays) or the default,
-	// Config.Smarthost.
+	// Config.Relay.
 	Relay string
 }
 
@@ -94,8 +94,8 @@ func compileRules(rs Rules) (*compiledRules, error) {
 	for i, r := range rs {
 		label := "rule " + strconv.Itoa(i+1)
 		cr := compiledRule{via: r.Via, relay: r.Relay, exact: make(map[string]string), label: label}
-		if r.Via != Direct && r.Via != Smarthost {
-			return nil, fmt.Errorf("mailroute: %s: Via must be Direct or Smarthost, not %v", label, r.Via)
+		if r.Via != Direct && r.Via != Relayed {
+			return nil, fmt.Errorf("mailroute: %s: Via must be Direct or Relayed, not %v", label, r.Via)
 		}
 		if len(r.Domains) == 0 && len(r.Providers) == 0 {
 			return nil, fmt.Errorf("mailroute: %s matches nothing: give it Domains or Providers", label)

@@ -42,7 +42,7 @@ func (m *Mailer) Send(ctx context.Context, from string, to []string, msg io.Read
 	return m.send(ctx, from, to, msg, m.relay)
 }
 
-// send is Send with the smarthost to use for this call (nil: none).
+// send is Send with the relay to use for this call (nil: none).
 func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Reader, relay *smarthost) (*Result, error) {
 	ctx, leave, ok := m.sends.enter(ctx)
 	if !ok {
@@ -195,7 +195,7 @@ func (m *Mailer) group(from string, fromUTF8 bool, rcpts []message.Address, body
 }
 
 // deliver routes one destination and hands it to the chosen transport. A
-// job the queue marked for the smarthost skips routing.
+// job the queue marked for the relay skips routing.
 func (m *Mailer) deliver(ctx context.Context, j *job) {
 	start := time.Now()
 	defer func() { m.figures.record(ctx, j, m.providerOf(j.dest), time.Since(start)) }()
@@ -238,7 +238,7 @@ func (m *Mailer) deliver(ctx context.Context, j *job) {
 		route, site, probe = m.learn.route(ctx, j)
 		j.route = route
 	}
-	if route.Via == Smarthost {
+	if route.Via == Relayed {
 		m.deliverSmarthost(ctx, j)
 		return
 	}
@@ -254,7 +254,7 @@ func (m *Mailer) deliver(ctx context.Context, j *job) {
 	}
 }
 
-// fallback re-sends through the smarthost the recipients whose direct
+// fallback re-sends through the relay the recipients whose direct
 // failure the policy says the relay can fix. Their results then describe
 // the relay attempt, with Fallback set and the direct failure in DirectErr.
 func (m *Mailer) fallback(ctx context.Context, j *job) {

@@ -83,7 +83,7 @@ func TestErrorTextsNoInternalNamesNoStutter(t *testing.T) {
 		}},
 		{"no MX: routing needs DNS", func(t *testing.T) error {
 			w := newDirectWorld(t)
-			m := w.mailer(Config{Router: Rules{{Providers: BigProviders, Via: Smarthost}, {Domains: []string{"*"}, Via: Direct}}})
+			m := w.mailer(Config{Router: Rules{{Providers: BigProviders, Via: Relayed}, {Domains: []string{"*"}, Via: Direct}}})
 			w.dns.ServFail("dest.test")
 			_, err := send(t, m, "a@sender.test", []string{"b@dest.test"}, testBody)
 			return err
@@ -94,7 +94,7 @@ func TestErrorTextsNoInternalNamesNoStutter(t *testing.T) {
 			_, err := send(t, m, "a@sender.test", []string{"b@dest.test"}, testBody)
 			return err
 		}},
-		{"no smarthost", func(t *testing.T) error {
+		{"no relay", func(t *testing.T) error {
 			w := newDirectWorld(t)
 			m := w.mailer(Config{Router: allSmarthost})
 			_, err := send(t, m, "a@sender.test", []string{"b@dest.test"}, testBody)

@@ -10,16 +10,16 @@ import (
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
 )
 
-// Pool defaults for the smarthost.
+// Pool defaults for the relay.
 const (
 	defaultMaxIdle     = 2
 	defaultIdleTimeout = 60 * time.Second
 )
 
-// smarthost is the relay: how to reach it and its pool of idle,
+// relay is the relay: how to reach it and its pool of idle,
 // authenticated sessions.
 type smarthost struct {
-	name     string     // in Config.Relays; "" for Config.Smarthost and SendMail's
+	name     string     // in Config.Relays; "" for Config.Relay and SendMail's
 	failover *smarthost // Relay.Failover; nil: none
 	host     string     // for TLS verification and errors
 	addr     string
@@ -93,15 +93,15 @@ func (s *smarthost) dial(ctx context.Context) (*smtpclient.Conn, *Error) {
 }
 
 // smarthostError classifies a relay failure: a TLS or authentication
-// problem is the user's configuration to fix, so it wraps ErrSmarthostTLS
-// or ErrSmarthostAuth and is never permanent (the mail is kept, not
+// problem is the user's configuration to fix, so it wraps ErrRelayTLS
+// or ErrRelayAuth and is never permanent (the mail is kept, not
 // bounced). A 454 to AUTH is transient (maddy answers a wrong password so).
 func smarthostError(err error) *Error {
 	var ce *smtpclient.Error
 	errors.As(err, &ce)
 	switch {
 	case errors.Is(err, smtpclient.ErrTLSFailed), errors.Is(err, smtpclient.ErrTLSUnavailable):
-		e := fromClient(err, ErrSmarthostTLS)
+		e := fromClient(err, ErrRelayTLS)
 		e.Permanent = false
 		return e
 	case errors.Is(err, smtpclient.ErrAuthFailed) && ce != nil && ce.Code >= 400 && ce.Code < 500:
@@ -109,7 +109,7 @@ func smarthostError(err error) *Error {
 	case errors.Is(err, smtpclient.ErrAuthFailed), errors.Is(err, smtpclient.ErrNoAuthMechanism),
 		errors.Is(err, smtpclient.ErrAuthRefusedInsecure),
 		authRequired(ce):
-		e := fromClient(err, ErrSmarthostAuth)
+		e := fromClient(err, ErrRelayAuth)
 		e.Permanent = false
 		return e
 	}
@@ -136,8 +136,8 @@ func authRequired(ce *smtpclient.Error) bool {
 // accepted anything is replaced once, transparently.
 func (m *Mailer) deliverSmarthost(ctx context.Context, j *job) {
 	if j.relay == nil {
-		j.failAll(&Error{Command: "route", Err: ErrNoSmarthost}, "")
-		m.logAttempt(j, Smarthost, "", j.pending(), &Error{Err: ErrNoSmarthost}, 0)
+		j.failAll(&Error{Command: "route", Err: ErrNoRelay}, "")
+		m.logAttempt(j, Relayed, "", j.pending(), &Error{Err: ErrNoRelay}, 0)
 		return
 	}
 	pending := j.pending()
@@ -153,16 +153,16 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 	s, c, pooled, e := m.getSession(ctx, j, batch)
 	if e != nil {
 		j.fail(batch, e, s.host)
-		m.logAttempt(j, Smarthost, s.host, batch, e, time.Since(start))
+		m.logAttempt(j, Relayed, s.host, batch, e, time.Since(start))
 		return
 	}
 	if e := relayREQUIRETLS(j, c, s.pool.tls); e != nil {
 		j.fail(batch, e, s.host)
-		m.logAttempt(j, Smarthost, s.host, batch, e, time.Since(start))
+		m.logAttempt(j, Relayed, s.host, batch, e, time.Since(start))
 		s.pool.put(c)
 		return
 	}
-	if batch = j.withoutSMTPUTF8(c, batch, Smarthost); len(batch) == 0 {
+	if batch = j.withoutSMTPUTF8(c, batch, Relayed); len(batch) == 0 {
 		s.pool.put(c)
 		return
 	}
@@ -170,7 +170,7 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 	if pooled && redialable(ctx, res, err) {
 		if c, e = s.pool.redial(ctx, c); e != nil {
 			j.fail(batch, e, s.host)
-			m.logAttempt(j, Smarthost, s.host, batch, e, time.Since(start))
+			m.logAttempt(j, Relayed, s.host, batch, e, time.Since(start))
 			return
 		}
 		res, err = c.Send(ctx, j.tx(batch))
@@ -182,14 +182,14 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 			// credentials for a relay that wants them.
 			e := smarthostError(err)
 			j.fail(batch, e, s.host)
-			m.logAttempt(j, Smarthost, s.host, batch, e, time.Since(start))
+			m.logAttempt(j, Relayed, s.host, batch, e, time.Since(start))
 			s.pool.put(c)
 			return
 		}
 	}
-	j.record(batch, res, s.host, Smarthost)
+	j.record(batch, res, s.host, Relayed)
 	j.setTLS(batch, sessionTLS(c, s.pool.tls))
-	m.logTx(j, Smarthost, s.host, batch, res, err, time.Since(start))
+	m.logTx(j, Relayed, s.host, batch, res, err, time.Since(start))
 	s.pool.put(c)
 }
 

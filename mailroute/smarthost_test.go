@@ -45,11 +45,11 @@ func (w *relayWorld) relay() *Relay {
 }
 
 // allSmarthost routes every domain to the relay.
-var allSmarthost = Rules{{Domains: []string{"*"}, Via: Smarthost}}
+var allSmarthost = Rules{{Domains: []string{"*"}, Via: Relayed}}
 
 func (w *relayWorld) mailer(r *Relay) *Mailer {
 	w.t.Helper()
-	m, err := New(Config{Hostname: "mail.sender.test", Router: allSmarthost, Smarthost: r})
+	m, err := New(Config{Hostname: "mail.sender.test", Router: allSmarthost, Relay: r})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -66,12 +66,12 @@ func TestSmarthostDelivers(t *testing.T) {
 	}
 	for _, rcpt := range []string{"friend@gmail.com", "boss@acme.test"} {
 		r := wantStatus(t, res, rcpt, Delivered)
-		if r.Via != Smarthost || r.Host != "127.0.0.1" || r.Fallback {
+		if r.Via != Relayed || r.Host != "127.0.0.1" || r.Fallback {
 			t.Errorf("%s: %+v", rcpt, r)
 		}
 	}
 	r := wantStatus(t, res, "reject@gmail.com", Failed)
-	if errors.Is(r.Err, ErrSmarthostAuth) || !IsPermanent(r.Err) {
+	if errors.Is(r.Err, ErrRelayAuth) || !IsPermanent(r.Err) {
 		t.Errorf("a per-recipient rejection is not a configuration error: %v", r.Err)
 	}
 	msgs := w.s.Messages()
@@ -111,8 +111,8 @@ func TestSmarthostWrongPassword(t *testing.T) {
 	r := w.relay()
 	r.Password = "wrong"
 	res, err := send(t, w.mailer(r), "a@sender.test", []string{"b@dest.test"}, testBody)
-	if !errors.Is(err, ErrSmarthostAuth) {
-		t.Fatalf("err %v, want ErrSmarthostAuth", err)
+	if !errors.Is(err, ErrRelayAuth) {
+		t.Fatalf("err %v, want ErrRelayAuth", err)
 	}
 	rr := wantStatus(t, res, "b@dest.test", Deferred) // kept, not bounced
 	var e *Error
@@ -130,8 +130,8 @@ func TestSmarthostNoTLSNoCredentials(t *testing.T) {
 	s := smtptest.Start(t, smtptest.Options{Auth: map[string]string{"user@sender.test": "s3cret"}, AllowInsecureAuth: true})
 	w := &relayWorld{t: t, ca: testpki.New(t), s: s}
 	res, err := send(t, w.mailer(w.relay()), "a@sender.test", []string{"b@dest.test"}, testBody)
-	if !errors.Is(err, ErrSmarthostTLS) {
-		t.Fatalf("err %v, want ErrSmarthostTLS", err)
+	if !errors.Is(err, ErrRelayTLS) {
+		t.Fatalf("err %v, want ErrRelayTLS", err)
 	}
 	wantStatus(t, res, "b@dest.test", Deferred)
 	tr := w.s.Transcript()
@@ -144,8 +144,8 @@ func TestSmarthostBrokenTLSNoCredentials(t *testing.T) {
 	s := smtptest.Start(t, smtptest.Options{BrokenTLS: true, Auth: map[string]string{"user@sender.test": "s3cret"}, AllowInsecureAuth: true})
 	w := &relayWorld{t: t, ca: testpki.New(t), s: s}
 	_, err := send(t, w.mailer(w.relay()), "a@sender.test", []string{"b@dest.test"}, testBody)
-	if !errors.Is(err, ErrSmarthostTLS) {
-		t.Fatalf("err %v, want ErrSmarthostTLS", err)
+	if !errors.Is(err, ErrRelayTLS) {
+		t.Fatalf("err %v, want ErrRelayTLS", err)
 	}
 	if bytes.Contains(bytes.ToUpper(s.Transcript()), []byte("AUTH ")) {
 		t.Fatal("AUTH written after a failed handshake")
@@ -166,8 +166,8 @@ func TestSmarthostCertificateProblems(t *testing.T) {
 			})
 			w := &relayWorld{t: t, ca: ca, s: s}
 			_, err := send(t, w.mailer(w.relay()), "a@sender.test", []string{"b@dest.test"}, testBody)
-			if !errors.Is(err, ErrSmarthostTLS) {
-				t.Fatalf("err %v, want ErrSmarthostTLS", err)
+			if !errors.Is(err, ErrRelayTLS) {
+				t.Fatalf("err %v, want ErrRelayTLS", err)
 			}
 			if !strings.Contains(err.Error(), "certificate") {
 				t.Errorf("error does not say what is wrong with the certificate: %v", err)
@@ -235,8 +235,8 @@ func TestSmarthostNotConfigured(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := send(t, m, "a@sender.test", []string{"b@gmail.com"}, testBody)
-	if !errors.Is(err, ErrNoSmarthost) {
-		t.Fatalf("err %v, want ErrNoSmarthost", err)
+	if !errors.Is(err, ErrNoRelay) {
+		t.Fatalf("err %v, want ErrNoRelay", err)
 	}
 	wantStatus(t, res, "b@gmail.com", Deferred)
 }
@@ -246,17 +246,17 @@ func TestSmarthostAuthRequiredWithoutCredentials(t *testing.T) {
 	r := w.relay()
 	r.Username, r.Password = "", ""
 	_, err := send(t, w.mailer(r), "a@sender.test", []string{"b@dest.test"}, testBody)
-	if !errors.Is(err, ErrSmarthostAuth) {
-		t.Fatalf("err %v, want ErrSmarthostAuth (530 at MAIL)", err)
+	if !errors.Is(err, ErrRelayAuth) {
+		t.Fatalf("err %v, want ErrRelayAuth (530 at MAIL)", err)
 	}
 }
 
 func TestRelayInsecurePlaintextLoopback(t *testing.T) {
-	if _, err := New(Config{Hostname: "h.test", Smarthost: &Relay{Addr: "smtp.example.com:25", InsecurePlaintextLoopback: true}}); err == nil {
+	if _, err := New(Config{Hostname: "h.test", Relay: &Relay{Addr: "smtp.example.com:25", InsecurePlaintextLoopback: true}}); err == nil {
 		t.Fatal("InsecurePlaintextLoopback accepted for a remote relay")
 	}
 	s := smtptest.Start(t, smtptest.Options{})
-	m, err := New(Config{Hostname: "h.test", Router: allSmarthost, Smarthost: &Relay{Addr: s.Addr, InsecurePlaintextLoopback: true}})
+	m, err := New(Config{Hostname: "h.test", Router: allSmarthost, Relay: &Relay{Addr: s.Addr, InsecurePlaintextLoopback: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestAuthRequiredReplies(t *testing.T) {
 			t.Errorf("%+v not recognised", ce)
 		}
 		e := smarthostError(ce)
-		if !errors.Is(e, ErrSmarthostAuth) || e.Permanent {
+		if !errors.Is(e, ErrRelayAuth) || e.Permanent {
 			t.Errorf("%+v: %v permanent=%v", ce, e, e.Permanent)
 		}
 	}

@@ -323,7 +323,7 @@ func TestTLSPolicyScenarios(t *testing.T) {
 	}
 }
 
-// A policy failure is not sent to the smarthost unless
+// A policy failure is not sent to the relay unless
 // FallbackPolicy.OnTLSPolicy says so.
 func TestTLSPolicyFallback(t *testing.T) {
 	for _, on := range []bool{false, true} {
@@ -333,8 +333,8 @@ func TestTLSPolicyFallback(t *testing.T) {
 		w.sts("dest.test", "1", "enforce", "mx.elsewhere.test")
 		relay := smtptest.Start(t, smtptest.Options{TLS: w.ca.ServerConfig("127.0.0.1")})
 		m := w.mailer(Config{
-			Smarthost: &Relay{Addr: relay.Addr, TLSConfig: &tls.Config{RootCAs: w.ca.Pool()}},
-			Fallback:  FallbackPolicy{OnTLSPolicy: on},
+			Relay:    &Relay{Addr: relay.Addr, TLSConfig: &tls.Config{RootCAs: w.ca.Pool()}},
+			Fallback: FallbackPolicy{OnTLSPolicy: on},
 		}, false)
 		res, _ := send(t, m, "a@sender.test", []string{"b@dest.test"}, testBody)
 		r := res.Recipients[0]
@@ -432,7 +432,7 @@ func TestREQUIRETLS(t *testing.T) {
 			var relay *smtptest.Server
 			if tt.relay {
 				relay = smtptest.Start(t, smtptest.Options{TLS: w.ca.ServerConfig("127.0.0.1"), EnableREQUIRETLS: tt.relayOffr})
-				cfg.Smarthost = &Relay{Addr: relay.Addr, TLSConfig: &tls.Config{RootCAs: w.ca.Pool()}}
+				cfg.Relay = &Relay{Addr: relay.Addr, TLSConfig: &tls.Config{RootCAs: w.ca.Pool()}}
 			}
 			m := w.mailer(cfg, false)
 			ctx, cancel := context.WithTimeout(WithREQUIRETLS(context.Background()), 20*time.Second)

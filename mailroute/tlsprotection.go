@@ -27,7 +27,7 @@ const (
 	// TLSDANE: the server's certificate matched its TLSA records, found
 	// through DNSSEC-authenticated MX and TLSA answers (RFC 7672).
 	TLSDANE
-	// TLSRelay: the smarthost, its certificate verified against its
+	// TLSRelay: the relay, its certificate verified against its
 	// configured name.
 	TLSRelay
 )
@@ -58,7 +58,7 @@ var (
 	// met: a certificate that does not match, STARTTLS missing or
 	// stripped, an MX host outside the policy, a TLSA lookup that failed.
 	// The recipient is deferred, never sent in plaintext; it goes to the
-	// smarthost only when FallbackPolicy.OnTLSPolicy says so.
+	// relay only when FallbackPolicy.OnTLSPolicy says so.
 	ErrTLSPolicy = errors.New("the destination's DANE or MTA-STS policy could not be met")
 	// ErrREQUIRETLS means a message marked with WithREQUIRETLS could not
 	// go over TLS authenticated by DANE, MTA-STS or the relay's name, to

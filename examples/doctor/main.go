@@ -1,5 +1,5 @@
 // Command doctor checks a sender's DNS setup for both of mailroute's paths —
-// direct from this host and through a smarthost — and prints what it found
+// direct from this host and through a relay — and prints what it found
 // and what to change, as a table.
 //
 // With a domain it checks the real DNS (the system resolver, or -dns):
@@ -42,8 +42,8 @@ func main() {
 	ehlo := flag.String("ehlo", "", "the EHLO name of direct delivery (default: this host's name)")
 	ip := flag.String("ip", "", "the public addresses direct delivery leaves from, comma-separated (default: the EHLO name's addresses)")
 	noDirect := flag.Bool("no-direct", false, "mail is never sent direct: skip the EHLO, reverse DNS and direct SPF checks")
-	relay := flag.String("relay", "", "the smarthost, host:port")
-	relaySPF := flag.String("relay-spf", "", "the domain the smarthost asks you to include in SPF (default: known for well-known relays)")
+	relay := flag.String("relay", "", "the relay, host:port")
+	relaySPF := flag.String("relay-spf", "", "the domain the relay asks you to include in SPF (default: known for well-known relays)")
 	selector := flag.String("selector", "", "a DKIM selector to check; with -key, against that key")
 	keyFile := flag.String("key", "", "a PEM file holding the DKIM private key (PKCS #8, or PKCS #1 RSA)")
 	dnsAddr := flag.String("dns", "", "ask this DNS server (host:port) instead of the system resolver")
@@ -78,7 +78,7 @@ func main() {
 			opts.PublicIPs = append(opts.PublicIPs, a)
 		}
 		if *relay != "" {
-			cfg.Smarthost = &mailroute.Relay{Addr: *relay}
+			cfg.Relay = &mailroute.Relay{Addr: *relay}
 		}
 		if *dnsAddr != "" {
 			cfg.Resolver = mailroute.DNSServer(*dnsAddr)
@@ -181,10 +181,10 @@ func demo() (mailroute.Config, doctor.Options, error) {
 		},
 	}
 	cfg := mailroute.Config{
-		Hostname:  "mail.example.net",
-		Smarthost: &mailroute.Relay{Addr: "email-smtp.eu-west-1.amazonaws.com:587"},
-		DKIM:      []mailroute.DKIMSignature{{Domain: "example.net", Selector: "2025a", Signer: key}},
-		Resolver:  dns,
+		Hostname: "mail.example.net",
+		Relay:    &mailroute.Relay{Addr: "email-smtp.eu-west-1.amazonaws.com:587"},
+		DKIM:     []mailroute.DKIMSignature{{Domain: "example.net", Selector: "2025a", Signer: key}},
+		Resolver: dns,
 	}
 	opts := doctor.Options{Domain: "example.net", PublicIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}}
 	return cfg, opts, nil

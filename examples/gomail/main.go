@@ -46,7 +46,7 @@ func main() {
 
 	m, err := mailroute.New(mailroute.Config{
 		Hostname: "mail.example.net",
-		Smarthost: &mailroute.Relay{
+		Relay: &mailroute.Relay{
 			Addr:     relay.Addr,
 			Username: "app",
 			Password: "secret",

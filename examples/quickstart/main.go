@@ -1,9 +1,9 @@
 // Command quickstart sends one message the way mailroute does: the Gmail
-// and Microsoft 365 recipients through an authenticated smarthost, the small
+// and Microsoft 365 recipients through an authenticated relay, the small
 // ISP direct to its MX, and a recipient whose MX refuses the sender's IP
-// (a block list) direct first and then, by fallback, through the smarthost.
+// (a block list) direct first and then, by fallback, through the relay.
 //
-// It is self-contained: the smarthost (STARTTLS and AUTH) and two MX hosts
+// It is self-contained: the relay (STARTTLS and AUTH) and two MX hosts
 // are mailroute/mailtest servers in this process, on loopback, and DNS is a
 // mailtest.Resolver, so it runs anywhere with only Go installed. It imports
 // only public packages: copy it into your own module as it is.
@@ -40,7 +40,7 @@ func main() {
 
 	m, err := mailroute.New(mailroute.Config{
 		Hostname: "mail.example.net", // the EHLO name of direct delivery
-		Smarthost: &mailroute.Relay{
+		Relay: &mailroute.Relay{
 			Addr:      world.relay.Addr,
 			Username:  "ada@example.net",
 			Password:  "relay-password",
@@ -69,7 +69,7 @@ func main() {
 	}
 
 	// One row per delivery step: a recipient that fell back has two, the
-	// direct attempt and the smarthost's.
+	// direct attempt and the relay's.
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "RECIPIENT\tROUTE\tREASON\tSERVER\tOUTCOME")
 	for _, r := range res.Recipients {
@@ -91,7 +91,7 @@ func main() {
 	for _, s := range []struct {
 		name string
 		srv  *mailtest.Server
-	}{{"smarthost", world.relay}, {"mx1.smallisp.example", world.smallISP}, {"mx.strictcorp.example", world.strict}} {
+	}{{"relay", world.relay}, {"mx1.smallisp.example", world.smallISP}, {"mx.strictcorp.example", world.strict}} {
 		for _, msg := range s.srv.Messages() {
 			fmt.Printf("%s received a message for %v (TLS %v, authenticated as %q)\n",
 				s.name, msg.Rcpts, msg.TLS, msg.AuthUser)
@@ -112,7 +112,7 @@ func reply(e *mailroute.Error) string {
 type world struct {
 	dns      *mailtest.Resolver
 	ca       *mailtest.CA
-	relay    *mailtest.Server // the smarthost: STARTTLS + AUTH
+	relay    *mailtest.Server // the relay: STARTTLS + AUTH
 	smallISP *mailtest.Server // an MX that accepts us
 	strict   *mailtest.Server // an MX that blocks our IP
 }

@@ -43,7 +43,7 @@ func main() {
 	m, err := mailroute.New(mailroute.Config{
 		Hostname: "mail.example.net",
 		// In a real program: your relay's address and credentials, over TLS.
-		Smarthost: &mailroute.Relay{Addr: relay.addr, InsecurePlaintextLoopback: true},
+		Relay: &mailroute.Relay{Addr: relay.addr, InsecurePlaintextLoopback: true},
 		// Here only: every MX host is this process, on a loopback port.
 		Resolver: dns,
 		Direct:   mailroute.DirectOptions{Port: mx.port},

@@ -1,6 +1,6 @@
 // Package doctor checks a sender's DNS setup for the two delivery paths
 // mailroute uses: direct (this host's address and EHLO name) and the
-// smarthost (a relay sending on the domain's behalf). It only reads DNS:
+// relay (a server sending on the domain's behalf). It only reads DNS:
 // nothing is sent.
 //
 // The checks, in report order:
@@ -90,7 +90,7 @@ type Input struct {
 	// IPs are the public addresses direct delivery leaves from. nil: the
 	// Hostname's addresses (which is wrong behind NAT).
 	IPs []netip.Addr
-	// Relay is the smarthost's host name; "" when there is none.
+	// Relay is the relay's host name; "" when there is none.
 	Relay string
 	// RelaySPF is the domain the relay asks senders to include in SPF
 	// ("amazonses.com"); "": from the catalogue of known relays.

@@ -15,7 +15,7 @@ import (
 // for what DNS shows, and the rest is said to be unknown.
 type relayInfo struct {
 	Name string
-	// match reports whether a smarthost host name is this relay's.
+	// match reports whether a relay host name is this relay's.
 	match func(host string) bool
 	// SPF is the domain its documentation says to include.
 	SPF string

@@ -1,7 +1,7 @@
 // Package peertest connects tests to the real servers that
 // internal/peers/peers.sh runs on loopback: Postfix (an MX-style receiver on
-// 127.0.0.1 and 127.0.0.2, and an authenticated submission smarthost),
-// maddy (a second authenticated submission smarthost) and CoreDNS (the test
+// 127.0.0.1 and 127.0.0.2, and an authenticated submission relay),
+// maddy (a second authenticated submission relay) and CoreDNS (the test
 // zones). It only reads the environment printed by `peers.sh env`; it
 // starts nothing.
 //
@@ -85,13 +85,13 @@ type Env struct {
 	// mail.mx-test.internal, live.mx1down.test, mail.mixed.test, amx.test,
 	// localhost, 127.0.0.1 and 127.0.0.2. See [Env.CertPool].
 	PostfixCert string
-	// SubmissionAddr is the smarthost with STARTTLS + AUTH
+	// SubmissionAddr is the relay with STARTTLS + AUTH
 	// (MAILROUTE_SUBMISSION_ADDR, "127.0.0.1:5870").
 	SubmissionAddr string
-	// SubmissionsAddr is the smarthost with implicit TLS + AUTH
+	// SubmissionsAddr is the relay with implicit TLS + AUTH
 	// (MAILROUTE_SUBMISSIONS_ADDR, "127.0.0.1:4650").
 	SubmissionsAddr string
-	// SubmittedMaildir receives everything accepted by the smarthost
+	// SubmittedMaildir receives everything accepted by the relay
 	// listeners, whatever the recipient domain (MAILROUTE_SUBMITTED_MAILDIR).
 	SubmittedMaildir string
 	// SmarthostUser and SmarthostPass are the SASL credentials

@@ -1,6 +1,6 @@
 // Package smtpclient is the SMTP client engine of mailroute: one session
 // (RFC 5321) that serves both transports, direct delivery to an MX host on
-// port 25 and submission through an authenticated smarthost.
+// port 25 and submission through an authenticated relay.
 //
 // It speaks SMTP itself over a net.Conn rather than using go-smtp's client,
 // because that client clears the connection deadline after every command

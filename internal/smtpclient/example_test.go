@@ -9,7 +9,7 @@ import (
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
 )
 
-// A smarthost session: STARTTLS with a verified certificate, AUTH with the
+// A relay session: STARTTLS with a verified certificate, AUTH with the
 // mechanism the server prefers, one message, QUIT.
 func ExampleDial() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

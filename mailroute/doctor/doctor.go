@@ -65,7 +65,7 @@ type Options struct {
 	NoDirect bool
 	// RelaySPF is the domain the relay's documentation says to include in
 	// SPF, e.g. "amazonses.com". "": looked up in a list of well-known
-	// relays by Config.Smarthost's host; for any other relay the report
+	// relays by Config.Relay's host; for any other relay the report
 	// says it could not tell.
 	RelaySPF string
 	// DKIMSelectors are further selectors of Domain to check whose keys
@@ -177,7 +177,7 @@ func CheckMailer(ctx context.Context, m *mailroute.Mailer, opts Options) (*Repor
 			Status: Problem,
 			Query:  "outbound connections to MX hosts",
 			Found:  "outbound port 25 appears blocked: " + l.Reply + "; direct mail goes through the relay until " + l.Until.UTC().Format(time.RFC3339),
-			Fix:    `ask the hosting provider or ISP to open outbound port 25, or route every domain through the relay: Rules{{Domains: []string{"*"}, Via: Smarthost}}`,
+			Fix:    `ask the hosting provider or ISP to open outbound port 25, or route every domain through the relay: Rules{{Domains: []string{"*"}, Via: Relayed}}`,
 		})
 	}
 	return r, nil
@@ -218,10 +218,10 @@ func check(ctx context.Context, cfg *mailroute.Config, opts Options) (*Report, e
 			in.IPs = []netip.Addr{ip.Unmap()}
 		}
 	}
-	if cfg.Smarthost != nil {
-		host, _, err := net.SplitHostPort(cfg.Smarthost.Addr)
+	if cfg.Relay != nil {
+		host, _, err := net.SplitHostPort(cfg.Relay.Addr)
 		if err != nil {
-			host = cfg.Smarthost.Addr
+			host = cfg.Relay.Addr
 		}
 		in.Relay = host
 	}

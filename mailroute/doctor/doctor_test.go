@@ -68,10 +68,10 @@ func TestCheckAllGood(t *testing.T) {
 	sig := mailroute.DKIMSignature{Domain: "example.net", Selector: "s1", Signer: testEd25519(t)}
 	dns := senderDNS(t, sig)
 	cfg := mailroute.Config{
-		Hostname:  "mail.example.net",
-		Smarthost: &mailroute.Relay{Addr: "smtp.postmarkapp.com:587"},
-		DKIM:      []mailroute.DKIMSignature{sig},
-		Resolver:  mailroute.DNSServer(dns.Addr),
+		Hostname: "mail.example.net",
+		Relay:    &mailroute.Relay{Addr: "smtp.postmarkapp.com:587"},
+		DKIM:     []mailroute.DKIMSignature{sig},
+		Resolver: mailroute.DNSServer(dns.Addr),
 	}
 	// The domain comes from the DKIM signature, the address from the EHLO
 	// name, the resolver from the Config.
@@ -82,13 +82,13 @@ func TestCheckAllGood(t *testing.T) {
 	if rep.Domain != "example.net" || rep.Status() != OK {
 		t.Errorf("domain %s, status %v:\n%s", rep.Domain, rep.Status(), rep)
 	}
-	if f := findingsOf(rep, "SPF", mailroute.Smarthost); len(f) != 1 || f[0].Found != "include:spf.mtasv.net is there" {
+	if f := findingsOf(rep, "SPF", mailroute.Relayed); len(f) != 1 || f[0].Found != "include:spf.mtasv.net is there" {
 		t.Errorf("relay SPF: %+v", f)
 	}
 	if f := findingsOf(rep, "reverse DNS", mailroute.Direct); len(f) != 1 || !strings.Contains(f[0].Found, "192.0.2.1 → mail.example.net") {
 		t.Errorf("reverse DNS: %+v", f)
 	}
-	if f := findingsOf(rep, "relay", mailroute.Smarthost); len(f) != 2 || f[1].Found != "no known quirks of Postmark" {
+	if f := findingsOf(rep, "relay", mailroute.Relayed); len(f) != 2 || f[1].Found != "no known quirks of Postmark" {
 		t.Errorf("relay: %+v", f)
 	}
 

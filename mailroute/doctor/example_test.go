@@ -36,10 +36,10 @@ func ExampleCheck() {
 	}
 
 	cfg := mailroute.Config{
-		Hostname:  "mail.example.net",
-		Smarthost: &mailroute.Relay{Addr: "email-smtp.eu-west-1.amazonaws.com:587"},
-		DKIM:      []mailroute.DKIMSignature{sig},
-		Resolver:  dns,
+		Hostname: "mail.example.net",
+		Relay:    &mailroute.Relay{Addr: "email-smtp.eu-west-1.amazonaws.com:587"},
+		DKIM:     []mailroute.DKIMSignature{sig},
+		Resolver: dns,
 	}
 	report, err := doctor.Check(context.Background(), cfg, doctor.Options{
 		PublicIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1")},
@@ -60,7 +60,7 @@ func ExampleCheck() {
 	// Output:
 	// warning: reverse DNS (direct): 192.0.2.1 → host-1.isp.example, which resolves back (forward-confirmed), but the EHLO name is mail.example.net
 	// warning: DMARC (both paths): no DMARC record: receivers have no policy for mail failing SPF and DKIM, and Gmail and Yahoo require one from bulk senders
-	// problem: DMARC (smarthost): DKIM broken by the relay (see relay), SPF not aligned: DMARC fails
-	// problem: relay (smarthost): Amazon SES replaces Message-ID and Date; its guide to manual DKIM signing says not to sign them, and your DKIM signatures cover Message-ID and Date: they fail after the relay
+	// problem: DMARC (relay): DKIM broken by the relay (see relay), SPF not aligned: DMARC fails
+	// problem: relay (relay): Amazon SES replaces Message-ID and Date; its guide to manual DKIM signing says not to sign them, and your DKIM signatures cover Message-ID and Date: they fail after the relay
 	// overall: problem
 }

@@ -35,11 +35,11 @@ func TestCheckMailerReportsBlockedPort25(t *testing.T) {
 	}
 	res.TXT = map[string][]string{"sender.test": {"v=spf1 -all"}}
 	cfg := mailroute.Config{
-		Hostname:  "mail.sender.test",
-		Resolver:  res,
-		Router:    mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Direct}},
-		Direct:    mailroute.DirectOptions{Port: closed},
-		Smarthost: &mailroute.Relay{Addr: relay.Addr, InsecurePlaintextLoopback: true},
+		Hostname: "mail.sender.test",
+		Resolver: res,
+		Router:   mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Direct}},
+		Direct:   mailroute.DirectOptions{Port: closed},
+		Relay:    &mailroute.Relay{Addr: relay.Addr, InsecurePlaintextLoopback: true},
 	}
 	m, err := mailroute.New(cfg)
 	if err != nil {

@@ -23,7 +23,7 @@
 //	defer relay.Close()
 //	m, _ := mailroute.New(mailroute.Config{
 //		Hostname:  "mail.example.net",
-//		Smarthost: &mailroute.Relay{Addr: relay.Addr, Username: "app", Password: "secret", TLSConfig: ca.ClientConfig()},
+//		Relay: &mailroute.Relay{Addr: relay.Addr, Username: "app", Password: "secret", TLSConfig: ca.ClientConfig()},
 //	})
 //	…
 //	msgs := relay.Messages()

@@ -63,9 +63,9 @@ func ExampleNewCA() {
 	}
 	defer relay.Close()
 	m, err := mailroute.New(mailroute.Config{
-		Hostname:  "mail.example.net",
-		Router:    mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Smarthost}},
-		Smarthost: &mailroute.Relay{Addr: relay.Addr, Username: "app", Password: "secret", TLSConfig: ca.ClientConfig()},
+		Hostname: "mail.example.net",
+		Router:   mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Relayed}},
+		Relay:    &mailroute.Relay{Addr: relay.Addr, Username: "app", Password: "secret", TLSConfig: ca.ClientConfig()},
 	})
 	if err != nil {
 		log.Fatal(err)

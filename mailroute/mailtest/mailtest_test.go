@@ -136,9 +136,9 @@ func TestServerRelayAuth(t *testing.T) {
 	defer relay.Close()
 	for _, pw := range []string{"wrong", "secret"} {
 		m, err := mailroute.New(mailroute.Config{
-			Hostname:  "mail.example.net",
-			Router:    mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Smarthost}},
-			Smarthost: &mailroute.Relay{Addr: relay.Addr, Username: "app", Password: pw, TLSConfig: ca.ClientConfig()},
+			Hostname: "mail.example.net",
+			Router:   mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Relayed}},
+			Relay:    &mailroute.Relay{Addr: relay.Addr, Username: "app", Password: pw, TLSConfig: ca.ClientConfig()},
 		})
 		if err != nil {
 			t.Fatal(err)

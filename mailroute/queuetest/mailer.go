@@ -54,13 +54,13 @@ func runMailer(t *testing.T, newStore func(t *testing.T) mailroute.QueueStore) {
 		t.Parallel()
 		relay := smtptest.Start(t, smtptest.Options{})
 		w := newWorld(t, newStore(t), func(int, string) *smtp.SMTPError { return greylisted },
-			mailroute.Config{Smarthost: &mailroute.Relay{Addr: relay.Addr, InsecurePlaintextLoopback: true}})
+			mailroute.Config{Relay: &mailroute.Relay{Addr: relay.Addr, InsecurePlaintextLoopback: true}})
 		if _, err := w.m.Enqueue(context.Background(), "a@sender.test", []string{"grey@dest.test"}, strings.NewReader(body1)); err != nil {
 			t.Fatal(err)
 		}
 		ev := w.waitFinal(t, "grey@dest.test")
-		if ev.Kind != mailroute.EventDelivered || !ev.Fallback || ev.Via != mailroute.Smarthost || ev.Attempt != 3 {
-			t.Fatalf("final event %+v, want delivered through the smarthost at the third attempt", ev)
+		if ev.Kind != mailroute.EventDelivered || !ev.Fallback || ev.Via != mailroute.Relayed || ev.Attempt != 3 {
+			t.Fatalf("final event %+v, want delivered through the relay at the third attempt", ev)
 		}
 		if got := w.kinds("grey@dest.test"); got != "deferred,deferred,delivered" {
 			t.Errorf("events %s", got)

@@ -18,7 +18,7 @@
 // Quarantine; concurrent leasers that never get the same message), then
 // through a real Mailer against a loopback MX (a Flush during a worker's
 // attempt that leaves it to the worker, retry after a deferral, fallback
-// to the smarthost after RetryPolicy.FallbackAfter deferred direct
+// to the relay after RetryPolicy.FallbackAfter deferred direct
 // attempts, give-up after MaxAge), on a schedule of milliseconds since the
 // Mailer's clock is the real one. [RunShared] adds what a store shared by
 // several instances promises: two Store values on one backend lease

@@ -18,12 +18,12 @@ import (
 func learner(t *testing.T, name string, pool *pgxpool.Pool, dnsAddr string, port int, relay string) *mailroute.Mailer {
 	t.Helper()
 	m, err := mailroute.New(mailroute.Config{
-		Hostname:  name,
-		Resolver:  mailroute.DNSServer(dnsAddr),
-		Router:    mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Direct}},
-		Direct:    mailroute.DirectOptions{Port: port, TLS: mailroute.NoTLS},
-		Smarthost: &mailroute.Relay{Addr: relay, InsecurePlaintextLoopback: true},
-		Queue:     &riverqueue.Store{Pool: pool, ClientID: name},
+		Hostname: name,
+		Resolver: mailroute.DNSServer(dnsAddr),
+		Router:   mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Direct}},
+		Direct:   mailroute.DirectOptions{Port: port, TLS: mailroute.NoTLS},
+		Relay:    &mailroute.Relay{Addr: relay, InsecurePlaintextLoopback: true},
+		Queue:    &riverqueue.Store{Pool: pool, ClientID: name},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +66,7 @@ func TestLessonSharedByInstances(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := res.Recipients[0]; r.Via != mailroute.Smarthost || r.Fallback || !strings.Contains(r.Route.Reason, `policy: "S3150"`) {
+	if r := res.Recipients[0]; r.Via != mailroute.Relayed || r.Fallback || !strings.Contains(r.Route.Reason, `policy: "S3150"`) {
 		t.Errorf("b did not apply a's lesson: %+v", r)
 	}
 	if strings.Contains(string(mx.Transcript()), "y@two.test") {
@@ -74,7 +74,7 @@ func TestLessonSharedByInstances(t *testing.T) {
 	}
 
 	c := learner(t, "c.sender.test", pool, dns.Addr, mx.Port(), relay.Addr)
-	if route, err := c.Route(ctx, "two.test"); err != nil || route.Via != mailroute.Smarthost {
+	if route, err := c.Route(ctx, "two.test"); err != nil || route.Via != mailroute.Relayed {
 		t.Errorf("a new instance's dry run: %+v, %v", route, err)
 	}
 	if err := c.Forget(ctx, "one.test"); err != nil {

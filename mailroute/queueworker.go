@@ -140,11 +140,16 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 	}()
 	// Attempts run as a pipeline, not in waves: a slot that frees up is
 	// refilled by the next lease at once, so one slow attempt does not
-	// hold up the others, and the durable bookkeeping of one attempt
-	// (Update's fsync) overlaps the network time of the next.
+	// hold up the others. A slot is freed when the delivery is over, not
+	// when its outcome is durable: the store's fsync (milliseconds, shared
+	// by group commit) then overlaps the next deliveries instead of
+	// idling a slot. At most batch outcomes wait for the store at once;
+	// a delivery that finds them all waiting keeps its slot until one is
+	// done, so the store's pace holds the deliveries back.
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	freed := make(chan struct{}, batch)
+	recording := make(chan struct{}, batch)
 	inFlight := 0
 	for ctx.Err() == nil {
 		now := q.now()
@@ -169,12 +174,22 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if !q.attempt(ctx, qm, now, domain, flush) {
+				recorded := false
+				sent := func() {
+					recording <- struct{}{}
+					recorded = true
+					freed <- struct{}{}
+				}
+				if !q.attempt(ctx, qm, now, domain, flush, sent) {
 					heldM.Lock()
 					held = append(held, qm)
 					heldM.Unlock()
 				}
-				freed <- struct{}{}
+				if recorded {
+					<-recording
+				} else {
+					freed <- struct{}{}
+				}
 			}()
 		}
 		if inFlight == 0 {

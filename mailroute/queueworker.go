@@ -18,9 +18,16 @@ const (
 	// workers and instances. Attempts are cut off before it ends (see
 	// attemptBudget), so it only decides how soon the mail of an instance
 	// that died is taken over.
-	queueLease      = 45 * time.Minute
-	queuePoll       = time.Second
-	shutdownTimeout = 30 * time.Second
+	queueLease = 45 * time.Minute
+	queuePoll  = time.Second
+	// queueRecordingFactor times Config.Concurrency is how many attempts
+	// may wait for their outcome to be stored while others deliver. The
+	// store makes outcomes durable in shared fsyncs of several
+	// milliseconds each on a busy disk, so the drain's rate is about this
+	// many outcomes per fsync; each waiting outcome holds only its small
+	// QueuedMessage.
+	queueRecordingFactor = 4
+	shutdownTimeout      = 30 * time.Second
 )
 
 // ErrNoQueue is returned by the queue's methods when Config.Queue is nil.
@@ -143,13 +150,14 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 	// hold up the others. A slot is freed when the delivery is over, not
 	// when its outcome is durable: the store's fsync (milliseconds, shared
 	// by group commit) then overlaps the next deliveries instead of
-	// idling a slot. At most batch outcomes wait for the store at once;
-	// a delivery that finds them all waiting keeps its slot until one is
-	// done, so the store's pace holds the deliveries back.
+	// idling a slot. Up to queueRecordingFactor times batch outcomes wait
+	// for the store at once, so that many share each fsync; a delivery
+	// that finds them all waiting keeps its slot until one is done, so the
+	// store's pace holds the deliveries back.
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	freed := make(chan struct{}, batch)
-	recording := make(chan struct{}, batch)
+	recording := make(chan struct{}, queueRecordingFactor*batch)
 	inFlight := 0
 	for ctx.Err() == nil {
 		now := q.now()

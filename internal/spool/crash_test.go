@@ -33,9 +33,9 @@ func (st step) matches(op Op, path string) bool {
 	return strings.Contains(filepath.Base(path), st.file)
 }
 
-// syncModes are the two ways the store makes writes durable: syncfs shared
-// by group commit (where the kernel has it), and fsync by fsync. Every step
-// of the commit protocol is tested in both.
+// syncModes are the two ways the store makes renames durable: directory
+// fsyncs shared by group commit, and one per writer. Every step of the
+// commit protocol is tested in both.
 var syncModes = []struct {
 	name string
 	opts Options

@@ -24,31 +24,22 @@
 // file does. Enqueue therefore writes, in this order:
 //
 //  1. the body to tmp/<id>.eml.tmp, streamed (bodies reach 25 MiB and more),
-//     and the state to tmp/<id>.json.tmp;
-//  2. makes both durable, then renames the body to queue/<id>.eml and the
-//     state to queue/<id>.json;
-//  3. makes both renames durable.
+//     then fsync, then rename to queue/<id>.eml;
+//  2. the state to tmp/<id>.json.tmp, then fsync, then rename to
+//     queue/<id>.json;
+//  3. an fsync of queue/, which makes both renames durable.
 //
-// Only then does Enqueue return nil. A rename never happens before the
-// file's contents are on disk, so a crash leaves a message whole or absent,
-// never a state whose body is short. On an error at any step (ENOSPC, EIO)
+// Only then does Enqueue return nil. On an error at any step (ENOSPC, EIO)
 // it removes what it wrote, state first, so that at worst a body without a
 // state is left, and Open removes those. Update rewrites the state the same
-// way; the body never changes after Enqueue, so the queue can keep a stable
-// Message-ID in Meta and send the same bytes on every retry. Deleting a
-// message removes the state first, then the body, then makes the removals
-// durable.
+// way (steps 2 and 3); the body never changes after Enqueue, so the queue
+// can keep a stable Message-ID in Meta and send the same bytes on every
+// retry. Deleting a message removes the state first, then the body.
 //
-// "Durable" is shared between concurrent writers (group commit). On Linux
-// 5.8 and later one syncfs(2) makes every write and rename of the file
-// system durable at once, and reports write-back errors of any file on it:
-// a writer that reaches step 2 or 3 joins the next syncfs instead of
-// issuing its own, and one of the waiting writers runs it for all of them.
-// Elsewhere every file gets its own fsync and the directory fsyncs of step
-// 3 are shared. Options.NoGroupCommit turns sharing off for comparison: an
-// fsync per file and per rename step. Because syncfs covers the whole file
-// system, a write-back error of another program's file on it fails the
-// writers of that round too: a false alarm that errs on the safe side.
+// Directory fsyncs are shared between concurrent writers (group commit): a
+// writer that has renamed its files joins the next fsync of queue/ instead
+// of issuing its own, and one of the waiting writers runs it for all of
+// them. Options.NoGroupCommit turns this off for comparison.
 //
 // # Detecting damage
 //

@@ -36,12 +36,8 @@ func (o Op) String() string {
 type fsys struct {
 	noSync bool
 	fault  func(op Op, path string) error
-	// whole, when set, is a descriptor on the spool for syncfs(2), which
-	// makes everything written to the file system durable in one call:
-	// group commit then shares the data syncs as well as the directory
-	// syncs (see syncfs_linux.go).
-	whole *os.File
-	// syncs counts the fsync and syncfs calls made, for the benchmarks.
+	// syncs counts the fsync calls made, files and directories, for the
+	// benchmarks.
 	syncs atomic.Int64
 }
 
@@ -109,14 +105,6 @@ func (f *fsys) syncDir(dir string) error {
 		err = cerr
 	}
 	return err
-}
-
-// syncAll makes every write, rename and removal done so far on the spool's
-// file system durable with one syncfs(2). Only for a store with whole set;
-// its callers run the fault hook for their own steps first.
-func (f *fsys) syncAll() error {
-	f.syncs.Add(1)
-	return syncFS(f.whole)
 }
 
 // faultWriter runs the hook before every write to a file in tmp/, so a test

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"path/filepath"
 	"time"
 )
 
@@ -68,31 +69,24 @@ func (s *Store) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
 	return nil
 }
 
-// writeNew writes body and state in commit order and makes both durable;
-// on an error it removes what it wrote.
+// writeNew writes body and state in commit order and fsyncs the queue
+// directory; on an error it removes what it wrote.
 func (s *Store) writeNew(ctx context.Context, m *Message, body io.Reader) (bodyInfo, error) {
 	var info bodyInfo
-	b, err := s.writeTmp(s.bodyPath(m.ID), func(w io.Writer) error {
+	err := s.commitFile(s.bodyPath(m.ID), func(w io.Writer) error {
 		h := crc32.New(castagnoli)
 		n, err := io.Copy(io.MultiWriter(w, h), ctxReader{ctx, body})
 		info = bodyInfo{size: n, crc: h.Sum32()}
 		return err
 	})
 	if err != nil {
-		return info, err // nothing is in queue/
+		return info, err // renaming is commitFile's last step: nothing is in queue/
 	}
 	state, err := encodeState(m, info)
-	var st *tmpFile
 	if err == nil {
-		st, err = s.writeTmp(s.statePath(m.ID), writeBytes(state))
+		err = s.commitFile(s.statePath(m.ID), writeBytes(state))
 	}
-	if err != nil {
-		s.discard(b)
-		return info, err
-	}
-	// The body is renamed first: a crash between the renames leaves a
-	// body without a state, which Open removes.
-	if err = s.install(b, st); err == nil {
+	if err == nil {
 		err = s.syncQueue()
 	}
 	if err != nil {
@@ -175,12 +169,8 @@ func (s *Store) Update(ctx context.Context, m *Message) error {
 	}
 
 	state, err := encodeState(c, info)
-	var st *tmpFile
 	if err == nil {
-		st, err = s.writeTmp(s.statePath(c.ID), writeBytes(state))
-	}
-	if err == nil {
-		err = s.install(st)
+		err = s.commitFile(s.statePath(c.ID), writeBytes(state))
 	}
 	if err != nil {
 		s.mu.Lock()
@@ -220,6 +210,50 @@ func (s *Store) remove(e *entry, id string) error {
 		return fmt.Errorf("spool: delete %s: not durable, the message may come back after a crash: %w", id, err)
 	}
 	return nil
+}
+
+// commitFile writes a file under tmp/ with write, fsyncs it and renames it
+// to final (in queue/). The rename is durable only after syncQueue. On an
+// error the temporary file is removed; anything left in tmp/ is removed by
+// Open anyway.
+func (s *Store) commitFile(final string, write func(io.Writer) error) error {
+	tmp := filepath.Join(s.tmpDir, filepath.Base(final)+".tmp")
+	f, err := s.fs.create(tmp)
+	if err != nil {
+		return err
+	}
+	err = write(faultWriter{&s.fs, f})
+	if err == nil {
+		err = s.fs.sync(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = s.fs.rename(tmp, final)
+	}
+	if err != nil {
+		if rerr := s.fs.remove(tmp); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			s.log.Warn("spool: cannot remove a temporary file; the next Open removes it", "path", tmp, "err", rerr)
+		}
+	}
+	return err
+}
+
+// syncQueue makes renames and removals in queue/ durable, sharing the fsync
+// with concurrent writers unless group commit is off.
+func (s *Store) syncQueue() error {
+	if s.group == nil {
+		return s.fs.syncDir(s.queueDir)
+	}
+	return s.group.do(func() error { return s.fs.syncDir(s.queueDir) })
+}
+
+func writeBytes(b []byte) func(io.Writer) error {
+	return func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	}
 }
 
 // ctxReader stops a long body copy when the context ends.

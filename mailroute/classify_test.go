@@ -95,17 +95,7 @@ func TestFallbackPolicy(t *testing.T) {
 // about, and a relay that accepts everything.
 func TestFallbackEndToEnd(t *testing.T) {
 	w := newDirectWorld(t)
-	mx := w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{RcptPolicy: func(rcpt string) *smtp.SMTPError {
-		switch {
-		case strings.HasPrefix(rcpt, "blocked"):
-			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Service unavailable, client host blocked using Spamhaus"}
-		case strings.HasPrefix(rcpt, "nouser"):
-			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
-		case strings.HasPrefix(rcpt, "grey"):
-			return &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "Greylisted, see http://postgrey.example/"}
-		}
-		return nil
-	}})
+	mx := w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{RcptPolicy: mixedRcptPolicy("Service unavailable, client host blocked using Spamhaus")})
 	w.dns.MX("dest.test", "mx.dest.test")
 	w.dns.Host("dead.down.test", "127.0.0.9")
 	w.dns.Host("dead2.down.test", "127.0.0.10")
@@ -188,5 +178,23 @@ func TestNoSmarthostNoFallback(t *testing.T) {
 	r := wantStatus(t, res, "x@down.test", Deferred)
 	if r.Fallback || Classify(r.Err) != ClassConnection {
 		t.Errorf("%+v", r)
+	}
+}
+
+// mixedRcptPolicy refuses recipients by the start of their local part:
+// blocked* with a 550 5.7.1 reputation refusal saying blocked, nouser*
+// with 550 5.1.1, grey* with a postgrey-style 450 4.2.0; it accepts the
+// rest.
+func mixedRcptPolicy(blocked string) func(rcpt string) *smtp.SMTPError {
+	return func(rcpt string) *smtp.SMTPError {
+		switch {
+		case strings.HasPrefix(rcpt, "blocked"):
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: blocked}
+		case strings.HasPrefix(rcpt, "nouser"):
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+		case strings.HasPrefix(rcpt, "grey"):
+			return &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "Greylisted, see http://postgrey.example/"}
+		}
+		return nil
 	}
 }

@@ -74,8 +74,8 @@ type Config struct {
 	// see Learning.
 	Learning Learning
 	// Queue keeps what Send could not deliver and retries it; nil: no
-	// queue, and deferred recipients are the caller's to retry. &Spool{Dir:
-	// …} is the embedded store.
+	// queue, and deferred recipients are the caller's to retry.
+	// &spool.Store{Dir: …} (package mailroute/spool) is the embedded store.
 	//
 	// The queue's workers lease messages for 45 minutes (a store may grant
 	// another duration and say so in QueuedMessage.LeaseUntil) and stop

@@ -39,7 +39,7 @@
 //     the TLS the destination asks for — DANE, when a validating resolver
 //     is configured and the MX hosts publish signed TLSA records, else its
 //     MTA-STS policy, else opportunistic STARTTLS ([DirectOptions],
-//     [TLSProtection]); Smarthost authenticates to the relay over verified
+//     [TLSProtection]); Relayed authenticates to the relay over verified
 //     TLS only ([Relay]: a password, or OAuth 2.0 through
 //     [Relay.TokenSource]). The relay is [Config.Relay] unless the
 //     route names one of [Config.Relays] or the sender's domain picks one
@@ -58,14 +58,21 @@
 //     relay works mean outbound port 25 is blocked ([BlockedPort25]).
 //     Outcomes are counted per provider and path ([Mailer.Stats],
 //     [Config.MeterProvider]).
-//  6. Queue what is still deferred ([Config.Queue], [Spool]): it survives
-//     restarts and is retried on the [RetryPolicy] schedule, through the
-//     relay after repeated direct deferrals, until delivered or given
-//     up with an RFC 3464 notification ([Config.DSN], [Config.OnEvent]).
+//  6. Queue what is still deferred ([Config.Queue], a [QueueStore]): it
+//     survives restarts and is retried on the [RetryPolicy] schedule,
+//     through the relay after repeated direct deferrals, until
+//     delivered or given up with an RFC 3464 notification ([Config.DSN],
+//     [Config.OnEvent]).
 //     Each message is attempted under one lease at a time, fenced by a
 //     token and ended before the lease runs out ([QueueStore]), so
 //     workers, Flush and instances sharing a store never send it at once;
 //     state read back is checked like input and quarantined when wrong.
+//
+// The queue's stores are packages of their own, beside this one:
+// [github.com/mailroute/go-mailroute/mailroute/spool] keeps it in a
+// directory on the local disk, with nothing to install, and
+// github.com/mailroute/go-mailroute/mailroute/riverqueue (a module of its
+// own) in PostgreSQL, shared by several application instances.
 //
 // The package [github.com/mailroute/go-mailroute/mailroute/doctor] tells
 // whether the sender's own setup — EHLO name and reverse DNS, SPF, DKIM

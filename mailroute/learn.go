@@ -25,7 +25,7 @@ import (
 // through the relay without a direct attempt. After TTL one message
 // probes direct again: delivered, the lesson is forgotten; refused again,
 // it is renewed. Lessons live in the queue's store when it keeps state
-// (Spool, the River store), so a restart and every instance share them,
+// (the spool and River stores), so a restart and every instance share them,
 // and in memory otherwise. Nothing is learned or applied without a
 // relay.
 type Learning struct {

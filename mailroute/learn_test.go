@@ -229,20 +229,17 @@ func TestLearnedRouteOneProbe(t *testing.T) {
 	}
 }
 
-// Lessons live in the Spool's directory: a new Mailer on it after a
-// restart routes by them.
+// Lessons live in the queue's store: a new Mailer on it after a restart
+// routes by them. (That the directory store keeps them across its own
+// restart is mailroute/spool's TestStateContract.)
 func TestLearnedRouteSurvivesRestart(t *testing.T) {
 	w := newLearnWorld(t)
-	dir := t.TempDir()
-	sp := &Spool{Dir: dir, NoSync: true}
+	sp := newMemQueue()
 	m := w.mailer(Config{Queue: sp})
 	send(t, m, "a@sender.test", []string{"x@one.test"}, testBody)
 	m.Close()
-	sp.Close()
 
-	sp2 := &Spool{Dir: dir, NoSync: true}
-	t.Cleanup(func() { sp2.Close() })
-	m2 := w.mailer(Config{Queue: sp2})
+	m2 := w.mailer(Config{Queue: sp})
 	conns := w.site.Connections()
 	res, _ := send(t, m2, "a@sender.test", []string{"y@two.test"}, testBody)
 	if r := wantStatus(t, res, "y@two.test", Delivered); r.Via != Relayed || r.Fallback {

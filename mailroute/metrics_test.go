@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/emersion/go-smtp"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -51,17 +50,7 @@ func collect(t *testing.T, r *sdkmetric.ManualReader) (sums map[string]int64, hi
 // routed to the relay each land in the right counter, and Stats agrees.
 func TestMetricsCounts(t *testing.T) {
 	w := newDirectWorld(t)
-	w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{RcptPolicy: func(rcpt string) *smtp.SMTPError {
-		switch {
-		case strings.HasPrefix(rcpt, "blocked"):
-			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org"}
-		case strings.HasPrefix(rcpt, "nouser"):
-			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
-		case strings.HasPrefix(rcpt, "grey"):
-			return &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "Greylisted, see http://postgrey.example/"}
-		}
-		return nil
-	}})
+	w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{RcptPolicy: mixedRcptPolicy("Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org")})
 	w.dns.MX("dest.test", "mx.dest.test")
 	w.dns.Host("aspmx.l.google.com", "127.0.0.1")
 	w.dns.MX("workspace.test", "aspmx.l.google.com")

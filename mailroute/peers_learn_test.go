@@ -137,8 +137,7 @@ func TestPeersLearnedRouteFromPostfix(t *testing.T) {
 	requireRepblock(t, p.env)
 	ctx := context.Background()
 	tag := fmt.Sprint(time.Now().UnixNano())
-	dir := t.TempDir()
-	sp := &Spool{Dir: dir, NoSync: true}
+	sp := newMemQueue()
 	m := p.mailer(t, Config{Queue: sp, Learning: Learning{TTL: time.Hour}})
 
 	// Postfix refuses the sender's "reputation": the recipient falls back
@@ -170,12 +169,9 @@ func TestPeersLearnedRouteFromPostfix(t *testing.T) {
 	}
 	p.env.WaitMaildir(t, p.env.SubmittedMaildir, peertest.HeaderIs("Message-ID", id), 10*time.Second)
 
-	// A restart on the same spool keeps the lesson.
+	// A restart on the same store keeps the lesson.
 	m.Close()
-	sp.Close()
-	sp2 := &Spool{Dir: dir, NoSync: true}
-	t.Cleanup(func() { sp2.Close() })
-	m2 := p.mailer(t, Config{Queue: sp2, Learning: Learning{TTL: time.Hour}})
+	m2 := p.mailer(t, Config{Queue: sp, Learning: Learning{TTL: time.Hour}})
 	if route, _ := m2.Route(ctx, "amx.test"); route.Via != Relayed || !strings.Contains(route.Reason, "blocked using zen.spamhaus.org") {
 		t.Errorf("after a restart the dry run says %+v", route)
 	}

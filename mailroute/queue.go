@@ -12,14 +12,18 @@ import (
 
 // QueueStore keeps deferred mail durably until it is delivered or given
 // up. The Mailer drives it: it enqueues what Send could not deliver, leases
-// what is due, attempts it, and records the outcome. Spool is the embedded
-// store, in a directory; a store shared by several application instances
-// (a database) implements the same interface. The package
+// what is due, attempts it, and records the outcome. The package
+// github.com/mailroute/go-mailroute/mailroute/spool is the embedded store,
+// in a directory; github.com/mailroute/go-mailroute/mailroute/riverqueue
+// keeps it in PostgreSQL for several application instances. The package
 // github.com/mailroute/go-mailroute/mailroute/queuetest holds every store to
 // this contract.
 //
 // Implementations must be safe for concurrent use. Every method that
-// returns nil must have made its change durable.
+// returns nil must have made its change durable. A store may also
+// implement StateStore, to keep what the Mailer learns beside the queue,
+// and QuarantineReporter, when it sets damaged entries aside on its own;
+// the Mailer finds both by type assertion.
 //
 // # Leases
 //
@@ -66,6 +70,19 @@ type QueueStore interface {
 	Quarantine(ctx context.Context, id, token string, reason error) error
 	// List returns every queued message.
 	List(ctx context.Context) ([]*QueuedMessage, error)
+}
+
+// QuarantineReporter is implemented by a QueueStore that sets damaged
+// entries aside on its own, outside any lease — the directory store does
+// so when it opens and finds files it cannot read. The Mailer calls
+// TakeQuarantined at the start of every queue round and reports each entry
+// as EventQuarantined without a recipient (the state that named them could
+// not be read). Entries set aside by Body or Quarantine are not returned
+// here: the Mailer reports those itself.
+type QuarantineReporter interface {
+	// TakeQuarantined returns the entries set aside since the last call,
+	// each once: what was wrong (wrapping ErrCorrupt) by message ID.
+	TakeQuarantined() map[string]error
 }
 
 // LeaseRequest is what QueueStore.Lease is asked for.

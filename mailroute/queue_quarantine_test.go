@@ -2,12 +2,8 @@ package mailroute
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,114 +13,60 @@ import (
 	"github.com/mailroute/go-mailroute/internal/smtptest"
 )
 
-// editState rewrites a spool state file the way someone editing it by
-// hand and recomputing its checksum would: the spool's own checks pass.
-func editState(t *testing.T, dir, id string, edit func(payload map[string]any)) {
-	t.Helper()
-	path := filepath.Join(dir, "queue", id+".json")
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var f struct {
-		Version int             `json:"version"`
-		CRC32C  string          `json:"crc32c"`
-		Payload json.RawMessage `json:"payload"`
-	}
-	if err := json.Unmarshal(raw, &f); err != nil {
-		t.Fatal(err)
-	}
-	var p map[string]any
-	if err := json.Unmarshal(f.Payload, &p); err != nil {
-		t.Fatal(err)
-	}
-	edit(p)
-	if f.Payload, err = json.Marshal(p); err != nil {
-		t.Fatal(err)
-	}
-	f.CRC32C = fmt.Sprintf("%08x", crc32.Checksum(f.Payload, crc32.MakeTable(crc32.Castagnoli)))
-	out, err := json.Marshal(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, out, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func rcptField(p map[string]any, i int) map[string]any {
-	return p["recipients"].([]any)[i].(map[string]any)
-}
-
-// State read back from the store is checked like a caller's input: every
-// edit here passes the spool's checksum, and none may reach an MX. Each is
-// quarantined (moved to corrupt/) with an event per recipient.
+// State read back from the store is checked like a caller's input: a
+// store whose content was changed behind the Mailer's back (by hand, by a
+// bug, by an attacker with access to it) must not send any of it to an MX.
+// Each is quarantined with an event per recipient, once and for good.
+// (mailroute/spool's TestTamperedFilesQuarantined does the same to the
+// directory store's files, checksums recomputed.)
 func TestQueueQuarantinesTamperedState(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		edit  func(p map[string]any)
-		body  func(dir, id string) error // damage the body file instead
-		rcpts []string                   // as stored after the edit
-		want  string                     // in the event's error
+		edit  func(m *QueuedMessage, body *[]byte)
+		aside bool     // the store sets it aside on its own instead (QuarantineReporter)
+		rcpts []string // as stored after the edit
+		want  string   // in the event's error
 	}{
-		{name: "sender with a space", edit: func(p map[string]any) { p["from"] = "a b@sender.test" },
+		{name: "sender with a space", edit: func(m *QueuedMessage, _ *[]byte) { m.From = "a b@sender.test" },
 			rcpts: []string{"x@dest.test"}, want: "stored sender"},
-		{name: "sender with a parameter", edit: func(p map[string]any) { p["from"] = "a@sender.test> RET=FULL" },
+		{name: "sender with a parameter", edit: func(m *QueuedMessage, _ *[]byte) { m.From = "a@sender.test> RET=FULL" },
 			rcpts: []string{"x@dest.test"}, want: "stored sender"},
-		{name: "recipient not an address", edit: func(p map[string]any) { rcptField(p, 0)["rcpt"] = "not-an-address" },
+		{name: "recipient not an address", edit: func(m *QueuedMessage, _ *[]byte) { m.Recipients[0].Rcpt = "not-an-address" },
 			rcpts: []string{"not-an-address"}, want: "stored recipient 1"},
-		{name: "recipient with a parameter", edit: func(p map[string]any) { rcptField(p, 0)["rcpt"] = "x@dest.test> NOTIFY=NEVER" },
+		{name: "recipient with a parameter", edit: func(m *QueuedMessage, _ *[]byte) { m.Recipients[0].Rcpt = "x@dest.test> NOTIFY=NEVER" },
 			rcpts: []string{"x@dest.test> NOTIFY=NEVER"}, want: "stored recipient 1"},
-		{name: "recipient not in Send's form", edit: func(p map[string]any) { rcptField(p, 0)["rcpt"] = "x@DEST.test" },
+		{name: "recipient not in Send's form", edit: func(m *QueuedMessage, _ *[]byte) { m.Recipients[0].Rcpt = "x@DEST.test" },
 			rcpts: []string{"x@DEST.test"}, want: "not in the form Send stores"},
-		{name: "recipient twice", edit: func(p map[string]any) {
-			p["recipients"] = append(p["recipients"].([]any), p["recipients"].([]any)[0])
-		}, rcpts: []string{"x@dest.test", "x@dest.test"}, want: "listed twice"},
-		{name: "no recipients", edit: func(p map[string]any) { p["recipients"] = []any{} },
+		{name: "recipient twice", edit: func(m *QueuedMessage, _ *[]byte) { m.Recipients = append(m.Recipients, m.Recipients[0]) },
+			rcpts: []string{"x@dest.test", "x@dest.test"}, want: "listed twice"},
+		{name: "no recipients", edit: func(m *QueuedMessage, _ *[]byte) { m.Recipients = nil },
 			want: "no recipients"},
-		{name: "negative attempts", edit: func(p map[string]any) { rcptField(p, 0)["attempts"] = -1 },
+		{name: "negative attempts", edit: func(m *QueuedMessage, _ *[]byte) { m.Recipients[0].Attempts = -1 },
 			rcpts: []string{"x@dest.test"}, want: "attempts -1"},
-		{name: "huge last error", edit: func(p map[string]any) { rcptField(p, 0)["last_error"] = strings.Repeat("e", 70<<10) },
+		{name: "huge last error", edit: func(m *QueuedMessage, _ *[]byte) { m.Recipients[0].LastError = strings.Repeat("e", 70<<10) },
 			rcpts: []string{"x@dest.test"}, want: "last error"},
-		{name: "body with NUL, checksum recomputed", rcpts: []string{"x@dest.test"}, want: "NUL"},
-		{name: "body changed, checksum not", body: func(dir, id string) error {
-			return os.WriteFile(filepath.Join(dir, "queue", id+".eml"), []byte(strings.Replace(testBody, "Hello", "Hullo", 1)), 0o600)
-		}, rcpts: []string{"x@dest.test"}, want: "checksum"},
+		{name: "body with NUL", edit: func(_ *QueuedMessage, b *[]byte) { *b = []byte(strings.Replace(testBody, "Hello", "Hel\x00lo", 1)) },
+			rcpts: []string{"x@dest.test"}, want: "NUL"},
+		{name: "set aside by the store", aside: true, want: "unreadable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newDirectWorld(t)
 			s := w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{})
 			w.dns.MX("dest.test", "mx.dest.test")
-			dir := t.TempDir()
-			first := &Spool{Dir: dir, NoSync: true}
+			store := newMemQueue()
 			clock := newFakeClock()
 			qm := &QueuedMessage{From: "a@sender.test", Created: clock.Now(), Recipients: []QueuedRecipient{
 				{Rcpt: "x@dest.test", Queued: clock.Now(), NextAttempt: clock.Now()}}}
-			if err := first.Enqueue(context.Background(), qm, strings.NewReader(testBody)); err != nil {
+			if err := store.Enqueue(context.Background(), qm, strings.NewReader(testBody)); err != nil {
 				t.Fatal(err)
 			}
-			first.Close()
-			switch {
-			case tc.edit != nil:
-				editState(t, dir, qm.ID, tc.edit)
-			case tc.want == "NUL":
-				bad := strings.Replace(testBody, "Hello", "Hel\x00lo", 1)
-				if err := os.WriteFile(filepath.Join(dir, "queue", qm.ID+".eml"), []byte(bad), 0o600); err != nil {
-					t.Fatal(err)
-				}
-				editState(t, dir, qm.ID, func(p map[string]any) {
-					p["body_size"] = len(bad)
-					p["body_crc32c"] = crc32.Checksum([]byte(bad), crc32.MakeTable(crc32.Castagnoli))
-				})
-			default:
-				if err := tc.body(dir, qm.ID); err != nil {
-					t.Fatal(err)
-				}
+			if tc.aside {
+				store.setAside(qm.ID, fmt.Errorf("%w: state unreadable", ErrCorrupt))
+			} else {
+				store.edit(qm.ID, tc.edit)
 			}
-			sp := &Spool{Dir: dir, NoSync: true}
-			defer sp.Close()
 			events := &eventLog{}
-			m := w.queued(Config{Queue: sp}, clock, events)
+			m := w.queued(Config{Queue: store}, clock, events)
 			m.runQueue(t)
 			// The worker's first round may have leased it first.
 			want := len(tc.rcpts)
@@ -150,11 +92,11 @@ func TestQueueQuarantinesTamperedState(t *testing.T) {
 					t.Errorf("event for %q, want %q", ev.Rcpt, tc.rcpts[i])
 				}
 			}
-			if l, err := sp.List(context.Background()); err != nil || len(l) != 0 {
+			if l, err := store.List(context.Background()); err != nil || len(l) != 0 {
 				t.Errorf("still queued: %+v, %v", l, err)
 			}
-			if ents, _ := os.ReadDir(filepath.Join(dir, "corrupt")); len(ents) == 0 {
-				t.Error("nothing kept in corrupt/ for an operator")
+			if r := store.quarantined(qm.ID); !tc.aside && (r == nil || !strings.Contains(r.Error(), tc.want)) {
+				t.Errorf("the store was asked to quarantine it for %v, want %q", r, tc.want)
 			}
 			clock.Advance(24 * time.Hour)
 			m.runQueue(t)
@@ -171,7 +113,7 @@ func TestQueueQuarantinesTamperedState(t *testing.T) {
 // failingUpdate is a store whose Update fails, as a full disk or a lost
 // database would.
 type failingUpdate struct {
-	*Spool
+	*MemoryQueue
 	err error
 }
 
@@ -199,9 +141,8 @@ func TestQueueReportsNotSaved(t *testing.T) {
 			w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{RcptPolicy: func(string) *smtp.SMTPError { return tc.rcpt }})
 			relay := smtptest.Start(t, smtptest.Options{}) // where a DSN would go
 			w.dns.MX("dest.test", "mx.dest.test")
-			sp := &Spool{Dir: t.TempDir(), NoSync: true}
-			defer sp.Close()
-			store := &failingUpdate{Spool: sp, err: errors.New("disk on fire")}
+			sp := newMemQueue()
+			store := &failingUpdate{MemoryQueue: sp, err: errors.New("disk on fire")}
 			clock, events := newFakeClock(), &eventLog{}
 			m := w.queued(Config{Queue: store, DSN: true, Retry: RetryPolicy{FallbackAfter: -1},
 				Relay: &Relay{Addr: relay.Addr, InsecurePlaintextLoopback: true}}, clock, events)

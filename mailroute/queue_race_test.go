@@ -130,8 +130,7 @@ func TestShutdownRecordsKnownOutcomes(t *testing.T) {
 	fast := w.mx("mx.fast.test", "127.0.0.1", smtptest.Options{})
 	slow := w.mx("mx.slow.test", "127.0.0.2", smtptest.Options{DataPolicy: g.policy})
 	w.dns.MX("fast.test", "mx.fast.test").MX("slow.test", "mx.slow.test")
-	sp := &Spool{Dir: t.TempDir(), NoSync: true}
-	defer sp.Close()
+	sp := newMemQueue()
 	clock, events := newFakeClock(), &eventLog{}
 	logged := deliveredLog{ch: make(chan struct{}, 4)}
 	m := w.queued(Config{Queue: sp, Logger: slog.New(logged)}, clock, events)
@@ -193,8 +192,7 @@ func TestAttemptEndsBeforeLease(t *testing.T) {
 	defer g.release()
 	s := w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{DataPolicy: g.policy})
 	w.dns.MX("dest.test", "mx.dest.test")
-	sp := &Spool{Dir: t.TempDir(), NoSync: true}
-	defer sp.Close()
+	sp := newMemQueue()
 	clock, events := newFakeClock(), &eventLog{}
 	m := w.queued(Config{Queue: sp, queueLease: time.Second}, clock, events)
 	qm := &QueuedMessage{From: "a@sender.test", Created: clock.Now(), Recipients: []QueuedRecipient{

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/mailroute/go-mailroute/internal/message"
@@ -150,23 +152,17 @@ func (q *queueRuntime) reportQuarantine(qm *QueuedMessage, reason error) {
 	}
 }
 
-// quarantineNote is an entry a store quarantined on its own (the Spool,
-// when it opens its directory).
-type quarantineNote struct {
-	id     string
-	reason error
-}
-
 // reportStoreQuarantines gives OnEvent the entries the store quarantined on
-// its own, which no attempt saw. Their recipients are unknown (the state
-// was unreadable): one event per entry, without Rcpt.
+// its own (QuarantineReporter), which no attempt saw. Their recipients are
+// unknown (the state was unreadable): one event per entry, without Rcpt.
 func (q *queueRuntime) reportStoreQuarantines() {
-	s, ok := q.store.(interface{ quarantinedAtOpen() []quarantineNote })
+	s, ok := q.store.(QuarantineReporter)
 	if !ok {
 		return
 	}
-	for _, n := range s.quarantinedAtOpen() {
-		q.m.emit(Event{Kind: EventQuarantined, QueueID: n.id, Err: n.reason})
+	set := s.TakeQuarantined()
+	for _, id := range slices.Sorted(maps.Keys(set)) { // a stable order for OnEvent
+		q.m.emit(Event{Kind: EventQuarantined, QueueID: id, Err: set[id]})
 	}
 }
 

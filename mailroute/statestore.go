@@ -9,8 +9,8 @@ import (
 // StateStore keeps the small pieces of knowledge a Mailer learns while it
 // sends — routes learned from refusals, MTA-STS policies — so that a
 // restart, or another application instance on the same store, starts from
-// what was already learned. A QueueStore may implement it as well (Spool
-// does, in its directory; the River store does, in PostgreSQL); a Mailer
+// what was already learned. A QueueStore may implement it as well (the
+// spool store does, in its directory; the River store does, in PostgreSQL); a Mailer
 // whose queue does not keeps the same knowledge in memory.
 //
 // Entries live in namespaces ("route", "mta-sts", …); keys are at most 255

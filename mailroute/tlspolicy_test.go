@@ -428,7 +428,7 @@ func TestREQUIRETLS(t *testing.T) {
 			if tt.policy == "sts" {
 				w.sts("dest.test", "1", "enforce", "mx.dest.test")
 			}
-			cfg := Config{Queue: &Spool{Dir: t.TempDir()}}
+			cfg := Config{Queue: newMemQueue()}
 			var relay *smtptest.Server
 			if tt.relay {
 				relay = smtptest.Start(t, smtptest.Options{TLS: w.ca.ServerConfig("127.0.0.1"), EnableREQUIRETLS: tt.relayOffr})
@@ -468,26 +468,6 @@ func TestREQUIRETLS(t *testing.T) {
 	}
 }
 
-// stateSpool is a queue that keeps state too, as Spool and the River store
-// do: MTA-STS policies then outlive the Mailer.
-type stateSpool struct {
-	*Spool
-	state *memoryState
-}
-
-func (s *stateSpool) GetState(ctx context.Context, ns, key string, now time.Time) ([]byte, bool, error) {
-	return s.state.GetState(ctx, ns, key, now)
-}
-func (s *stateSpool) PutState(ctx context.Context, ns, key string, v []byte, exp time.Time) error {
-	return s.state.PutState(ctx, ns, key, v, exp)
-}
-func (s *stateSpool) DeleteState(ctx context.Context, ns, key string) error {
-	return s.state.DeleteState(ctx, ns, key)
-}
-func (s *stateSpool) ListState(ctx context.Context, ns string, now time.Time) (map[string][]byte, error) {
-	return s.state.ListState(ctx, ns, now)
-}
-
 // A policy learned by one Mailer is used by the next one on the same
 // store without a fetch: a restart does not reopen the window RFC 8461
 // §5.1 closes with caching.
@@ -496,7 +476,7 @@ func TestMTASTSPolicyPersists(t *testing.T) {
 	w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{TLS: w.ca.ServerConfig("mx.dest.test")})
 	w.dns.MX("dest.test", "mx.dest.test")
 	w.sts("dest.test", "1", "enforce", "mx.elsewhere.test")
-	store := &stateSpool{Spool: &Spool{Dir: t.TempDir()}, state: &memoryState{}}
+	store := newMemQueue() // a queue that keeps state, as the spool and River stores do
 	for i := range 2 {
 		m := w.mailer(Config{Queue: store}, false)
 		res, _ := send(t, m, "a@sender.test", []string{"b@dest.test"}, testBody)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mailroute/go-mailroute/mailroute"
 	"github.com/mailroute/go-mailroute/mailroute/mailtest"
+	"github.com/mailroute/go-mailroute/mailroute/spool"
 )
 
 func main() {
@@ -36,12 +37,12 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	spool := &mailroute.Spool{Dir: dir}
-	defer spool.Close()
+	store := &spool.Store{Dir: dir}
+	defer store.Close()
 
 	m, err := mailroute.New(mailroute.Config{
 		Hostname: "mail.example.net",
-		Queue:    spool, // what cannot be delivered now survives restarts here
+		Queue:    store, // what cannot be delivered now survives restarts here
 		OnEvent: func(ev mailroute.Event) {
 			fmt.Printf("  event: %-9v %s (attempt %d)\n", ev.Kind, ev.Rcpt, ev.Attempt)
 		},

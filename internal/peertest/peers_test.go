@@ -250,7 +250,7 @@ func TestSubmission(t *testing.T) {
 				t.Fatalf("AUTH: %v", err)
 			}
 			const from = "app@peertest.test"
-			// The relay relays anywhere, and sinks it all in one Maildir.
+			// The relays anywhere, and sinks it all in one Maildir.
 			rcpts := []string{"someone@gmail.com", "user@example.org"}
 			id := uniqueID(t)
 			msg := testMessage(from, rcpts[0], id)

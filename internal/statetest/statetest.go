@@ -2,7 +2,7 @@
 // package mailroute: values come back as stored, expire at their time,
 // stay in their namespace, can be deleted and listed, and concurrent
 // writers do not tear each other's entries. Every implementation runs the
-// same checks (the in-memory store, Spool, the River store).
+// same checks (the in-memory store, spool.Store, the River store).
 package statetest
 
 import (

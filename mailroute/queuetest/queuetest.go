@@ -1,10 +1,10 @@
 // Package queuetest checks that a mailroute.QueueStore keeps the contract the
-// Mailer relies on: one test suite for every store, the embedded Spool and a
-// database store alike.
+// Mailer relies on: one test suite for every store, the embedded directory
+// store (mailroute/spool) and a database store alike.
 //
 //	func TestConformance(t *testing.T) {
 //		queuetest.Run(t, func(t *testing.T) mailroute.QueueStore {
-//			return &mailroute.Spool{Dir: t.TempDir(), NoSync: true}
+//			return &spool.Store{Dir: t.TempDir(), NoSync: true}
 //		})
 //	}
 //

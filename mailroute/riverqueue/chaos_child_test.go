@@ -15,6 +15,7 @@ import (
 
 	"github.com/mailroute/go-mailroute/mailroute"
 	"github.com/mailroute/go-mailroute/mailroute/riverqueue"
+	"github.com/mailroute/go-mailroute/mailroute/spool"
 )
 
 // Environment of a chaos child process, set by TestChaos.
@@ -72,7 +73,7 @@ func TestChaosChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	say("R %s", name) // ready: the driver may signal
-	go func() {       // the queue's length, for the driver to see a Spool drain
+	go func() {       // the queue's length, for the driver to see a spool store drain
 		for {
 			if l, err := m.QueueList(context.Background()); err == nil {
 				n := 0
@@ -119,7 +120,7 @@ func chaosStore(t *testing.T, name string) (mailroute.QueueStore, func()) {
 	spec := os.Getenv(envChaosStore)
 	switch {
 	case len(spec) > 6 && spec[:6] == "spool:":
-		sp := &mailroute.Spool{Dir: spec[6:], NoSync: true} // a killed process keeps its page cache
+		sp := &spool.Store{Dir: spec[6:], NoSync: true} // a killed process keeps its page cache
 		return sp, func() { sp.Close() }
 	case len(spec) > 6 && spec[:6] == "river:":
 		cfg, err := pgxpool.ParseConfig(os.Getenv("MAILROUTE_POSTGRES_URL"))

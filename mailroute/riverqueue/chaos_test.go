@@ -18,17 +18,18 @@ import (
 	"github.com/mailroute/go-mailroute/internal/dnstest"
 	"github.com/mailroute/go-mailroute/mailroute"
 	"github.com/mailroute/go-mailroute/mailroute/riverqueue"
+	"github.com/mailroute/go-mailroute/mailroute/spool"
 )
 
 // chaosConfig sizes a chaos run.
 type chaosConfig struct {
-	messages int           // in all; a quarter on the Spool
+	messages int           // in all; a quarter on the spool store
 	chaos    time.Duration // how long the driver signals, kills and restarts
 	drain    time.Duration // then, how long the queues get to empty
 }
 
 // TestChaos runs three Mailer processes on one River database and one on a
-// Spool (re-executions of this test binary: TestChaosChild), against an MX
+// spool.Store (re-executions of this test binary: TestChaosChild), against an MX
 // that answers after random delays, defers now and then and sometimes
 // hangs up after the final dot. A driver enqueues 1,000 messages (1 to 3
 // recipients each) and meanwhile flushes, shuts down (with little
@@ -75,7 +76,7 @@ func TestChaos(t *testing.T) {
 	}
 	dns.Host("mx.chaos.test", "127.0.0.1")
 
-	// The messages: a quarter into the Spool before its process starts,
+	// The messages: a quarter into the spool store before its process starts,
 	// the rest into River while the chaos runs.
 	expected := map[string]int{} // recipient → message number
 	msgs := make([]*mailroute.QueuedMessage, cfg.messages)
@@ -91,7 +92,7 @@ func TestChaos(t *testing.T) {
 	}
 	spoolDir := t.TempDir()
 	nSpool := cfg.messages / 4
-	sp := &mailroute.Spool{Dir: spoolDir, NoSync: true}
+	sp := &spool.Store{Dir: spoolDir, NoSync: true}
 	for n := range nSpool {
 		if err := sp.Enqueue(ctx, msgs[n], strings.NewReader(chaosBody(n))); err != nil {
 			t.Fatal(err)
@@ -155,7 +156,7 @@ func TestChaos(t *testing.T) {
 		t.Fatalf("enqueue: %v", err)
 	}
 
-	// Drain: every recipient arrived, River's queue and the Spool's empty.
+	// Drain: every recipient arrived, River's queue and the spool store's empty.
 	river := &riverqueue.Store{Pool: pool}
 	drainEnd := time.Now().Add(cfg.drain)
 	for {
@@ -175,7 +176,7 @@ func TestChaos(t *testing.T) {
 			break
 		}
 		if time.Now().After(drainEnd) {
-			t.Errorf("after %v of draining: %d recipients never arrived, %d messages in River, %d recipients in the Spool", cfg.drain, missing, len(l), spoolLeft)
+			t.Errorf("after %v of draining: %d recipients never arrived, %d messages in River, %d recipients in the spool store", cfg.drain, missing, len(l), spoolLeft)
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -190,9 +191,9 @@ func TestChaos(t *testing.T) {
 	if l, err := river.List(ctx); err != nil || len(l) != 0 {
 		t.Errorf("River still holds %d messages (%v)", len(l), err)
 	}
-	again := &mailroute.Spool{Dir: spoolDir, NoSync: true}
+	again := &spool.Store{Dir: spoolDir, NoSync: true}
 	if l, err := again.List(ctx); err != nil || len(l) != 0 {
-		t.Errorf("the Spool still holds %d messages (%v)", len(l), err)
+		t.Errorf("the spool store still holds %d messages (%v)", len(l), err)
 	}
 	again.Close()
 }
@@ -330,7 +331,7 @@ func (d *chaosDriver) killAll() {
 	}
 }
 
-// spoolLen is the Spool process's last reported queue length, -1 unknown.
+// spoolLen is the spool store process's last reported queue length, -1 unknown.
 func (d *chaosDriver) spoolLen(p *process) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -33,14 +33,15 @@
 //
 // The Mailer pulls work with Lease(LeaseRequest{Now, DueBy, Max,
 // Duration}); every time is the caller's, never the database's, so a fake
-// clock drives the store as it drives the embedded Spool. Lease claims, in
-// one statement, up to Max messages of this store's kind and queue whose
-// next attempt is not after DueBy (Now, or far ahead for a flush) and
-// whose lease, if any, ended by Now, earliest next attempt first, with
-// SELECT … FOR UPDATE SKIP LOCKED on the job and the message rows. It
-// moves each claimed job's scheduled_at to the lease's end while recording
-// the attempt (attempted_at, attempted_by = Store.ClientID), and sets a new
-// lease generation, the holder and the lease's end on the message row.
+// clock drives the store as it drives the embedded directory store
+// (mailroute/spool). Lease claims, in one statement, up to Max messages
+// of this store's kind and queue whose next attempt is not after DueBy
+// (Now, or far ahead for a flush) and whose lease, if any, ended by Now,
+// earliest next attempt first, with SELECT … FOR UPDATE SKIP LOCKED on the
+// job and the message rows. It moves each claimed job's scheduled_at to the
+// lease's end while recording the attempt (attempted_at, attempted_by =
+// Store.ClientID), and sets a new lease generation, the holder and the
+// lease's end on the message row.
 // Exclusivity follows: two claims at once never lock the same rows (SKIP
 // LOCKED, and a claim that finds a row just claimed re-reads its lease),
 // and once a claim commits nobody else, not even a flush, gets the

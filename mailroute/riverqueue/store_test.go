@@ -13,7 +13,7 @@ import (
 	"github.com/mailroute/go-mailroute/mailroute/riverqueue"
 )
 
-// The same suite as the embedded Spool's (mailroute/queue_conformance_test.go).
+// The same suite as the embedded directory store's (mailroute/spool).
 func TestConformance(t *testing.T) {
 	queuetest.Run(t, func(t *testing.T) mailroute.QueueStore {
 		s, _ := newStore(t)

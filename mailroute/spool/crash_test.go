@@ -1,4 +1,4 @@
-package mailroute
+package spool_test
 
 import (
 	"bufio"
@@ -16,19 +16,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
-	"github.com/mailroute/go-mailroute/internal/dnstest"
-	"github.com/mailroute/go-mailroute/internal/smtptest"
+	"github.com/mailroute/go-mailroute/mailroute"
+	"github.com/mailroute/go-mailroute/mailroute/mailtest"
+	"github.com/mailroute/go-mailroute/mailroute/spool"
 )
 
 const crashMessages = 500
 
-// TestQueueCrashRecovery runs a real subprocess that enqueues 500 messages
-// to a loopback sink deferring about a third of the attempts, kills it with
-// SIGKILL at random moments ten times, restarts it each time, and checks
-// that in the end every message reached the sink at least once.
-func TestQueueCrashRecovery(t *testing.T) {
+// TestCrashRecovery runs a real subprocess that enqueues 500 messages
+// into a Store and lets its Mailer deliver them to a loopback sink
+// deferring about a third of the attempts, kills it with SIGKILL at random
+// moments ten times, restarts it each time, and checks that in the end
+// every acknowledged message reached the sink at least once.
+func TestCrashRecovery(t *testing.T) {
 	if os.Getenv("MAILROUTE_CRASH_CHILD") != "" {
 		t.Skip("in the child")
 	}
@@ -36,26 +36,23 @@ func TestQueueCrashRecovery(t *testing.T) {
 		t.Skip("-short")
 	}
 	var refused atomic.Int64
-	sink := smtptest.Start(t, smtptest.Options{RcptPolicy: func(string) *smtp.SMTPError {
+	sink, err := mailtest.NewServer(mailtest.Options{Refuse: func(string) *mailtest.Reply {
 		if rand.IntN(3) == 0 {
 			refused.Add(1)
-			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again"}
+			return &mailtest.Reply{Code: 451, Enhanced: [3]int{4, 3, 0}, Message: "try again"}
 		}
 		return nil
 	}})
-	dns, err := dnstest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dns.Close()
-	dns.MX("sink.test", "mx.sink.test").Host("mx.sink.test", "127.0.0.1")
+	defer sink.Close()
 	dir := t.TempDir()
 
 	child := func() *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestQueueCrashChild$", "-test.count=1")
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
 		cmd.Env = append(os.Environ(),
-			"MAILROUTE_CRASH_CHILD=1", "CRASH_DIR="+dir, "CRASH_DNS="+dns.Addr,
-			"CRASH_PORT="+strconv.Itoa(sink.Port()))
+			"MAILROUTE_CRASH_CHILD=1", "CRASH_DIR="+dir, "CRASH_PORT="+strconv.Itoa(sink.Port()))
 		return cmd
 	}
 	deadline := time.Now().Add(50 * time.Second)
@@ -117,23 +114,28 @@ func runUntil(cmd *exec.Cmd, deadline time.Time) ([]byte, error) {
 	}
 }
 
-// TestQueueCrashChild is the subprocess: it enqueues every message not yet
+// TestCrashChild is the subprocess: it enqueues every message not yet
 // acknowledged (its progress file says which), then waits until the queue
-// is empty. It is killed at random moments.
-func TestQueueCrashChild(t *testing.T) {
+// is empty. It is killed at random moments. Its Mailer's workers poll the
+// queue at their own pace (a second): only the public API is used here.
+func TestCrashChild(t *testing.T) {
 	if os.Getenv("MAILROUTE_CRASH_CHILD") == "" {
-		t.Skip("run by TestQueueCrashRecovery")
+		t.Skip("run by TestCrashRecovery")
 	}
 	dir := os.Getenv("CRASH_DIR")
 	port, _ := strconv.Atoi(os.Getenv("CRASH_PORT"))
-	m, err := New(Config{
-		Hostname:  "mail.sender.test",
-		Resolver:  DNSServer(os.Getenv("CRASH_DNS")),
-		Router:    Rules{{Domains: []string{"*"}, Via: Direct}},
-		Direct:    DirectOptions{Port: port},
-		Queue:     &Spool{Dir: filepath.Join(dir, "spool")},
-		Retry:     RetryPolicy{FirstRetry: 20 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Jitter: -1},
-		queuePoll: 10 * time.Millisecond,
+	store := &spool.Store{Dir: filepath.Join(dir, "spool")}
+	defer store.Close()
+	m, err := mailroute.New(mailroute.Config{
+		Hostname: "mail.sender.test",
+		Resolver: &mailtest.Resolver{
+			MX:    map[string][]string{"sink.test": {"mx.sink.test"}},
+			Hosts: map[string][]string{"mx.sink.test": {"127.0.0.1"}},
+		},
+		Router: mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Direct}},
+		Direct: mailroute.DirectOptions{Port: port},
+		Queue:  store,
+		Retry:  mailroute.RetryPolicy{FirstRetry: 20 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Jitter: -1},
 	})
 	if err != nil {
 		t.Fatal(err)

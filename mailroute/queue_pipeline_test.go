@@ -13,7 +13,7 @@ import (
 // gatedStore holds every Update until the test opens the gate, the way a
 // slow fsync holds it.
 type gatedStore struct {
-	*Spool
+	*MemoryQueue
 	gate    chan struct{}
 	waiting chan struct{} // one value per Update that reached the gate
 }
@@ -21,7 +21,7 @@ type gatedStore struct {
 func (s *gatedStore) Update(ctx context.Context, m *QueuedMessage) error {
 	s.waiting <- struct{}{}
 	<-s.gate
-	return s.Spool.Update(ctx, m)
+	return s.MemoryQueue.Update(ctx, m)
 }
 
 // TestQueueDeliversWhileStoring: a queue round frees a delivery slot as
@@ -36,14 +36,13 @@ func TestQueueDeliversWhileStoring(t *testing.T) {
 	w := newDirectWorld(t)
 	srv := w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{})
 	w.dns.MX("dest.test", "mx.dest.test")
-	st := &gatedStore{Spool: &Spool{Dir: t.TempDir(), NoSync: true}, gate: make(chan struct{}), waiting: make(chan struct{}, n)}
-	defer st.Spool.Close()
+	st := &gatedStore{MemoryQueue: newMemQueue(), gate: make(chan struct{}), waiting: make(chan struct{}, n)}
 	ctx := context.Background()
 	now := time.Now()
 	for i := range n {
 		qm := &QueuedMessage{From: "a@sender.test", Created: now,
 			Recipients: []QueuedRecipient{{Rcpt: fmt.Sprintf("r%d@dest.test", i), NextAttempt: now, Queued: now}}}
-		if err := st.Spool.Enqueue(ctx, qm, bytes.NewReader([]byte("Subject: x\r\n\r\nbody\r\n"))); err != nil {
+		if err := st.MemoryQueue.Enqueue(ctx, qm, bytes.NewReader([]byte("Subject: x\r\n\r\nbody\r\n"))); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
@@ -84,8 +85,12 @@ func (m *Mailer) directHosts(ctx context.Context, d *Destination) ([]*net.MX, er
 // hostAddrs resolves one MX host to the addresses to try, IPv4 first, with
 // the family of DirectOptions.LocalAddr only when one is set.
 func (m *Mailer) hostAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
-	if a, err := netip.ParseAddr(host); err == nil {
-		return []netip.Addr{a}, nil
+	// Only what may be an address literal is parsed as one: a failed
+	// parse allocates its error, for every message to a named MX host.
+	if strings.IndexFunc(host, notAddrRune) < 0 {
+		if a, err := netip.ParseAddr(host); err == nil {
+			return []netip.Addr{a}, nil
+		}
 	}
 	ips, err := m.mx.LookupHost(ctx, host)
 	if err != nil {
@@ -268,7 +273,7 @@ func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Co
 		p.put(c)
 		return true, nil
 	}
-	res, err := c.Send(ctx, j.tx(batch))
+	res, err := j.send(ctx, c, j.tx(batch))
 	if pooled && redialable(ctx, res, err) {
 		var e *Error
 		if c, e = p.redial(ctx, c); e != nil {
@@ -276,7 +281,7 @@ func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Co
 			m.logAttempt(j, Direct, e.Host, batch, e, time.Since(start))
 			return false, batch
 		}
-		res, err = c.Send(ctx, j.tx(batch))
+		res, err = j.send(ctx, c, j.tx(batch))
 	}
 	defer p.put(c)
 	if err != nil && !finalForTransaction(err) {
@@ -334,4 +339,10 @@ func finalForTransaction(err error) bool {
 		return true
 	}
 	return false
+}
+
+// notAddrRune reports a character that appears in no IPv4 or IPv6 address
+// literal (zone identifiers aside, which a host from DNS never has).
+func notAddrRune(r rune) bool {
+	return !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F' || r == '.' || r == ':')
 }

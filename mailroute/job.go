@@ -1,7 +1,10 @@
 package mailroute
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"slices"
 
 	"github.com/mailroute/go-mailroute/internal/message"
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
@@ -10,14 +13,34 @@ import (
 // job is one destination's share of a Send: its recipients, and where
 // their results go. Only the goroutine delivering the job writes them.
 type job struct {
-	dest  *Destination
-	route Route
-	from  string // reverse-path as on the wire; "" = <>
-	utf8  bool   // the sender's local part needs SMTPUTF8
-	rcpts []message.Address
-	index []int // rcpts[k]'s place in result.Recipients
-	body  *message.Body
-	relay *smarthost // the relay for this Send; nil: none configured
+	dest *Destination // &destVal for a Send's own jobs
+	// destVal, oneRcpt and oneIndex are allocated with the job: a job's
+	// Destination and, for the common single recipient, its lists.
+	destVal  Destination
+	oneRcpt  [1]message.Address
+	oneIndex [1]int
+	// Reused by each transaction of the job, one after the other (only
+	// the goroutine delivering the job runs them): the Tx, its recipient
+	// list, the body's reader and the engine's result.
+	txVal   smtpclient.Tx
+	txRcpts []string
+	txBody  bytes.Reader
+	txRes   smtpclient.TxResult
+	// Their first backing arrays, for a job of one recipient.
+	oneTxRcpt   [1]string
+	oneRcptRes  [1]smtpclient.RcptResult
+	oneAccepted [1]string
+	// tlsVal is the destination's TLS policy while deliverDirect runs.
+	tlsVal destTLS
+	// jobsOf1 backs the job list of a Send with this job alone.
+	jobsOf1 [1]*job
+	route   Route
+	from    string // reverse-path as on the wire; "" = <>
+	utf8    bool   // the sender's local part needs SMTPUTF8
+	rcpts   []message.Address
+	index   []int // rcpts[k]'s place in result.Recipients
+	body    *message.Body
+	relay   *smarthost // the relay for this Send; nil: none configured
 	// forceRelay sends through the relay without routing: the queue's
 	// fallback over time (route holds the reason).
 	forceRelay bool
@@ -37,23 +60,32 @@ func (j *job) pending() []int {
 	return out
 }
 
-// tx builds the transaction for a batch of recipients. Each call gets its
-// own reader over the shared body: no copy per route.
+// tx builds the transaction for a batch of recipients, in the job's own
+// Tx: each transaction of the job is done with before the next is built.
+// Its reader is the job's own over the shared body: no copy per route.
 func (j *job) tx(batch []int) *smtpclient.Tx {
-	tx := &smtpclient.Tx{
+	rcpts := j.txRcpts[:0]
+	utf8 := j.utf8
+	for _, k := range batch {
+		rcpts = append(rcpts, j.slot(k).Rcpt) // the address as on the wire, made once
+		utf8 = utf8 || j.rcpts[k].UTF8
+	}
+	j.txRcpts = rcpts
+	j.txVal = smtpclient.Tx{
 		From:       j.from,
-		Rcpts:      make([]string, len(batch)),
-		Body:       j.body.Reader(),
+		Rcpts:      rcpts,
+		Body:       j.body.ReaderInto(&j.txBody),
 		Size:       j.body.Size(),
 		EightBit:   j.body.EightBit(),
-		SMTPUTF8:   j.utf8,
+		SMTPUTF8:   utf8,
 		REQUIRETLS: j.requireTLS,
 	}
-	for i, k := range batch {
-		tx.Rcpts[i] = j.rcpts[k].String()
-		tx.SMTPUTF8 = tx.SMTPUTF8 || j.rcpts[k].UTF8
-	}
-	return tx
+	return &j.txVal
+}
+
+// send runs tx on c into the job's reused result; see tx.
+func (j *job) send(ctx context.Context, c *smtpclient.Conn, tx *smtpclient.Tx) (*smtpclient.TxResult, error) {
+	return c.SendInto(ctx, tx, &j.txRes)
 }
 
 func (j *job) slot(k int) *RecipientResult { return &j.result.Recipients[j.index[k]] }
@@ -72,7 +104,7 @@ func (j *job) recordOne(k int, res *smtpclient.TxResult, i int, host string, via
 	rr := res.Rcpts[i]
 	if rr.Err == nil {
 		r.Status, r.Err = Delivered, nil
-		r.Response = res.Data.String()
+		r.Response = res.Response
 		return
 	}
 	e := fromClient(rr.Err, nil)
@@ -108,6 +140,9 @@ func statusOf(e *Error) Status {
 func (j *job) withoutSMTPUTF8(c *smtpclient.Conn, batch []int, via Via) []int {
 	if _, ok := c.Extension("SMTPUTF8"); ok {
 		return batch
+	}
+	if !j.utf8 && !slices.ContainsFunc(batch, func(k int) bool { return j.rcpts[k].UTF8 }) {
+		return batch // nothing here needs it
 	}
 	refuse := func(k int) {
 		r := j.slot(k)

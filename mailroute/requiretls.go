@@ -37,7 +37,11 @@ func requiresTLS(ctx context.Context) bool {
 func (j *job) tlsRequiredNo() bool {
 	if j.noTLSReq == 0 {
 		j.noTLSReq = 2
-		if headerSaysTLSRequiredNo(j.body.Reader()) {
+		if b, ok := j.body.Bytes(); ok {
+			if headerBytesSayTLSRequiredNo(b) {
+				j.noTLSReq = 1
+			}
+		} else if headerSaysTLSRequiredNo(j.body.Reader()) {
 			j.noTLSReq = 1
 		}
 	}
@@ -60,6 +64,28 @@ func headerSaysTLSRequiredNo(r interface{ Read([]byte) (int, error) }) bool {
 			return false
 		}
 	}
+}
+
+// headerBytesSayTLSRequiredNo is headerSaysTLSRequiredNo for a message in
+// memory, scanned in place: no reader, no buffer, no allocation per message.
+// The header ends at the first empty line ("" or a lone CR before the LF).
+func headerBytesSayTLSRequiredNo(msg []byte) bool {
+	for len(msg) > 0 {
+		line := msg
+		if i := bytes.IndexByte(msg, '\n'); i >= 0 {
+			line, msg = msg[:i], msg[i+1:]
+		} else {
+			msg = nil
+		}
+		if len(line) == 0 || (len(line) == 1 && line[0] == '\r') {
+			return false
+		}
+		text := bytes.TrimRight(line, "\r")
+		if name, value, ok := bytes.Cut(text, []byte(":")); ok && bytes.EqualFold(bytes.TrimSpace(name), []byte("TLS-Required")) {
+			return bytes.EqualFold(bytes.TrimSpace(value), []byte("No"))
+		}
+	}
+	return false
 }
 
 // relayREQUIRETLS refuses the relay for a REQUIRETLS message when its

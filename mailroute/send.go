@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -44,11 +45,11 @@ func (m *Mailer) Send(ctx context.Context, from string, to []string, msg io.Read
 
 // send is Send with the relay to use for this call (nil: none).
 func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Reader, relay *smarthost) (*Result, error) {
-	ctx, leave, ok := m.sends.enter(ctx)
+	ctx, slot, ok := m.sends.enter(ctx)
 	if !ok {
 		return refused(to, ErrClosed, -1, false)
 	}
-	defer leave()
+	defer m.sends.leave(slot)
 	env, bad, err := parseEnvelope(from, to)
 	if err != nil {
 		return refused(to, err, bad, true)
@@ -61,8 +62,8 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 	}
 	defer body.Close()
 
-	res := &Result{Recipients: make([]RecipientResult, len(env.rcpts))}
-	jobs := m.group(env.from, env.fromUTF8, env.rcpts, body, res)
+	res := newResult(len(env.rcpts))
+	jobs := m.groupEnv(&env, body, res)
 	reqTLS := requiresTLS(ctx)
 	for _, j := range jobs {
 		j.relay = relay
@@ -75,6 +76,20 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 		m.reportFirstAttempt(res)
 	}
 	return res, res.Err()
+}
+
+// newResult returns a Result for n recipients; for one, the common case,
+// in a single allocation.
+func newResult(n int) *Result {
+	if n == 1 {
+		one := new(struct {
+			res Result
+			r   [1]RecipientResult
+		})
+		one.res.Recipients = one.r[:]
+		return &one.res
+	}
+	return &Result{Recipients: make([]RecipientResult, n)}
 }
 
 // refused returns the Result and error of a Send that stopped before
@@ -93,7 +108,13 @@ type envelope struct {
 	from     string // reverse-path as on the wire; "" = <>
 	fromUTF8 bool
 	rcpts    []message.Address // duplicates removed
+	strs     []string          // rcpts[i] as on the wire
 }
+
+// dedupLinear is the recipient count up to which duplicates are found by
+// comparing with those before, not with a map: cheaper for the few
+// recipients of most Sends, and no allocation.
+const dedupLinear = 8
 
 // parseEnvelope checks every address before anything is sent: one
 // malformed address fails the whole call. On error, bad is the index in to
@@ -106,20 +127,40 @@ func parseEnvelope(from string, to []string) (env envelope, bad int, err error) 
 	if len(to) == 0 {
 		return envelope{}, -1, ErrNoRecipients
 	}
-	env = envelope{from: sender.String(), fromUTF8: sender.UTF8, rcpts: make([]message.Address, 0, len(to))}
-	if null {
-		env.from = ""
+	env = envelope{fromUTF8: sender.UTF8}
+	if len(to) == 1 {
+		// Most Sends have one recipient: one allocation for both lists.
+		one := new(struct {
+			a [1]message.Address
+			s [1]string
+		})
+		env.rcpts, env.strs = one.a[:0], one.s[:0]
+	} else {
+		env.rcpts, env.strs = make([]message.Address, 0, len(to)), make([]string, 0, len(to))
 	}
-	seen := make(map[string]bool, len(to))
+	if !null {
+		env.from = sender.StringFrom(from)
+	}
+	var seen map[string]bool
+	if len(to) > dedupLinear {
+		seen = make(map[string]bool, len(to))
+	}
 	for i, s := range to {
 		a, err := message.ParseAddress(s)
 		if err != nil {
 			return envelope{}, i, fmt.Errorf("recipient: %w", err)
 		}
-		if key := a.String(); !seen[key] {
+		key := a.StringFrom(s)
+		if seen != nil {
+			if seen[key] {
+				continue
+			}
 			seen[key] = true
-			env.rcpts = append(env.rcpts, a)
+		} else if slices.Contains(env.strs, key) {
+			continue
 		}
+		env.rcpts = append(env.rcpts, a)
+		env.strs = append(env.strs, key)
 	}
 	return env, -1, nil
 }
@@ -169,23 +210,58 @@ func (m *Mailer) runJobs(ctx context.Context, jobs []*job) {
 	wg.Wait()
 }
 
-// group makes one job per destination domain, in the order the domains
-// first appear, and fills each recipient's Rcpt.
+// group makes one job per destination domain for recipients already
+// checked (the queue's), in the order the domains first appear, and fills
+// each recipient's Rcpt.
 func (m *Mailer) group(from string, fromUTF8 bool, rcpts []message.Address, body *message.Body, res *Result) []*job {
-	var jobs []*job
-	byDomain := make(map[string]*job)
+	env := envelope{from: from, fromUTF8: fromUTF8, rcpts: rcpts, strs: make([]string, len(rcpts))}
 	for i, a := range rcpts {
-		res.Recipients[i].Rcpt = a.String()
-		j := byDomain[a.Domain]
+		env.strs[i] = a.String()
+	}
+	return m.groupEnv(&env, body, res)
+}
+
+// groupEnv is group for a Send's envelope, whose addresses are already
+// strings.
+func (m *Mailer) groupEnv(env *envelope, body *message.Body, res *Result) []*job {
+	var jobs []*job
+	var byDomain map[string]*job
+	if len(env.rcpts) > dedupLinear {
+		byDomain = make(map[string]*job)
+	}
+	for i, a := range env.rcpts {
+		res.Recipients[i].Rcpt = env.strs[i]
+		var j *job
+		if byDomain != nil {
+			j = byDomain[a.Domain]
+		} else {
+			for _, o := range jobs {
+				if o.dest.Domain == a.Domain {
+					j = o
+					break
+				}
+			}
+		}
 		if j == nil {
 			j = &job{
-				dest:   &Destination{Domain: a.Domain, Literal: a.Literal, cache: m.mx},
-				from:   from,
-				utf8:   fromUTF8,
-				body:   body,
-				result: res,
+				destVal: Destination{Domain: a.Domain, Literal: a.Literal, cache: m.mx},
+				from:    env.from,
+				utf8:    env.fromUTF8,
+				body:    body,
+				result:  res,
 			}
-			byDomain[a.Domain] = j
+			j.dest = &j.destVal
+			j.txRcpts = j.oneTxRcpt[:0]
+			j.txRes.Rcpts, j.txRes.Accepted = j.oneRcptRes[:0], j.oneAccepted[:0]
+			// The first recipient goes in the job's own arrays: a job
+			// with one recipient, the common case, costs no more.
+			j.rcpts, j.index = j.oneRcpt[:0], j.oneIndex[:0]
+			if byDomain != nil {
+				byDomain[a.Domain] = j
+			}
+			if jobs == nil {
+				jobs = j.jobsOf1[:0]
+			}
 			jobs = append(jobs, j)
 		}
 		j.rcpts = append(j.rcpts, a)

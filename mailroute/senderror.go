@@ -114,6 +114,18 @@ func quoteRcpt(rcpt string) string {
 // newSendError sorts a Result's recipients by outcome; nil when every
 // recipient was delivered or queued.
 func newSendError(res *Result) *SendError {
+	// The common case, everyone delivered or queued, is decided without
+	// building the lists.
+	ok := true
+	for _, r := range res.Recipients {
+		if r.Status != Delivered && r.Status != Queued {
+			ok = false
+			break
+		}
+	}
+	if ok {
+		return nil
+	}
 	e := &SendError{Result: res}
 	for _, r := range res.Recipients {
 		switch r.Status {

@@ -166,14 +166,14 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 		s.pool.put(c)
 		return
 	}
-	res, err := c.Send(ctx, j.tx(batch))
+	res, err := j.send(ctx, c, j.tx(batch))
 	if pooled && redialable(ctx, res, err) {
 		if c, e = s.pool.redial(ctx, c); e != nil {
 			j.fail(batch, e, s.host)
 			m.logAttempt(j, Relayed, s.host, batch, e, time.Since(start))
 			return
 		}
-		res, err = c.Send(ctx, j.tx(batch))
+		res, err = j.send(ctx, c, j.tx(batch))
 	}
 	if err != nil {
 		var ce *smtpclient.Error

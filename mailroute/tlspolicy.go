@@ -68,7 +68,8 @@ type hostTLS struct {
 // it would have said is unknown, and guessing "no TLSA" is the downgrade
 // DANE exists to prevent.
 func (m *Mailer) policyTLS(ctx context.Context, j *job, hosts []*net.MX) (*destTLS, []*net.MX, *Error) {
-	d := &destTLS{m: m, domain: j.dest.Domain, requireTLS: j.requireTLS}
+	d := &j.tlsVal // the job's own: one delivery of the job at a time
+	*d = destTLS{m: m, domain: j.dest.Domain, requireTLS: j.requireTLS}
 	if j.dest.IsLiteral() {
 		return d, hosts, nil
 	}

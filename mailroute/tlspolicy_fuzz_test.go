@@ -47,5 +47,10 @@ func FuzzTLSRequiredNo(f *testing.F) {
 		if got && !want {
 			t.Fatalf("%q: said TLS-Required: No", msg)
 		}
+		// The in-memory scan, which the Send path uses, says exactly
+		// what the header says.
+		if inMem := headerBytesSayTLSRequiredNo([]byte(msg)); inMem != want {
+			t.Fatalf("%q: in memory %v, want %v", msg, inMem, want)
+		}
 	})
 }

@@ -302,3 +302,17 @@ func looksNumeric(domain string) bool {
 func quoteByte(c byte) string { return fmt.Sprintf("%#02x", c) }
 
 func quoteRune(r rune) string { return strconv.QuoteRune(r) }
+
+// StringFrom is String for an Address parsed from in: in itself (less one
+// enclosing pair of angle brackets) when it already is that form, as it
+// nearly always is, so that the common case costs no allocation.
+func (a Address) StringFrom(in string) string {
+	if len(in) >= 2 && in[0] == '<' && in[len(in)-1] == '>' {
+		in = in[1 : len(in)-1]
+	}
+	if len(in) == len(a.Local)+1+len(a.Domain) && a.Local != "" &&
+		in[:len(a.Local)] == a.Local && in[len(a.Local)] == '@' && in[len(a.Local)+1:] == a.Domain {
+		return in
+	}
+	return a.String()
+}

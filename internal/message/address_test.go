@@ -238,3 +238,28 @@ func FuzzParseAddress(f *testing.F) {
 		}
 	})
 }
+
+// StringFrom gives what String gives, and the input itself (no allocation)
+// when the input is already in that form.
+func TestAddressStringFrom(t *testing.T) {
+	for _, in := range []string{
+		"user@example.com", "<user@example.com>", "User@EXAMPLE.com", "user@example.com.",
+		`"a b"@example.com`, "u@[192.0.2.1]", "u@[IPv6:2001:db8::1]", "u@bücher.example", "ü@example.com",
+	} {
+		a, err := ParseAddress(in)
+		if err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if got, want := a.StringFrom(in), a.String(); got != want {
+			t.Errorf("StringFrom(%q) = %q, String() = %q", in, got, want)
+		}
+	}
+	a, _ := ParseAddress("<user@example.com>")
+	if n := testing.AllocsPerRun(10, func() { _ = a.StringFrom("<user@example.com>") }); n != 0 {
+		t.Errorf("StringFrom of a canonical input: %v allocations, want 0", n)
+	}
+	a, _ = ParseAddress("user@EXAMPLE.com")
+	if got := a.StringFrom("other@example.com"); got != "user@example.com" {
+		t.Errorf("StringFrom of another input = %q", got)
+	}
+}

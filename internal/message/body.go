@@ -180,6 +180,17 @@ func (b *Body) Reader() io.Reader {
 	return bytes.NewReader(b.mem)
 }
 
+// ReaderInto is Reader with r, the caller's, reset over the message when it
+// is held in memory (no allocation); otherwise it returns what Reader
+// returns. r must not be in use by another delivery.
+func (b *Body) ReaderInto(r *bytes.Reader) io.Reader {
+	if b.file != nil || b.closed.Load() {
+		return b.Reader()
+	}
+	r.Reset(b.mem)
+	return r
+}
+
 // Bytes returns the message when it is held in memory, and false when it
 // spilled to a file or the Body is closed. The slice must not be modified.
 func (b *Body) Bytes() ([]byte, bool) {

@@ -109,8 +109,18 @@ func (c *Cache) Lookup(ctx context.Context, domain string) (Answer, error) {
 // Shuffled returns a deep copy of a with hosts of equal preference in random
 // order.
 func (a Answer) Shuffled() Answer {
-	hosts := make([]*net.MX, len(a.Hosts))
-	records := make([]net.MX, len(a.Hosts))
+	var hosts []*net.MX
+	var records []net.MX
+	if len(a.Hosts) == 1 {
+		// One MX host, the common case: one allocation for both.
+		one := new(struct {
+			h [1]*net.MX
+			r [1]net.MX
+		})
+		hosts, records = one.h[:], one.r[:]
+	} else {
+		hosts, records = make([]*net.MX, len(a.Hosts)), make([]net.MX, len(a.Hosts))
+	}
 	for i, h := range a.Hosts {
 		records[i] = *h
 		hosts[i] = &records[i]

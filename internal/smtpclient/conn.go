@@ -172,7 +172,10 @@ type Conn struct {
 	stop      func() bool
 	abortFn   func()
 
-	scratch []byte // reply assembly
+	scratch []byte     // reply assembly
+	texts   replyTexts // recent reply texts, shared rather than copied again
+	lastRep Reply      // the last final reply and its String, see replyString
+	lastStr string
 	copyBuf []byte // body copy buffer for readers without WriteTo
 	dw      dotWriter
 	chunkR  chunkReader // BDAT body reader, kept here so it does not allocate
@@ -290,7 +293,7 @@ func (c *Conn) flush(cmd string, timeout time.Duration) error {
 // closing the channel).
 func (c *Conn) readReply(cmd string, timeout time.Duration) (Reply, error) {
 	c.setReadDeadline(timeout)
-	rep, buf, err := readReply(c.r, c.scratch)
+	rep, buf, err := readReply(c.r, c.scratch, &c.texts)
 	c.scratch = buf[:0]
 	if err != nil {
 		return Reply{}, c.ioError(cmd, err)
@@ -309,7 +312,7 @@ func (c *Conn) readReplyLost(cmd string, timeout time.Duration, lost bool) (Repl
 		return c.readReply(cmd, timeout)
 	}
 	c.setReadDeadline(timeout)
-	rep, buf, err := readReply(c.r, c.scratch)
+	rep, buf, err := readReply(c.r, c.scratch, &c.texts)
 	c.scratch = buf[:0]
 	if err != nil {
 		return Reply{}, c.ioError(".", err, ErrConnectionLost)

@@ -28,14 +28,28 @@ func (r Reply) Lines() []string {
 
 // String formats the reply as "250 2.0.0 text".
 func (r Reply) String() string {
-	s := strconv.Itoa(r.Code)
+	// Built in one buffer: one allocation, the result.
+	var stack [128]byte
+	b := strconv.AppendInt(stack[:0], int64(r.Code), 10)
 	if r.Enhanced != [3]int{} {
-		s += " " + formatEnhanced(r.Enhanced)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, int64(r.Enhanced[0]), 10)
+		b = append(b, '.')
+		b = strconv.AppendInt(b, int64(r.Enhanced[1]), 10)
+		b = append(b, '.')
+		b = strconv.AppendInt(b, int64(r.Enhanced[2]), 10)
 	}
 	if r.Message != "" {
-		s += " " + strings.ReplaceAll(r.Message, "\n", " / ")
+		b = append(b, ' ')
+		for i := 0; i < len(r.Message); i++ {
+			if c := r.Message[i]; c == '\n' {
+				b = append(b, " / "...)
+			} else {
+				b = append(b, c)
+			}
+		}
 	}
-	return s
+	return string(b)
 }
 
 // Positive reports a 2xx reply.
@@ -58,9 +72,10 @@ func protocolErrorf(format string, args ...any) error {
 
 // readReply reads one complete reply from r. scratch is a reusable buffer
 // (returned, possibly grown) so that a single-line reply costs one
-// allocation (its Message string). It never reads more than
+// allocation (its Message string), or none when texts (may be nil) has
+// seen the same text before. It never reads more than
 // maxReplyLines lines of at most maxReplyLine octets.
-func readReply(r *bufio.Reader, scratch []byte) (Reply, []byte, error) {
+func readReply(r *bufio.Reader, scratch []byte, texts *replyTexts) (Reply, []byte, error) {
 	var rep Reply
 	msg := scratch[:0]
 	for n := 0; ; n++ {
@@ -111,9 +126,36 @@ func readReply(r *bufio.Reader, scratch []byte) (Reply, []byte, error) {
 		}
 	}
 	if len(msg) > 0 {
-		rep.Message = string(msg)
+		if texts != nil {
+			rep.Message = texts.text(msg)
+		} else {
+			rep.Message = string(msg)
+		}
 	}
 	return rep, msg, nil
+}
+
+// replyTexts remembers the last few reply texts of one session. A server
+// answers the same commands with the same words message after message
+// ("2.0.0 Ok", "2.1.5 Ok", "2.0.0 OK: queued"), so a text equal to one seen
+// before reuses its string instead of allocating a copy: most replies then
+// cost no allocation at all. Only equal bytes are ever shared.
+type replyTexts struct {
+	s    [4]string
+	next int
+}
+
+// text returns msg as a string, a remembered one when equal.
+func (t *replyTexts) text(msg []byte) string {
+	for _, s := range t.s {
+		if s == string(msg) { // compared without converting
+			return s
+		}
+	}
+	s := string(msg)
+	t.s[t.next] = s
+	t.next = (t.next + 1) % len(t.s)
+	return s
 }
 
 // parseReplyLine splits "250-text" / "250 text" / "250".
@@ -183,4 +225,13 @@ func parseEnhanced(text []byte, class int) ([3]int, []byte, bool) {
 		return out, text[i+1:], true
 	}
 	return [3]int{}, text, false
+}
+
+// replyString is r.String(), the previous result reused when r is the
+// same reply as last time.
+func (c *Conn) replyString(r Reply) string {
+	if c.lastStr == "" || r != c.lastRep {
+		c.lastRep, c.lastStr = r, r.String()
+	}
+	return c.lastStr
 }

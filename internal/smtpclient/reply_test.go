@@ -5,12 +5,14 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func parse(s string) (Reply, error) {
-	rep, _, err := readReply(bufio.NewReaderSize(strings.NewReader(s), readBufSize), nil)
+	rep, _, err := readReply(bufio.NewReaderSize(strings.NewReader(s), readBufSize), nil, nil)
 	return rep, err
 }
 
@@ -126,7 +128,7 @@ func FuzzReadReply(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		src := bytes.NewReader(data)
 		br := bufio.NewReaderSize(src, readBufSize)
-		rep, _, err := readReply(br, nil)
+		rep, _, err := readReply(br, nil, nil)
 		if err != nil {
 			return
 		}
@@ -143,5 +145,51 @@ func FuzzReadReply(f *testing.F) {
 		if consumed <= 0 || data[consumed-1] != '\n' {
 			t.Fatalf("stopped at %d, not after a line", consumed)
 		}
+		// The remembered texts change nothing but where the string lives:
+		// the same input read twice through one cache, the second time
+		// from the cache, gives the very reply read without one.
+		var texts replyTexts
+		for range 2 {
+			got, _, err := readReply(bufio.NewReaderSize(bytes.NewReader(data), readBufSize), nil, &texts)
+			if err != nil || got != rep {
+				t.Fatalf("with remembered texts: %+v, %v; without: %+v", got, err, rep)
+			}
+		}
+		if want := oldReplyString(rep); rep.String() != want {
+			t.Fatalf("String() = %q, want %q", rep.String(), want)
+		}
 	})
+}
+
+// oldReplyString is Reply.String as it was written before it was built in
+// one buffer: the reference the fuzz test holds the faster one to.
+func oldReplyString(r Reply) string {
+	s := strconv.Itoa(r.Code)
+	if r.Enhanced != [3]int{} {
+		s += " " + formatEnhanced(r.Enhanced)
+	}
+	if r.Message != "" {
+		s += " " + strings.ReplaceAll(r.Message, "\n", " / ")
+	}
+	return s
+}
+
+// Texts the session has seen are shared, not copied again; others are
+// remembered in their place, four at a time.
+func TestReplyTextsShareEqualText(t *testing.T) {
+	var texts replyTexts
+	a := texts.text([]byte("2.0.0 Ok"))
+	if n := testing.AllocsPerRun(100, func() {
+		if texts.text([]byte("2.0.0 Ok")) != a {
+			t.Fatal("different text")
+		}
+	}); n != 0 {
+		t.Errorf("a text seen before: %v allocations, want 0", n)
+	}
+	for i := range 4 {
+		texts.text([]byte{byte('a' + i)})
+	}
+	if b := texts.text([]byte("2.0.0 Ok")); b != a || unsafe.StringData(b) == unsafe.StringData(a) {
+		t.Errorf("a text pushed out by four others came back shared (%q)", b)
+	}
 }

@@ -47,9 +47,13 @@ type RcptResult struct {
 
 // TxResult holds the per-recipient outcomes of Send.
 type TxResult struct {
-	Rcpts    []RcptResult // one per Tx.Rcpts, same order
-	Data     Reply        // the reply to the final "." of the last transaction that got that far
-	Accepted []string     // the recipients delivered (Err == nil), in order
+	Rcpts []RcptResult // one per Tx.Rcpts, same order
+	Data  Reply        // the reply to the final "." of the last transaction that got that far
+	// Response is Data.String(), set with Data. The session's previous
+	// one is reused when the reply is the same, as a server's "250 2.0.0
+	// Ok" usually is.
+	Response string
+	Accepted []string // the recipients delivered (Err == nil), in order
 }
 
 // errUndecided marks a recipient whose outcome is not known yet; it never
@@ -96,7 +100,19 @@ const pipeWindow = 100
 // offered (ErrSMTPUTF8Unsupported), Size above the server's SIZE
 // (ErrSizeExceeded).
 func (c *Conn) Send(ctx context.Context, tx *Tx) (*TxResult, error) {
-	res := &TxResult{Rcpts: make([]RcptResult, len(tx.Rcpts))}
+	return c.SendInto(ctx, tx, new(TxResult))
+}
+
+// SendInto is Send with the result written into res, whose slices are
+// reused when large enough: a caller that sends message after message with
+// one TxResult allocates none. res is returned; whatever it held before is
+// overwritten, so the caller must be done with it.
+func (c *Conn) SendInto(ctx context.Context, tx *Tx, res *TxResult) (*TxResult, error) {
+	rcpts := res.Rcpts[:0]
+	if cap(rcpts) < len(tx.Rcpts) {
+		rcpts = make([]RcptResult, len(tx.Rcpts))
+	}
+	*res = TxResult{Rcpts: rcpts[:len(tx.Rcpts)], Accepted: res.Accepted[:0]}
 	for i, r := range tx.Rcpts {
 		res.Rcpts[i] = RcptResult{Rcpt: r, Err: errUndecided}
 	}

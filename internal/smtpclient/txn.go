@@ -169,7 +169,7 @@ func (t *txn) final(rep Reply) ([]int, int, bool, error) {
 		// session is done.
 		c.Close()
 	}
-	res.Data = rep
+	res.Data, res.Response = rep, c.replyString(rep)
 	if !rep.Positive() {
 		e := c.replyError(".", rep, nil)
 		if rep.Code == 421 {

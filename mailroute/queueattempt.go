@@ -31,8 +31,11 @@ func (q *queueRuntime) attemptBudget(qm *QueuedMessage) time.Duration {
 // attempt tries a queued message's due recipients once and records the
 // outcome. It reports false, leaving the lease to the caller, when no
 // recipient was due or nothing could be tried; true when it ended the
-// lease (Update, Release or Quarantine).
-func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, now time.Time, domain string, flush bool) bool {
+// lease (Update, Release or Quarantine). sent, when not nil, is called
+// once the delivery is over and before the outcome is recorded, so the
+// caller can start the next delivery while the store makes this one's
+// outcome durable.
+func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, now time.Time, domain string, flush bool, sent func()) bool {
 	if err := checkQueued(qm); err != nil {
 		return q.quarantine(ctx, qm, err)
 	}
@@ -81,6 +84,9 @@ func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, now time.
 	}
 	cutOff := !stopped && !ended.Before(deadline)
 	cancel()
+	if sent != nil {
+		sent()
+	}
 	q.record(ctx, qm, due, res, budget, stopped, cutOff)
 	return true
 }

@@ -22,8 +22,9 @@ import (
 // Implementations must be safe for concurrent use. Every method that
 // returns nil must have made its change durable. A store may also
 // implement StateStore, to keep what the Mailer learns beside the queue,
-// and QuarantineReporter, when it sets damaged entries aside on its own;
-// the Mailer finds both by type assertion.
+// QuarantineReporter, when it sets damaged entries aside on its own, and
+// QueueNotifier, when it can tell the Mailer at once of mail that another
+// instance enqueued; the Mailer finds them by type assertion.
 //
 // # Leases
 //

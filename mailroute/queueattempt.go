@@ -32,8 +32,11 @@ func (q *queueRuntime) attemptBudget(qm *QueuedMessage) time.Duration {
 // qm.Recipients, decided by the round) once and records the outcome. It
 // reports false, leaving the lease to the caller, when no recipient was due
 // or nothing could be tried; true when it ended the lease (Update, Release
-// or Quarantine).
-func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, due []int) bool {
+// or Quarantine). sent, when not nil, is called once the delivery is over
+// (and a destination that pushed back is held) and before the outcome is
+// recorded, so the caller can start the next delivery while the store
+// makes this one's outcome durable.
+func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, due []int, sent func()) bool {
 	if err := checkQueued(qm); err != nil {
 		return q.quarantine(ctx, qm, err)
 	}
@@ -76,6 +79,12 @@ func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, due []int
 	}
 	cutOff := !stopped && !ended.Before(deadline)
 	cancel()
+	// The holds first: the slot sent frees is leased again at once, and
+	// the next lease must not go to a destination that just pushed back.
+	q.holdThrottled(qm, due, res, stopped)
+	if sent != nil {
+		sent()
+	}
 	q.record(ctx, qm, due, res, budget, stopped, cutOff)
 	return true
 }
@@ -270,5 +279,20 @@ func (q *queueRuntime) notSaved(qm *QueuedMessage, events []Event, err error) {
 		q.m.emit(Event{Kind: EventNotSaved, QueueID: qm.ID, Rcpt: ev.Rcpt, Route: ev.Route, Via: ev.Via,
 			Fallback: ev.Fallback, TLS: ev.TLS, Host: ev.Host, Attempt: ev.Attempt,
 			Err: fmt.Errorf("mailroute: queue: %s after %s was not saved; the recipient stays queued as it was and is tried again: %w", what, ev.Kind, err)})
+	}
+}
+
+// holdThrottled holds back the destinations that pushed back on this
+// attempt (throttledBy) until the recipient's next attempt, as record will
+// schedule it, before the attempt's slot is leased again. record holds
+// them too, from its own clock reading, which only extends the hold.
+func (q *queueRuntime) holdThrottled(qm *QueuedMessage, due []int, res *Result, stopped bool) {
+	for k, i := range due {
+		rr := &res.Recipients[k]
+		if known(rr.Status) || stopped || !throttledBy(rr.Err) {
+			continue
+		}
+		qr := &qm.Recipients[i]
+		q.hold(domainOf(qr.Rcpt), q.now().Add(q.policy.delay(qr.Attempts+1)))
 	}
 }

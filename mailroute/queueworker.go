@@ -18,9 +18,16 @@ const (
 	// workers and instances. Attempts are cut off before it ends (see
 	// attemptBudget), so it only decides how soon the mail of an instance
 	// that died is taken over.
-	queueLease      = 45 * time.Minute
-	queuePoll       = time.Second
-	shutdownTimeout = 30 * time.Second
+	queueLease = 45 * time.Minute
+	queuePoll  = time.Second
+	// queueRecordingFactor times Config.Concurrency is how many attempts
+	// may wait for their outcome to be stored while others deliver. The
+	// store makes outcomes durable in shared fsyncs of several
+	// milliseconds each on a busy disk, so the drain's rate is about this
+	// many outcomes per fsync; each waiting outcome holds only its small
+	// QueuedMessage.
+	queueRecordingFactor = 4
+	shutdownTimeout      = 30 * time.Second
 )
 
 // ErrNoQueue is returned by the queue's methods when Config.Queue is nil.
@@ -82,6 +89,7 @@ func newQueueRuntime(m *Mailer) *queueRuntime {
 
 // start runs the worker loop until shutdown.
 func (q *queueRuntime) start() {
+	q.startNotifier()
 	q.stopped.Add(1)
 	go func() {
 		defer q.stopped.Done()
@@ -146,9 +154,23 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 			}
 		}
 	}()
+	// Attempts run as a pipeline, not in waves: a slot that frees up is
+	// refilled by the next lease at once, so one slow attempt does not
+	// hold up the others. A slot is freed when the delivery is over, not
+	// when its outcome is durable: the store's fsync (milliseconds, shared
+	// by group commit) then overlaps the next deliveries instead of
+	// idling a slot. Up to queueRecordingFactor times batch outcomes wait
+	// for the store at once, so that many share each fsync; a delivery
+	// that finds them all waiting keeps its slot until one is done, so the
+	// store's pace holds the deliveries back.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	freed := make(chan struct{}, batch)
+	recording := make(chan struct{}, queueRecordingFactor*batch)
+	inFlight := 0
 	for ctx.Err() == nil {
 		now := q.now()
-		req := LeaseRequest{Now: now, Max: batch, Duration: q.lease}
+		req := LeaseRequest{Now: now, Max: batch - inFlight, Duration: q.lease}
 		if flush {
 			req.DueBy = now.Add(100 * 365 * 24 * time.Hour) // whatever the schedule
 		}
@@ -157,10 +179,7 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 			q.m.cfg.logger().Error("mailroute: queue: lease", "error", err)
 			return
 		}
-		if len(msgs) == 0 {
-			return
-		}
-		// Which recipients are due is decided for the whole batch before
+		// Which recipients are due is decided for the whole lease before
 		// any of its attempts starts: a destination that pushes back on
 		// one attempt holds back the next leases, not the siblings that
 		// were leased with it and run beside it (whether a sibling had
@@ -170,24 +189,51 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 		for i, qm := range msgs {
 			due[i] = q.dueRecipients(qm, now, domain, flush)
 		}
-		var wg sync.WaitGroup
 		for i, qm := range msgs {
 			if flush && tried[qm.ID] {
+				heldM.Lock()
 				held = append(held, qm)
+				heldM.Unlock()
 				continue
 			}
 			tried[qm.ID] = true
+			inFlight++
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if !q.attempt(ctx, qm, due[i]) {
+				recorded := false
+				sent := func() {
+					recording <- struct{}{}
+					recorded = true
+					freed <- struct{}{}
+				}
+				if !q.attempt(ctx, qm, due[i], sent) {
 					heldM.Lock()
 					held = append(held, qm)
 					heldM.Unlock()
 				}
+				if recorded {
+					<-recording
+				} else {
+					freed <- struct{}{}
+				}
 			}()
 		}
-		wg.Wait()
+		if inFlight == 0 {
+			return // nothing leased, nothing running: the round is over
+		}
+		// Wait for a free slot (and for at least one, when the lease came
+		// back empty while attempts run: they may leave more due work).
+		<-freed
+		inFlight--
+		for drained := false; !drained; {
+			select {
+			case <-freed:
+				inFlight--
+			default:
+				drained = true
+			}
+		}
 	}
 }
 

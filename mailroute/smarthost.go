@@ -108,12 +108,25 @@ func smarthostError(err error) *Error {
 		return fromClient(err, nil)
 	case errors.Is(err, smtpclient.ErrAuthFailed), errors.Is(err, smtpclient.ErrNoAuthMechanism),
 		errors.Is(err, smtpclient.ErrAuthRefusedInsecure),
-		authRequired(ce):
+		authRequired(ce), authRequired(mailRefusalIn(ce)):
 		e := fromClient(err, ErrRelayAuth)
 		e.Permanent = false
 		return e
 	}
 	return fromClient(err, nil)
+}
+
+// mailRefusalIn returns the refusal of MAIL that an out-of-step error
+// keeps as its cause, or nil.
+func mailRefusalIn(ce *smtpclient.Error) *smtpclient.Error {
+	if ce == nil || !errors.Is(ce, smtpclient.ErrOutOfStep) {
+		return nil
+	}
+	var inner *smtpclient.Error
+	if errors.As(ce.Err, &inner) && inner.Command == "MAIL" {
+		return inner
+	}
+	return nil
 }
 
 // authRequired reports whether a reply says the relay wants AUTH first:
@@ -177,9 +190,12 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 	}
 	if err != nil {
 		var ce *smtpclient.Error
-		if errors.As(err, &ce) && ce.Command == "MAIL" && authRequired(ce) {
+		if errors.As(err, &ce) && (ce.Command == "MAIL" && authRequired(ce) || authRequired(mailRefusalIn(ce))) {
 			// "Authentication required" at MAIL: configured without
-			// credentials for a relay that wants them.
+			// credentials for a relay that wants them. Also when the
+			// server then fell out of step (maddy reads a pipelined
+			// chunk after a refused MAIL as commands): the recipients
+			// stay Deferred either way, and the cause is the setup.
 			e := smarthostError(err)
 			j.fail(batch, e, s.host)
 			m.logAttempt(j, Relayed, s.host, batch, e, time.Since(start))

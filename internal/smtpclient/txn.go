@@ -142,9 +142,18 @@ func (c *Conn) transaction(tx *Tx, res *TxResult, chunk []int, hasRest bool, bod
 // stepFault ends a transaction whose replies can no longer be attributed
 // (see ErrOutOfStep): every recipient of the chunk gets the error, whatever
 // its reply seemed to be, and the session is closed.
+//
+// A refusal of MAIL read before the fault is kept as the cause: the
+// recipients stay Deferred, as the fault says nothing can be trusted, but
+// the refusal (a relay that wants AUTH first, say) remains readable. A
+// server that refuses MAIL and then reads a pipelined chunk as commands
+// answers each line, and such a refusal is usually what it meant.
 func (t *txn) stepFault(cmd string, cause error) error {
 	if t.afterData {
 		cmd = "."
+	}
+	if cause == nil && t.mailErr != nil {
+		cause = t.mailErr
 	}
 	e := t.c.outOfStep(cmd, cause)
 	for _, i := range t.chunk {

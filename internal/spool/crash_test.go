@@ -33,6 +33,14 @@ func (st step) matches(op Op, path string) bool {
 	return strings.Contains(filepath.Base(path), st.file)
 }
 
+// syncModes are the two ways the store makes renames durable: directory
+// fsyncs shared by group commit, and one per writer. Every step of the
+// commit protocol is tested in both.
+var syncModes = []struct {
+	name string
+	opts Options
+}{{"group", Options{}}, {"nogroup", Options{NoGroupCommit: true}}}
+
 var enqueueSteps = []step{
 	{"body create", OpCreate, ".eml"},
 	{"body write", OpWrite, ".eml"},
@@ -93,69 +101,73 @@ func TestEnqueueFaultAtEachStep(t *testing.T) {
 	keepBody, victimBody := testBody(2048, 1), testBody(200<<10, 2) // the victim's body takes several writes
 	for _, st := range enqueueSteps {
 		for _, crash := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/crash=%v", st.name, crash), func(t *testing.T) {
-				dir := t.TempDir()
-				in := &injector{}
-				log, rec := newLog()
-				s := openT(t, dir, Options{Fault: in.fault, Logger: log})
-				keep := testMessage("keep", t0, "a@example.com")
-				enqueueT(t, s, keep, keepBody)
+			for _, mode := range syncModes {
+				t.Run(fmt.Sprintf("%s/crash=%v/%s", st.name, crash, mode.name), func(t *testing.T) {
+					dir := t.TempDir()
+					in := &injector{}
+					log, rec := newLog()
+					opts := mode.opts
+					opts.Fault, opts.Logger = in.fault, log
+					s := openT(t, dir, opts)
+					keep := testMessage("keep", t0, "a@example.com")
+					enqueueT(t, s, keep, keepBody)
 
-				victim := testMessage("victim", t0, "b@example.com", "c@example.com")
-				in.arm(st, crash)
-				err := s.Enqueue(ctx, victim, bytes.NewReader(victimBody))
-				if !in.disarm() {
-					t.Fatalf("the step was never reached")
-				}
-				if !errors.Is(err, errInjected) {
-					t.Fatalf("Enqueue = %v, want the injected error", err)
-				}
-				if got := ids(listT(t, s)); !slices.Equal(got, []string{"keep"}) {
-					t.Errorf("List after a failed Enqueue = %v", got)
-				}
-				if !crash {
-					// Cleaned up at once: nothing of the victim anywhere.
-					if got := files(t, dir, "queue"); !slices.Equal(got, []string{"keep.eml", "keep.json"}) {
-						t.Errorf("queue/ = %v after cleanup", got)
+					victim := testMessage("victim", t0, "b@example.com", "c@example.com")
+					in.arm(st, crash)
+					err := s.Enqueue(ctx, victim, bytes.NewReader(victimBody))
+					if !in.disarm() {
+						t.Fatalf("the step was never reached")
 					}
-					if got := files(t, dir, "tmp"); len(got) != 0 {
-						t.Errorf("tmp/ = %v after cleanup", got)
+					if !errors.Is(err, errInjected) {
+						t.Fatalf("Enqueue = %v, want the injected error", err)
 					}
-					if w := rec.warned(""); len(w) != 0 {
-						t.Errorf("warnings after a clean failure: %v", w)
+					if got := ids(listT(t, s)); !slices.Equal(got, []string{"keep"}) {
+						t.Errorf("List after a failed Enqueue = %v", got)
 					}
-				}
-				s.Close()
+					if !crash {
+						// Cleaned up at once: nothing of the victim anywhere.
+						if got := files(t, dir, "queue"); !slices.Equal(got, []string{"keep.eml", "keep.json"}) {
+							t.Errorf("queue/ = %v after cleanup", got)
+						}
+						if got := files(t, dir, "tmp"); len(got) != 0 {
+							t.Errorf("tmp/ = %v after cleanup", got)
+						}
+						if w := rec.warned(""); len(w) != 0 {
+							t.Errorf("warnings after a clean failure: %v", w)
+						}
+					}
+					s.Close()
 
-				s2 := openT(t, dir, Options{})
-				got := listT(t, s2)
-				wantVictim := crash && st.op == OpSyncDir // renamed, only durability unknown
-				switch {
-				case wantVictim && len(got) == 2:
-					if !reflect.DeepEqual(got[1], clone(victim)) || !bytes.Equal(bodyT(t, s2, "victim"), victimBody) {
-						t.Errorf("victim loaded but not whole: %+v", got[1])
+					s2 := openT(t, dir, Options{})
+					got := listT(t, s2)
+					wantVictim := crash && st.op == OpSyncDir // renamed, only durability unknown
+					switch {
+					case wantVictim && len(got) == 2:
+						if !reflect.DeepEqual(got[1], clone(victim)) || !bytes.Equal(bodyT(t, s2, "victim"), victimBody) {
+							t.Errorf("victim loaded but not whole: %+v", got[1])
+						}
+					case !wantVictim && len(got) == 1:
+					default:
+						t.Fatalf("after reopen: %v (victim expected: %v)", ids(got), wantVictim)
 					}
-				case !wantVictim && len(got) == 1:
-				default:
-					t.Fatalf("after reopen: %v (victim expected: %v)", ids(got), wantVictim)
-				}
-				if !reflect.DeepEqual(got[0], clone(keep)) {
-					t.Errorf("keep changed: %+v", got[0])
-				}
-				if c := files(t, dir, "corrupt"); len(c) != 0 {
-					t.Errorf("a crash left damaged entries: %v", c)
-				}
-				if tmp := files(t, dir, "tmp"); len(tmp) != 0 {
-					t.Errorf("tmp/ not cleaned at Open: %v", tmp)
-				}
-				if q := files(t, dir, "queue"); len(q) != 2*len(got) {
-					t.Errorf("queue/ = %v for %v", q, ids(got))
-				}
-				if !crash {
-					// The ID is free again.
-					enqueueT(t, s2, victim, victimBody)
-				}
-			})
+					if !reflect.DeepEqual(got[0], clone(keep)) {
+						t.Errorf("keep changed: %+v", got[0])
+					}
+					if c := files(t, dir, "corrupt"); len(c) != 0 {
+						t.Errorf("a crash left damaged entries: %v", c)
+					}
+					if tmp := files(t, dir, "tmp"); len(tmp) != 0 {
+						t.Errorf("tmp/ not cleaned at Open: %v", tmp)
+					}
+					if q := files(t, dir, "queue"); len(q) != 2*len(got) {
+						t.Errorf("queue/ = %v for %v", q, ids(got))
+					}
+					if !crash {
+						// The ID is free again.
+						enqueueT(t, s2, victim, victimBody)
+					}
+				})
+			}
 		}
 	}
 }
@@ -179,45 +191,49 @@ func TestUpdateFaultAtEachStep(t *testing.T) {
 		step{"delete dir fsync", OpSyncDir, "queue"})
 	for _, st := range steps {
 		for _, crash := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/crash=%v", st.name, crash), func(t *testing.T) {
-				dir := t.TempDir()
-				in := &injector{}
-				s := openT(t, dir, Options{Fault: in.fault})
-				old := testMessage("m", t0, "a@example.com", "b@example.com")
-				enqueueT(t, s, old, body)
-				leased, _ := s.Lease(ctx, t0, 1, time.Minute)
-				upd := leased[0]
-				if st.op == OpRemove || st.name == "delete dir fsync" {
-					upd.Recipients = nil
-				} else {
-					upd.Recipients = upd.Recipients[1:]
-					upd.Recipients[0].Attempts = 1
-				}
-				in.arm(st, crash)
-				err := s.Update(ctx, upd)
-				if !in.disarm() {
-					t.Fatal("the step was never reached")
-				}
-				// Removing the body after the state is gone is not an error:
-				// the message no longer exists and Open removes the orphan.
-				if bodyOnly := st.name == "delete body" && !crash; bodyOnly != (err == nil) {
-					t.Errorf("Update = %v", err)
-				}
-				s.Close()
+			for _, mode := range syncModes {
+				t.Run(fmt.Sprintf("%s/crash=%v/%s", st.name, crash, mode.name), func(t *testing.T) {
+					dir := t.TempDir()
+					in := &injector{}
+					opts := mode.opts
+					opts.Fault = in.fault
+					s := openT(t, dir, opts)
+					old := testMessage("m", t0, "a@example.com", "b@example.com")
+					enqueueT(t, s, old, body)
+					leased, _ := s.Lease(ctx, t0, 1, time.Minute)
+					upd := leased[0]
+					if st.op == OpRemove || st.name == "delete dir fsync" {
+						upd.Recipients = nil
+					} else {
+						upd.Recipients = upd.Recipients[1:]
+						upd.Recipients[0].Attempts = 1
+					}
+					in.arm(st, crash)
+					err := s.Update(ctx, upd)
+					if !in.disarm() {
+						t.Fatal("the step was never reached")
+					}
+					// Removing the body after the state is gone is not an error:
+					// the message no longer exists and Open removes the orphan.
+					if bodyOnly := st.name == "delete body" && !crash; bodyOnly != (err == nil) {
+						t.Errorf("Update = %v", err)
+					}
+					s.Close()
 
-				got := listT(t, openT(t, dir, Options{}))
-				oldState, newState := []*Message{clone(old)}, []*Message{clone(upd)}
-				newState[0].Lease = 0
-				if len(upd.Recipients) == 0 {
-					newState = []*Message{}
-				}
-				if !reflect.DeepEqual(got, oldState) && !reflect.DeepEqual(got, newState) {
-					t.Errorf("after reopen: %s\nwant old %s or new %s", dump(got), dump(oldState), dump(newState))
-				}
-				if c := files(t, dir, "corrupt"); len(c) != 0 {
-					t.Errorf("damaged entries: %v", c)
-				}
-			})
+					got := listT(t, openT(t, dir, Options{}))
+					oldState, newState := []*Message{clone(old)}, []*Message{clone(upd)}
+					newState[0].Lease = 0
+					if len(upd.Recipients) == 0 {
+						newState = []*Message{}
+					}
+					if !reflect.DeepEqual(got, oldState) && !reflect.DeepEqual(got, newState) {
+						t.Errorf("after reopen: %s\nwant old %s or new %s", dump(got), dump(oldState), dump(newState))
+					}
+					if c := files(t, dir, "corrupt"); len(c) != 0 {
+						t.Errorf("damaged entries: %v", c)
+					}
+				})
+			}
 		}
 	}
 }

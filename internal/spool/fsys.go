@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync/atomic"
 )
 
 // Op is one file-system step the store takes, as Options.Fault sees it.
@@ -35,6 +36,9 @@ func (o Op) String() string {
 type fsys struct {
 	noSync bool
 	fault  func(op Op, path string) error
+	// syncs counts the fsync calls made, files and directories, for the
+	// benchmarks.
+	syncs atomic.Int64
 }
 
 // check runs the fault hook; its error is returned as an *os.PathError so
@@ -63,6 +67,7 @@ func (f *fsys) sync(file *os.File) error {
 	if f.noSync {
 		return nil
 	}
+	f.syncs.Add(1)
 	return file.Sync()
 }
 
@@ -94,6 +99,7 @@ func (f *fsys) syncDir(dir string) error {
 	if err != nil {
 		return err
 	}
+	f.syncs.Add(1)
 	err = d.Sync()
 	if cerr := d.Close(); err == nil {
 		err = cerr

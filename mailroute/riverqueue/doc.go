@@ -58,6 +58,14 @@
 // attempt; Quarantine discards the job in River, with the reason in its
 // errors, and keeps the message row for an operator.
 //
+// An attempt costs the store one round trip of its own, Update or
+// Release, each one pipelined batch that locks and acts in one implicit
+// transaction, and its share of the claim: one statement for up to Max
+// messages, which also returns every body of up to 256 KiB, so that Body
+// reads none of those again. The
+// claim walks an index in its own order (next attempt, job) and stops at
+// Max, whatever the length of the queue.
+//
 // Leased jobs stay in River's "scheduled" state rather than "running": a
 // River client of the application running maintenance on the same database
 // would otherwise "rescue" them after an hour and discard them (no River
@@ -87,12 +95,40 @@
 // addresses and canonicalises the body as Send does but does not complete
 // or sign the message.
 //
+// # Many messages at once
+//
+// Store.EnqueueBatch queues prepared messages (as the Mailer hands them to
+// Enqueue: canonical bodies, recipients and times as given) all or none,
+// in one transaction — the caller's under WithTx — with their River jobs
+// in one statement (River's InsertManyTx) and their rows in one COPY: five
+// round trips whatever the batch's size, instead of a transaction each.
+//
+// # Wake-up
+//
+// A Mailer on a Store starts new mail within milliseconds of its commit,
+// whichever instance or process enqueued it, instead of at its poll of the
+// queue (every second): the Store implements mailroute.QueueNotifier.
+// Notify LISTENs, on a connection of its own outside Pool, to River's
+// insert notifications ("<schema>.river_insert", payload {"queue": …}).
+// Enqueue, EnqueueTx, EnqueueMessageTx and EnqueueBatch send one for mail
+// due now: in the caller's transaction, which PostgreSQL delivers at
+// commit and drops at rollback; after the commit for the store's own
+// transactions, because a transaction that notifies holds PostgreSQL's
+// notification lock through its commit, and concurrent committers would
+// then flush the log one at a time. River's own notification, the same
+// one, is spaced a day apart by the store's River client, which fetches
+// nothing. A lost listening
+// connection is made again after a second; the poll covers the gap. Each
+// Mailer's Store thus holds one connection more than Pool's. (Each of the
+// up to Config.Concurrency attempts of a round ends with an Update on
+// Pool: with fewer connections they take turns.)
+//
 // # Migrations
 //
 // Nothing happens at import or at first use. Store.Migrate applies River's
 // migrations (rivermigrate, line "main") and then this package's own
-// (table mailroute_message, an index on river_job for the claim, the version
-// in mailroute_migration) under a session advisory lock, so five replicas
+// (table mailroute_message and the claim's indexes, mailroute_state, the
+// version in mailroute_migration) under a session advisory lock, so five replicas
 // starting at once may all call it; River's versions run one transaction
 // each (PostgreSQL does not let a new enum value be used in the transaction
 // that adds it), the store's in one. It is idempotent.

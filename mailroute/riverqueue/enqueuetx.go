@@ -63,7 +63,7 @@ func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, from string, to []stri
 		return "", fmt.Errorf("mailroute: message: %w", err)
 	}
 	defer body.Close()
-	if err := s.enqueueTx(ctx, tx, qm, body.Reader()); err != nil {
+	if _, err := s.enqueueTx(ctx, tx, qm, body.Reader(), true); err != nil {
 		return "", err
 	}
 	return qm.ID, nil

@@ -16,7 +16,8 @@ import (
 )
 
 // claimSQL leases due jobs: see the package documentation. $1 queue, $2
-// now, $3 max, $4 lease deadline, $5 client ID, $6 due-by cutoff. A message
+// now, $3 max, $4 lease deadline, $5 client ID, $6 due-by cutoff, $7 the
+// largest body returned with the claim (see bodyCache). A message
 // whose lease has not ended at now is never claimed, whatever the cutoff
 // (a flush asks for everything). attempted_by keeps the last 100 holders,
 // as River does. Both rows are locked, so that a claim racing another
@@ -29,7 +30,7 @@ WITH due AS (
 	  AND j.state IN ('available', 'scheduled', 'retryable')
 	  AND (m.lease_until IS NULL OR m.lease_until <= $2)
 	  AND m.next_attempt <= $6
-	ORDER BY m.next_attempt, j.id
+	ORDER BY m.next_attempt, m.job_id
 	LIMIT $3
 	FOR UPDATE OF j, m SKIP LOCKED
 ), job AS (
@@ -42,7 +43,8 @@ WITH due AS (
 UPDATE mailroute_message m
 SET lease = m.lease + 1, leased_by = $5, lease_until = $4
 FROM job WHERE m.job_id = job.id
-RETURNING m.id, m.sender, m.created_at, m.recipients, m.lease, m.next_attempt`
+RETURNING m.id, m.sender, m.created_at, m.recipients, m.lease, m.next_attempt,
+	CASE WHEN m.body_size <= $7 THEN m.body END`
 
 // Lease implements mailroute.QueueStore: it claims up to max messages due
 // at req.DueBy for req.Duration (Store.LeaseTimeout, when set, instead),
@@ -67,13 +69,14 @@ func (s *Store) Lease(ctx context.Context, req mailroute.LeaseRequest) ([]*mailr
 		dueBy = req.Now
 	}
 	until := req.Now.Add(lease)
-	rows, err := s.Pool.Query(ctx, claimSQL, s.queue(), req.Now, req.Max, until, s.id, dueBy)
+	rows, err := s.Pool.Query(ctx, claimSQL, s.queue(), req.Now, req.Max, until, s.id, dueBy, prefetchMax)
 	if err != nil {
 		return nil, fmt.Errorf("riverqueue: lease: %w", schemaHint(err))
 	}
 	type leased struct {
 		m    *mailroute.QueuedMessage
 		next time.Time
+		body []byte // nil when over prefetchMax
 	}
 	var got []leased
 	for rows.Next() {
@@ -83,7 +86,7 @@ func (s *Store) Lease(ctx context.Context, req mailroute.LeaseRequest) ([]*mailr
 			rcpts []byte
 			gen   int64
 		)
-		if err := rows.Scan(&m.ID, &m.From, &m.Created, &rcpts, &gen, &l.next); err != nil {
+		if err := rows.Scan(&m.ID, &m.From, &m.Created, &rcpts, &gen, &l.next, &l.body); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("riverqueue: lease: %w", err)
 		}
@@ -106,6 +109,9 @@ func (s *Store) Lease(ctx context.Context, req mailroute.LeaseRequest) ([]*mailr
 	out := make([]*mailroute.QueuedMessage, len(got))
 	for i, l := range got {
 		out[i] = l.m
+		if l.body != nil {
+			s.bodies.put(l.m.ID, l.body)
+		}
 	}
 	return out, nil
 }
@@ -150,46 +156,86 @@ func jobState(next time.Time) string {
 	return "available"
 }
 
+// lockJobSQL locks a message's job, first, as the claim and lock do.
+const lockJobSQL = `SELECT j.id FROM river_job j
+	WHERE j.id = (SELECT job_id FROM mailroute_message WHERE id = $1) FOR UPDATE`
+
+// holdsSQL is the condition that lease generation $2 still holds message
+// $1 (see lock).
+const holdsSQL = `id = $1 AND lease = $2 AND leased_by IS NOT NULL`
+
+// Update and Release are one pipelined batch each, so one round trip and
+// one commit: PostgreSQL runs the statements up to the batch's Sync as one
+// implicit transaction, all or nothing. The first statement locks the job
+// (ErrNotFound when none); the second acts only while the lease holds,
+// under that lock, and returns no row when it does not (ErrLeaseLost).
+// Nobody else changes the message row meanwhile: claims skip the locked
+// job and every other writer locks the job first.
+const (
+	deleteSQL = `DELETE FROM river_job WHERE id = (SELECT job_id FROM mailroute_message
+	WHERE ` + holdsSQL + ` FOR UPDATE) RETURNING id`
+	updateSQL = `WITH m AS (
+	UPDATE mailroute_message SET recipients = $3, next_attempt = $4, leased_by = NULL, lease_until = NULL
+	WHERE ` + holdsSQL + ` RETURNING job_id)
+UPDATE river_job j SET state = $5, scheduled_at = $4, attempt = least(attempt + 1, 32767)
+FROM m WHERE j.id = m.job_id RETURNING j.id`
+	releaseSQL = `WITH m AS (
+	UPDATE mailroute_message SET leased_by = NULL, lease_until = NULL
+	WHERE ` + holdsSQL + ` RETURNING job_id, next_attempt)
+UPDATE river_job j SET scheduled_at = m.next_attempt,
+	state = (CASE WHEN m.next_attempt > $3 THEN 'scheduled' ELSE 'available' END)::river_job_state
+FROM m WHERE j.id = m.job_id RETURNING j.id`
+)
+
+// fenced runs lockJobSQL and then act (which must return a row when the
+// lease held) in one batch: one round trip, one implicit transaction.
+func (s *Store) fenced(ctx context.Context, id string, act string, args ...any) error {
+	b := &pgx.Batch{}
+	b.Queue(lockJobSQL, id)
+	b.Queue(act, args...)
+	br := s.Pool.SendBatch(ctx, b)
+	var job, done int64
+	err := br.QueryRow().Scan(&job)
+	if errors.Is(err, pgx.ErrNoRows) {
+		br.Close()
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err == nil {
+		err = br.QueryRow().Scan(&done)
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = fmt.Errorf("%w: %s", ErrLeaseLost, id)
+		}
+	}
+	// Close reads the batch to its end: the commit's outcome.
+	if cerr := br.Close(); cerr != nil && (err == nil || errors.Is(err, ErrLeaseLost)) {
+		err = schemaHint(cerr)
+	}
+	return err
+}
+
 // Update implements mailroute.QueueStore: it records the message as it is
 // after an attempt and ends the lease m.Lease names; without recipients the
 // message and its job are deleted. When that lease no longer holds the
 // message (it ran out and was claimed again, by this instance or another,
 // or was already ended), nothing changes and the error wraps ErrLeaseLost.
+// One round trip (see fenced).
 func (s *Store) Update(ctx context.Context, m *mailroute.QueuedMessage) error {
 	if err := s.init(); err != nil {
 		return err
 	}
-	var rcpts []byte
-	var next time.Time
-	if len(m.Recipients) > 0 {
-		var err error
-		if rcpts, next, err = encodeRecipients(m.Recipients); err != nil {
-			return err
+	s.bodies.drop(m.ID)
+	gen := token(m.Lease)
+	var err error
+	if len(m.Recipients) == 0 {
+		// The message row goes with its job (ON DELETE CASCADE).
+		err = s.fenced(ctx, m.ID, deleteSQL, m.ID, gen)
+	} else {
+		rcpts, next, eerr := encodeRecipients(m.Recipients)
+		if eerr != nil {
+			return eerr
 		}
+		err = s.fenced(ctx, m.ID, updateSQL, m.ID, gen, rcpts, next, jobState(next))
 	}
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		job, holds, err := lock(ctx, tx, m.ID, token(m.Lease))
-		if err != nil {
-			return err
-		}
-		if !holds {
-			return fmt.Errorf("%w: %s", ErrLeaseLost, m.ID)
-		}
-		if len(m.Recipients) == 0 {
-			// The message row goes with its job (ON DELETE CASCADE).
-			_, err = tx.Exec(ctx, `DELETE FROM river_job WHERE id = $1`, job)
-			return err
-		}
-		if _, err := tx.Exec(ctx, `UPDATE mailroute_message
-			SET recipients = $2, next_attempt = $3, leased_by = NULL, lease_until = NULL
-			WHERE id = $1`, m.ID, rcpts, next); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `UPDATE river_job
-			SET state = $2, scheduled_at = $3, attempt = least(attempt + 1, 32767)
-			WHERE id = $1`, job, jobState(next), next)
-		return err
-	})
 	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrLeaseLost) {
 		return fmt.Errorf("riverqueue: update %s: %w", m.ID, err)
 	}
@@ -203,24 +249,13 @@ func (s *Store) Release(ctx context.Context, id, tok string) error {
 	if err := s.init(); err != nil {
 		return err
 	}
+	s.bodies.drop(id)
 	gen := token(tok)
 	if gen == 0 {
 		return nil
 	}
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		job, holds, err := lock(ctx, tx, id, gen)
-		if err != nil || !holds {
-			return err
-		}
-		var next time.Time
-		if err := tx.QueryRow(ctx, `UPDATE mailroute_message SET leased_by = NULL, lease_until = NULL
-			WHERE id = $1 RETURNING next_attempt`, id).Scan(&next); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `UPDATE river_job SET state = $2, scheduled_at = $3 WHERE id = $1`, job, jobState(next), next)
-		return err
-	})
-	if errors.Is(err, ErrNotFound) {
+	err := s.fenced(ctx, id, releaseSQL, id, gen, time.Now())
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrLeaseLost) {
 		return nil
 	}
 	if err != nil {
@@ -237,6 +272,7 @@ func (s *Store) Quarantine(ctx context.Context, id, tok string, reason error) er
 	if err := s.init(); err != nil {
 		return err
 	}
+	s.bodies.drop(id)
 	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		job, holds, err := lock(ctx, tx, id, token(tok))
 		if err != nil {

@@ -33,6 +33,9 @@ const DefaultQueue = "mailroute"
 // DefaultMaxBodySize is the largest body stored when Store.MaxBodySize is 0.
 const DefaultMaxBodySize = 64 << 20
 
+// riverNotifyCooldown is the insert-only River client's FetchCooldown.
+const riverNotifyCooldown = 24 * time.Hour
+
 // jobMaxAttempts is River's max_attempts of the jobs. River never works
 // them (the Mailer does, on its RetryPolicy, which decides when to give up),
 // so it only has to stay out of the way of River's own bookkeeping.
@@ -77,6 +80,12 @@ type Store struct {
 	// Logger receives River's log lines (migrations). nil: none.
 	Logger *slog.Logger
 
+	bodies bodyCache
+
+	notifyMu    sync.Mutex
+	notifying   bool // a caller is sending notifyCommitted's notification
+	notifyAgain bool // and is to send one more when it is done
+
 	once   sync.Once
 	client *river.Client[pgx.Tx]
 	id     string
@@ -102,7 +111,19 @@ func (s *Store) init() error {
 		}
 		// An insert-only River client: no queues, no workers, nothing
 		// started. River inserts the jobs; the Mailer works them.
-		s.client, s.err = river.NewClient(riverpgxv5.New(s.Pool), &river.Config{Logger: s.logger()})
+		//
+		// FetchCooldown also spaces River's own insert notifications
+		// (one a queue per cooldown). The store sends its own for every
+		// commit of due mail (see Notify), so River's would only add a
+		// statement to an insert and, in the store's own transactions,
+		// hold PostgreSQL's notification lock through their commit:
+		// a day's cooldown leaves one a day. The client fetches nothing,
+		// so the cooldown has no other effect.
+		s.client, s.err = river.NewClient(riverpgxv5.New(s.Pool), &river.Config{
+			Logger:            s.logger(),
+			FetchCooldown:     riverNotifyCooldown,
+			FetchPollInterval: riverNotifyCooldown,
+		})
 		s.id = s.ClientID
 		if s.id == "" {
 			host, _ := os.Hostname()
@@ -160,11 +181,18 @@ func (s *Store) Enqueue(ctx context.Context, m *mailroute.QueuedMessage, body io
 		return err
 	}
 	if tx, ok := ctx.Value(txKey{}).(pgx.Tx); ok && tx != nil {
-		return s.enqueueTx(ctx, tx, m, body)
+		_, err := s.enqueueTx(ctx, tx, m, body, true)
+		return err
 	}
-	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		return s.enqueueTx(ctx, tx, m, body)
+	var due bool
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) (err error) {
+		due, err = s.enqueueTx(ctx, tx, m, body, false)
+		return err
 	})
+	if err == nil && due {
+		s.notifyCommitted(ctx)
+	}
+	return err
 }
 
 // EnqueueMessageTx stores a prepared message in the caller's transaction:
@@ -176,26 +204,35 @@ func (s *Store) EnqueueMessageTx(ctx context.Context, tx pgx.Tx, m *mailroute.Qu
 	if err := s.init(); err != nil {
 		return err
 	}
-	return s.enqueueTx(ctx, tx, m, body)
+	_, err := s.enqueueTx(ctx, tx, m, body, true)
+	return err
 }
 
-func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, m *mailroute.QueuedMessage, body io.Reader) error {
+// enqueueTx inserts the job and the row in tx and reports whether the
+// message is due now. notify sends the notification in tx, delivered at
+// its commit: for the caller's transactions, whose commit the store does
+// not see. The store's own transactions notify after they commit instead
+// (notifyCommitted), because a transaction that notifies holds
+// PostgreSQL's notification lock through its commit, which makes
+// concurrent committers flush the log one after the other (measured: 8
+// callers of Enqueue went from 700 to 400 msgs/s).
+func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, m *mailroute.QueuedMessage, body io.Reader, notify bool) (due bool, err error) {
 	if len(m.Recipients) == 0 {
-		return errors.New("riverqueue: message has no recipients")
+		return false, errors.New("riverqueue: message has no recipients")
 	}
 	if body == nil {
-		return errors.New("riverqueue: message has no body")
+		return false, errors.New("riverqueue: message has no body")
 	}
 	data, err := io.ReadAll(io.LimitReader(body, s.maxBody()+1))
 	if err != nil {
-		return fmt.Errorf("riverqueue: reading the body: %w", err)
+		return false, fmt.Errorf("riverqueue: reading the body: %w", err)
 	}
 	if int64(len(data)) > s.maxBody() {
-		return fmt.Errorf("%w: over %d octets (Store.MaxBodySize)", ErrTooLarge, s.maxBody())
+		return false, fmt.Errorf("%w: over %d octets (Store.MaxBodySize)", ErrTooLarge, s.maxBody())
 	}
 	rcpts, next, err := encodeRecipients(m.Recipients)
 	if err != nil {
-		return err
+		return false, err
 	}
 	res, err := s.client.InsertTx(ctx, tx, messageArgs{From: m.From, Recipients: len(m.Recipients)}, &river.InsertOpts{
 		Queue:       s.queue(),
@@ -203,7 +240,7 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, m *mailroute.QueuedMes
 		MaxAttempts: jobMaxAttempts,
 	})
 	if err != nil {
-		return fmt.Errorf("riverqueue: inserting the job: %w", schemaHint(err))
+		return false, fmt.Errorf("riverqueue: inserting the job: %w", schemaHint(err))
 	}
 	id := m.ID
 	if id == "" {
@@ -216,25 +253,35 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, m *mailroute.QueuedMes
 	if next.IsZero() {
 		next = res.Job.ScheduledAt
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO mailroute_message
+	due = !next.After(time.Now())
+	// The row and, when asked for mail due now, the notification that
+	// wakes the instances' Notify at commit, in one statement (River's own
+	// comes once a day: see riverNotifyCooldown).
+	_, err = tx.Exec(ctx, `WITH ins AS (INSERT INTO mailroute_message
 		(id, job_id, sender, created_at, recipients, next_attempt, body_size, body)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		id, res.Job.ID, m.From, created, rcpts, next, len(data), data)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING 1)
+		SELECT pg_notify(current_schema() || '.`+insertTopic+`', $9::text)
+		FROM ins WHERE $10::boolean`,
+		id, res.Job.ID, m.From, created, rcpts, next, len(data), data, insertPayload(s.queue()), notify && due)
 	if err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" { // unique_violation
-			return fmt.Errorf("riverqueue: message %s is already queued", id)
+			return false, fmt.Errorf("riverqueue: message %s is already queued", id)
 		}
-		return fmt.Errorf("riverqueue: inserting the message: %w", schemaHint(err))
+		return false, fmt.Errorf("riverqueue: inserting the message: %w", schemaHint(err))
 	}
 	m.ID = id
-	return nil
+	return due, nil
 }
 
-// Body implements mailroute.QueueStore. The body is read whole.
+// Body implements mailroute.QueueStore. The body is read whole; one that
+// came with the message's lease (up to 256 KiB) is not read again.
 func (s *Store) Body(ctx context.Context, id string) (io.ReadCloser, error) {
 	if err := s.init(); err != nil {
 		return nil, err
+	}
+	if b, ok := s.bodies.take(id); ok {
+		return io.NopCloser(bytes.NewReader(b)), nil
 	}
 	var b []byte
 	err := s.Pool.QueryRow(ctx, `SELECT body FROM mailroute_message WHERE id = $1`, id).Scan(&b)

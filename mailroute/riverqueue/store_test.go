@@ -114,12 +114,12 @@ func TestMigrateConcurrentAndIdempotent(t *testing.T) {
 		t.Fatalf("Migrate again: %v", err)
 	}
 	var v int
-	// Version 2 added mailroute_state (state.go).
-	if err := pool.QueryRow(ctx, `SELECT max(version) FROM mailroute_migration`).Scan(&v); err != nil || v != 2 {
+	// Version 2 added mailroute_state (state.go), 3 the claim's index.
+	if err := pool.QueryRow(ctx, `SELECT max(version) FROM mailroute_migration`).Scan(&v); err != nil || v != 3 {
 		t.Errorf("version %d, %v", v, err)
 	}
 	var n int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM mailroute_migration`).Scan(&n); err != nil || n != 2 {
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM mailroute_migration`).Scan(&n); err != nil || n != 3 {
 		t.Errorf("%d migration rows, %v: a migration ran twice or not at all", n, err)
 	}
 }

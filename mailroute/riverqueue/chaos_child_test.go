@@ -2,6 +2,7 @@ package riverqueue_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -34,8 +35,11 @@ const (
 // gives (often too little: attempts in flight are cut), SIGINT shuts down
 // with all the time it needs. SIGKILL needs no handler. Each outcome the
 // Mailer reports goes to stdout as one line: "D rcpt" delivered (and
-// saved), "N rcpt" not saved, and "X kind rcpt err" for anything else
-// final, which the driver treats as a failure.
+// saved), "N rcpt" not saved, "U rcpt" deferred after the data went out
+// with no reply (the server may have taken it: a window for a duplicate,
+// as when an attempt is cut short to stay within its lease), and
+// "X kind rcpt err" for anything else final, which the driver treats as a
+// failure.
 func TestChaosChild(t *testing.T) {
 	name := os.Getenv(envChaosChild)
 	if name == "" {
@@ -64,6 +68,9 @@ func TestChaosChild(t *testing.T) {
 			case mailroute.EventNotSaved:
 				say("N %s", ev.Rcpt)
 			case mailroute.EventDeferred, mailroute.EventQueued:
+				if outcomeUnknown(ev.Err) {
+					say("U %s", ev.Rcpt)
+				}
 			default:
 				say("X %s %s %v", ev.Kind, ev.Rcpt, ev.Err)
 			}
@@ -138,4 +145,16 @@ func chaosStore(t *testing.T, name string) (mailroute.QueueStore, func()) {
 	}
 	t.Fatalf("%s=%q", envChaosStore, spec)
 	return nil, nil
+}
+
+// outcomeUnknown reports whether a deferral came after the message data
+// went out and before any reply to it: the connection lost after the
+// final dot, or the attempt ended (its lease budget, a shutdown) while the
+// reply to the final dot or BDAT LAST was awaited.
+func outcomeUnknown(err error) bool {
+	if errors.Is(err, mailroute.ErrConnectionLost) {
+		return true
+	}
+	var e *mailroute.Error
+	return errors.As(err, &e) && e.Command == "." && e.Code == 0
 }

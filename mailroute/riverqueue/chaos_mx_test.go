@@ -1,13 +1,16 @@
 package riverqueue_test
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"log"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,14 +28,20 @@ type chaosMX struct {
 	maxDelay               time.Duration
 
 	mu     sync.Mutex
-	copies map[string][]mxCopy // recipient → copies, in arrival order
+	copies map[string][]mxCopy // recipient → copies, in the order their transactions began
 	drops  int
+	begun  atomic.Int64 // numbers each transaction at MAIL
 	srv    *smtp.Server
 	addr   string
 }
 
 // mxCopy is one copy of a message for one recipient.
 type mxCopy struct {
+	// seq numbers the transaction at its MAIL. Copies are ordered by it,
+	// not by when the server decided (after a random delay): a sender
+	// killed or cut short mid-wait has its copy decided late, possibly
+	// after a later attempt's delivery was saved, though it began first.
+	seq     int64
 	helo    string // the EHLO name: which incarnation of which process sent it
 	dropped bool   // the server hung up after the final dot
 	body    string
@@ -78,12 +87,16 @@ func (mx *chaosMX) snapshot() (map[string][]mxCopy, int) {
 type chaosSession struct {
 	mx    *chaosMX
 	c     *smtp.Conn
+	seq   int64
 	rcpts []string
 }
 
 var errChaos4xx = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "chaos: try again later"}
 
-func (s *chaosSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (s *chaosSession) Mail(string, *smtp.MailOptions) error {
+	s.seq = s.mx.begun.Add(1)
+	return nil
+}
 
 func (s *chaosSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if rand.Float64() < s.mx.rcpt4xx {
@@ -106,7 +119,9 @@ func (s *chaosSession) Data(r io.Reader) error {
 	}
 	s.mx.mu.Lock()
 	for _, rc := range s.rcpts {
-		s.mx.copies[rc] = append(s.mx.copies[rc], mxCopy{helo: s.c.Hostname(), dropped: drop, body: string(b)})
+		cs := append(s.mx.copies[rc], mxCopy{seq: s.seq, helo: s.c.Hostname(), dropped: drop, body: string(b)})
+		slices.SortFunc(cs, func(a, b mxCopy) int { return cmp.Compare(a.seq, b.seq) })
+		s.mx.copies[rc] = cs
 	}
 	if drop {
 		s.mx.drops++

@@ -218,6 +218,7 @@ type incarnation struct {
 	ready     bool
 	delivered map[string]bool // "D": delivered and saved
 	notSaved  map[string]bool // "N"
+	unknown   map[string]bool // "U": deferred with the outcome unknown after the data
 	graceful  bool            // stopped by SIGINT and said goodbye
 	cut       bool            // SIGKILL, or SIGTERM with little patience
 	queueLen  int             // the last "L"
@@ -237,7 +238,7 @@ type chaosDriver struct {
 func (d *chaosDriver) start(p *process) {
 	d.t.Helper()
 	p.inc++
-	in := &incarnation{name: fmt.Sprintf("p%d-i%d.chaos.test", p.index, p.inc), delivered: map[string]bool{}, notSaved: map[string]bool{}, queueLen: -1}
+	in := &incarnation{name: fmt.Sprintf("p%d-i%d.chaos.test", p.index, p.inc), delivered: map[string]bool{}, notSaved: map[string]bool{}, unknown: map[string]bool{}, queueLen: -1}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestChaosChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), d.env...)
 	cmd.Env = append(cmd.Env, envChaosChild+"="+in.name, envChaosStore+"="+p.store,
@@ -287,6 +288,8 @@ func (d *chaosDriver) line(in *incarnation, l string, ready chan struct{}) {
 		in.delivered[rest] = true
 	case "N":
 		in.notSaved[rest] = true
+	case "U":
+		in.unknown[rest] = true
 	case "L":
 		in.queueLen, _ = strconv.Atoi(rest)
 	case "B":
@@ -345,7 +348,7 @@ func (d *chaosDriver) check(t *testing.T, mx *chaosMX, expected map[string]int, 
 	copies, drops := mx.snapshot()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var losses, dups, dropWindows, cutWindows, notSavedWindows, lies, afterSaved, unexplained, badBody int
+	var losses, dups, dropWindows, cutWindows, notSavedWindows, unknownWindows, lies, afterSaved, unexplained, badBody int
 	var dupAfterDrop, dupAfterCut, dupAfterNotSaved int // what the copy before each duplicate was
 	for r, n := range expected {
 		cs := copies[r]
@@ -359,11 +362,13 @@ func (d *chaosDriver) check(t *testing.T, mx *chaosMX, expected map[string]int, 
 			if !strings.Contains(cp.body, fmt.Sprintf("chaos message %d\r\n", n)) {
 				badBody++
 			}
+			in := d.incs[cp.helo]
+			// Copies are in the order their transactions began (see
+			// mxCopy.seq): none may begin after a saved delivery.
 			if saved {
 				afterSaved++
 				t.Errorf("%s: copy %d (from %s) came after a copy whose delivery was saved", r, i+1, cp.helo)
 			}
-			in := d.incs[cp.helo]
 			last := i == len(cs)-1
 			switch {
 			case last:
@@ -380,6 +385,9 @@ func (d *chaosDriver) check(t *testing.T, mx *chaosMX, expected map[string]int, 
 			case cp.dropped:
 				explained++
 				dropWindows++
+			case in.unknown[r] && !in.delivered[r]:
+				explained++
+				unknownWindows++
 			case in.delivered[r] && !in.notSaved[r]:
 				saved = true
 			case in.notSaved[r]:
@@ -415,11 +423,11 @@ func (d *chaosDriver) check(t *testing.T, mx *chaosMX, expected map[string]int, 
 		t.Errorf("%d copies with the wrong body", badBody)
 	}
 	t.Logf("chaos: %d messages, %d recipients; %d processes started (%d kills, %d impatient shutdowns, %d flushes); "+
-		"windows: %d injected hang-ups after the final dot (%d transactions), %d copies taken by a process cut short, %d saves reported failed; "+
+		"windows: %d injected hang-ups after the final dot (%d transactions), %d copies taken by a process cut short, %d saves reported failed, %d copies whose sender deferred with the outcome unknown; "+
 		"%d duplicates (%d after a hang-up, %d after a cut-short process, %d after a failed save; %d unexplained), "+
 		"%d losses, %d copies after a saved delivery, %d unreported acceptances",
 		c.messages, len(expected), len(d.incs), c.kills, c.shutdowns, c.flushes,
-		dropWindows, drops, cutWindows, notSavedWindows,
+		dropWindows, drops, cutWindows, notSavedWindows, unknownWindows,
 		dups, dupAfterDrop, dupAfterCut, dupAfterNotSaved, unexplained, losses, afterSaved, lies)
 	if losses > 0 {
 		t.Errorf("%d recipients lost", losses)

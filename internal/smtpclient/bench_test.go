@@ -1,12 +1,9 @@
 package smtpclient
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/mailroute/go-mailroute/internal/smtptest"
@@ -62,92 +59,11 @@ func BenchmarkSendPipelined(b *testing.B) {
 // BenchmarkSendSink is the same against a minimal sink that allocates
 // nothing per message, so allocs/op is the client's own.
 func BenchmarkSendSink(b *testing.B) {
-	addr := sink(b)
+	addr := smtptest.StartSink(b, false)
 	b.Run("background", func(b *testing.B) { benchSend(b, addr, context.Background()) })
 	b.Run("cancelable", func(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		benchSend(b, addr, ctx)
 	})
-}
-
-// sink is a pipelining SMTP server that accepts everything and keeps
-// nothing. It flushes its replies only when it has no more input buffered,
-// as a pipelining server should.
-func sink(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Go(func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, nc)
-			mu.Unlock()
-			wg.Go(func() { serveSink(nc) })
-		}
-	})
-	b.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
-
-func serveSink(nc net.Conn) {
-	defer nc.Close()
-	r := bufio.NewReaderSize(nc, 64<<10)
-	w := bufio.NewWriterSize(nc, 4096)
-	w.WriteString("220 sink.test\r\n")
-	w.Flush()
-	for {
-		line, err := r.ReadSlice('\n')
-		if err != nil {
-			return
-		}
-		switch {
-		case hasPrefixFold(line, "EHLO"):
-			w.WriteString("250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE 10000000\r\n")
-		case hasPrefixFold(line, "DATA"):
-			w.WriteString("354 go ahead\r\n")
-			w.Flush()
-			for {
-				l, err := r.ReadSlice('\n')
-				if err != nil {
-					return
-				}
-				if len(l) == 3 && l[0] == '.' {
-					break
-				}
-			}
-			w.WriteString("250 2.0.0 queued\r\n")
-		case hasPrefixFold(line, "QUIT"):
-			w.WriteString("221 2.0.0 bye\r\n")
-			w.Flush()
-			return
-		default:
-			w.WriteString("250 2.0.0 ok\r\n")
-		}
-		if r.Buffered() == 0 {
-			if w.Flush() != nil {
-				return
-			}
-		}
-	}
-}
-
-func hasPrefixFold(b []byte, p string) bool {
-	return len(b) >= len(p) && strings.EqualFold(string(b[:len(p)]), p)
 }

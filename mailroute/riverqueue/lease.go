@@ -156,86 +156,28 @@ func jobState(next time.Time) string {
 	return "available"
 }
 
-// lockJobSQL locks a message's job, first, as the claim and lock do.
-const lockJobSQL = `SELECT j.id FROM river_job j
-	WHERE j.id = (SELECT job_id FROM mailroute_message WHERE id = $1) FOR UPDATE`
-
-// holdsSQL is the condition that lease generation $2 still holds message
-// $1 (see lock).
-const holdsSQL = `id = $1 AND lease = $2 AND leased_by IS NOT NULL`
-
-// Update and Release are one pipelined batch each, so one round trip and
-// one commit: PostgreSQL runs the statements up to the batch's Sync as one
-// implicit transaction, all or nothing. The first statement locks the job
-// (ErrNotFound when none); the second acts only while the lease holds,
-// under that lock, and returns no row when it does not (ErrLeaseLost).
-// Nobody else changes the message row meanwhile: claims skip the locked
-// job and every other writer locks the job first.
-const (
-	deleteSQL = `DELETE FROM river_job WHERE id = (SELECT job_id FROM mailroute_message
-	WHERE ` + holdsSQL + ` FOR UPDATE) RETURNING id`
-	updateSQL = `WITH m AS (
-	UPDATE mailroute_message SET recipients = $3, next_attempt = $4, leased_by = NULL, lease_until = NULL
-	WHERE ` + holdsSQL + ` RETURNING job_id)
-UPDATE river_job j SET state = $5, scheduled_at = $4, attempt = least(attempt + 1, 32767)
-FROM m WHERE j.id = m.job_id RETURNING j.id`
-	releaseSQL = `WITH m AS (
-	UPDATE mailroute_message SET leased_by = NULL, lease_until = NULL
-	WHERE ` + holdsSQL + ` RETURNING job_id, next_attempt)
-UPDATE river_job j SET scheduled_at = m.next_attempt,
-	state = (CASE WHEN m.next_attempt > $3 THEN 'scheduled' ELSE 'available' END)::river_job_state
-FROM m WHERE j.id = m.job_id RETURNING j.id`
-)
-
-// fenced runs lockJobSQL and then act (which must return a row when the
-// lease held) in one batch: one round trip, one implicit transaction.
-func (s *Store) fenced(ctx context.Context, id string, act string, args ...any) error {
-	b := &pgx.Batch{}
-	b.Queue(lockJobSQL, id)
-	b.Queue(act, args...)
-	br := s.Pool.SendBatch(ctx, b)
-	var job, done int64
-	err := br.QueryRow().Scan(&job)
-	if errors.Is(err, pgx.ErrNoRows) {
-		br.Close()
-		return fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
-	if err == nil {
-		err = br.QueryRow().Scan(&done)
-		if errors.Is(err, pgx.ErrNoRows) {
-			err = fmt.Errorf("%w: %s", ErrLeaseLost, id)
-		}
-	}
-	// Close reads the batch to its end: the commit's outcome.
-	if cerr := br.Close(); cerr != nil && (err == nil || errors.Is(err, ErrLeaseLost)) {
-		err = schemaHint(cerr)
-	}
-	return err
-}
-
 // Update implements mailroute.QueueStore: it records the message as it is
 // after an attempt and ends the lease m.Lease names; without recipients the
 // message and its job are deleted. When that lease no longer holds the
 // message (it ran out and was claimed again, by this instance or another,
 // or was already ended), nothing changes and the error wraps ErrLeaseLost.
-// One round trip (see fenced).
+// It returns once the outcome is committed, in one transaction with the
+// outcomes of concurrent attempts (see outcome.go): one round trip and one
+// commit for all of them.
 func (s *Store) Update(ctx context.Context, m *mailroute.QueuedMessage) error {
 	if err := s.init(); err != nil {
 		return err
 	}
 	s.bodies.drop(m.ID)
-	gen := token(m.Lease)
-	var err error
-	if len(m.Recipients) == 0 {
-		// The message row goes with its job (ON DELETE CASCADE).
-		err = s.fenced(ctx, m.ID, deleteSQL, m.ID, gen)
-	} else {
-		rcpts, next, eerr := encodeRecipients(m.Recipients)
-		if eerr != nil {
-			return eerr
+	o := &outcome{kind: outcomeDelete, id: m.ID, gen: token(m.Lease)}
+	if len(m.Recipients) > 0 {
+		rcpts, next, err := encodeRecipients(m.Recipients)
+		if err != nil {
+			return err
 		}
-		err = s.fenced(ctx, m.ID, updateSQL, m.ID, gen, rcpts, next, jobState(next))
+		o.kind, o.rcpts, o.next, o.state = outcomeUpdate, rcpts, next, jobState(next)
 	}
+	err := s.record(ctx, o)
 	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrLeaseLost) {
 		return fmt.Errorf("riverqueue: update %s: %w", m.ID, err)
 	}
@@ -244,7 +186,8 @@ func (s *Store) Update(ctx context.Context, m *mailroute.QueuedMessage) error {
 
 // Release implements mailroute.QueueStore: the message becomes due again
 // at its earliest next attempt. Releasing with a token that no longer holds
-// the message, or a message that is gone, does nothing.
+// the message, or a message that is gone, does nothing. Like Update, it is
+// committed together with concurrent outcomes.
 func (s *Store) Release(ctx context.Context, id, tok string) error {
 	if err := s.init(); err != nil {
 		return err
@@ -254,7 +197,7 @@ func (s *Store) Release(ctx context.Context, id, tok string) error {
 	if gen == 0 {
 		return nil
 	}
-	err := s.fenced(ctx, id, releaseSQL, id, gen, time.Now())
+	err := s.record(ctx, &outcome{kind: outcomeRelease, id: id, gen: gen})
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrLeaseLost) {
 		return nil
 	}

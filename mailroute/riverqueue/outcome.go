@@ -12,19 +12,12 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Outcomes are committed in groups. A drain is bound by commits: each one
-// waits for PostgreSQL's fsync of the log, and an attempt's Update or
-// Release alone is a commit. So the Store gathers the outcomes of
-// concurrent attempts and commits them together, as River's batch
-// completer does for its jobs: while one group's commit is in flight, the
-// next group collects, and it is sent as soon as that commit is over —
-// no timer, so an outcome alone is committed at once. Each caller returns
-// when its own outcome is committed, with its own error: a stale lease or
-// a message that is gone fails only its own outcome (the statements act
-// row by row on the rows whose lease holds), a group that PostgreSQL
-// refuses is tried again one outcome at a time so that one bad row fails
-// only itself, and a group whose commit is unknown (the connection was
-// lost) fails every member.
+// Outcomes are committed in groups (see the package documentation): a
+// drain is bound by commits, each one waiting for the log's fsync, and
+// one commit per Update or Release was the drain's limit. The loop that
+// commits them runs only while outcomes wait, and there is no timer: an
+// outcome that finds no commit in flight goes at once, the others gather
+// behind it.
 
 // maxOutcomeBatch is the most outcomes committed together; more wait for
 // the next commit.

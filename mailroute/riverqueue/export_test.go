@@ -7,3 +7,6 @@ func PendingOutcomes(s *Store) int {
 	defer s.outcomes.mu.Unlock()
 	return len(s.outcomes.pending)
 }
+
+// ClaimSQL is the claim's statement, for a test of its plan.
+const ClaimSQL = claimSQL

@@ -21,23 +21,33 @@ import (
 // whose lease has not ended at now is never claimed, whatever the cutoff
 // (a flush asks for everything). attempted_by keeps the last 100 holders,
 // as River does. Both rows are locked, so that a claim racing another
-// re-reads the lease the other just took (SKIP LOCKED never waits, so the
-// order cannot deadlock with Update, which locks the job first).
+// re-reads the lease the other just took; the job first, as the outcomes'
+// groups and Quarantine lock them (SKIP LOCKED never waits anyway).
+//
+// The walk is driven by the message rows, in the order of the index
+// mailroute_message_due, and stops at $3: the job's conditions are a
+// sub-select evaluated row by row, which the planner cannot turn into a
+// join driven by river_job. As a join it did exactly that whenever
+// river_job had no statistics for its conditions (a new table, or one
+// analysed while nearly empty, then a burst of mail): every claim read
+// the whole queue, and sorted it, to lease a few dozen.
 const claimSQL = `
 WITH due AS (
-	SELECT j.id FROM river_job j JOIN mailroute_message m ON m.job_id = j.id
-	WHERE j.kind = '` + Kind + `' AND j.queue = $1
-	  AND j.state IN ('available', 'scheduled', 'retryable')
-	  AND (m.lease_until IS NULL OR m.lease_until <= $2)
+	SELECT m.job_id FROM mailroute_message m
+	WHERE (m.lease_until IS NULL OR m.lease_until <= $2)
 	  AND m.next_attempt <= $6
+	  AND (SELECT true FROM river_job j
+	       WHERE j.id = m.job_id AND j.kind = '` + Kind + `' AND j.queue = $1
+	         AND j.state IN ('available', 'scheduled', 'retryable')
+	       FOR UPDATE SKIP LOCKED)
 	ORDER BY m.next_attempt, m.job_id
 	LIMIT $3
-	FOR UPDATE OF j, m SKIP LOCKED
+	FOR UPDATE OF m SKIP LOCKED
 ), job AS (
 	UPDATE river_job j
 	SET state = 'scheduled', scheduled_at = $4, attempted_at = $2,
 	    attempted_by = (coalesce(j.attempted_by, '{}'::text[]) || $5::text)[greatest(1, coalesce(cardinality(j.attempted_by), 0) - 98):]
-	FROM due WHERE j.id = due.id
+	FROM due WHERE j.id = due.job_id
 	RETURNING j.id
 )
 UPDATE mailroute_message m

@@ -433,3 +433,39 @@ func TestOutcomesShareACommit(t *testing.T) {
 		t.Errorf("%d messages left, want none", left)
 	}
 }
+
+// Two outcomes for one message that wait for the same commit (the
+// holder's, and a stale holder's whose lease ran out) are committed one
+// after the other, never in one statement: the current one is recorded,
+// the stale one loses.
+func TestOutcomesForOneMessageApplyInTurn(t *testing.T) {
+	f := newGroupFixture(t, 2)
+	ctx := context.Background()
+	open := f.block(t, f.cur[0].ID)
+	before := f.rt.n.Load()
+	var wg sync.WaitGroup
+	var errs [3]error
+	wg.Go(func() { errs[0] = f.s.Release(ctx, f.cur[0].ID, f.cur[0].Lease) })
+	f.waiter(t, open)
+	deferred := *f.cur[1]
+	deferred.Recipients = append([]mailroute.QueuedRecipient(nil), f.cur[1].Recipients...)
+	deferred.Recipients[0].Attempts = 1
+	deferred.Recipients[0].NextAttempt = queuetest.T0.Add(time.Hour)
+	stale := *f.stale[1]
+	stale.Recipients = nil
+	wg.Go(func() { errs[1] = f.s.Update(ctx, &deferred) })
+	wg.Go(func() { errs[2] = f.s.Update(ctx, &stale) })
+	f.waitPending(t, 2)
+	open.release(t)
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], riverqueue.ErrLeaseLost) {
+		t.Errorf("release %v, current holder's update %v, stale holder's %v (want nil, nil, ErrLeaseLost)", errs[0], errs[1], errs[2])
+	}
+	if got := f.rt.n.Load() - before; got != 3 {
+		t.Errorf("%d round trips, want 3: the opener's, then one for each outcome of message 1", got)
+	}
+	if n := count(t, f.admin, `SELECT count(*) FROM mailroute_message
+		WHERE recipients->0->>'attempts' = '1' AND leased_by IS NULL`); n != 1 {
+		t.Errorf("%d messages with the deferral recorded, want 1", n)
+	}
+}

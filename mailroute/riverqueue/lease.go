@@ -172,8 +172,9 @@ func jobState(next time.Time) string {
 // message (it ran out and was claimed again, by this instance or another,
 // or was already ended), nothing changes and the error wraps ErrLeaseLost.
 // It returns once the outcome is committed, in one transaction with the
-// outcomes of concurrent attempts (see outcome.go): one round trip and one
-// commit for all of them.
+// outcomes of concurrent attempts (see "Outcomes are committed in groups"
+// in the package documentation): one round trip and one commit for all of
+// them.
 func (s *Store) Update(ctx context.Context, m *mailroute.QueuedMessage) error {
 	if err := s.init(); err != nil {
 		return err

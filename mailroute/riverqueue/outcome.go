@@ -96,7 +96,7 @@ func (s *Store) commitOutcomes() {
 	b := &s.outcomes
 	for {
 		b.mu.Lock()
-		group, rest := nextGroup(b.pending)
+		group, rest := nextGroup(b.pending, maxOutcomeBatch)
 		b.pending = rest
 		if len(group) == 0 && len(rest) == 0 {
 			b.running = false
@@ -110,15 +110,18 @@ func (s *Store) commitOutcomes() {
 	}
 }
 
-// nextGroup takes the outcomes to commit together out of pending: up to
-// maxOutcomeBatch, at most one per message (a second outcome for the same
-// message waits for the next commit, so that they apply in turn), without
-// those whose caller has given up.
-func nextGroup(pending []*outcome) (group, rest []*outcome) {
-	ids := make(map[string]bool, min(len(pending), maxOutcomeBatch))
+// nextGroup takes the outcomes to commit together out of pending, in
+// their order: up to max, at most one per message (a second outcome for
+// the same message waits for the next commit, so that they apply in
+// turn), without those whose caller has given up. It marks the group's
+// members sent; rest keeps the others waiting, in their order.
+func nextGroup(pending []*outcome, max int) (group, rest []*outcome) {
+	ids := make(map[string]bool, min(len(pending), max))
 	for _, o := range pending {
-		if len(group) == maxOutcomeBatch || ids[o.id] {
-			rest = append(rest, o)
+		if len(group) == max || ids[o.id] {
+			if o.phase.Load() != outcomeAbandoned {
+				rest = append(rest, o)
+			}
 			continue
 		}
 		if !o.phase.CompareAndSwap(outcomeWaiting, outcomeSent) {

@@ -111,10 +111,11 @@ type Config struct {
 	OnEvent func(Event)
 	// now, queuePoll and queueLease are test seams: a fake clock for the
 	// queue's schedule, how often its workers look for due mail, and the
-	// lease they ask for.
-	now        func() time.Time
-	queuePoll  time.Duration
-	queueLease time.Duration
+	// lease they ask for. tlsrptFlush replaces rptFlushInterval.
+	now         func() time.Time
+	queuePoll   time.Duration
+	queueLease  time.Duration
+	tlsrptFlush time.Duration
 
 	// Logger receives one line per delivery attempt. nil: nothing is
 	// logged.

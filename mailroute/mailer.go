@@ -102,6 +102,7 @@ func New(cfg Config) (*Mailer, error) {
 	m.learn = newLearner(m)
 	m.figures = newFigures(cfg.MeterProvider)
 	m.initTLSPolicy()
+	m.tlsrpt.start(m.state, cfg.logger(), cfg.tlsrptFlush, m.closed)
 	go m.reapLoop()
 	if cfg.Queue != nil {
 		m.queue = newQueueRuntime(m)
@@ -267,6 +268,7 @@ func (m *Mailer) Shutdown(ctx context.Context) error {
 		m.sends.cancel() // nobody waits for a lookup still in flight now
 		quitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
+		m.tlsrpt.flush(quitCtx) // the sessions' TLS-RPT counts; a failure is logged
 		if m.relay != nil {
 			m.relay.close(quitCtx)
 		}

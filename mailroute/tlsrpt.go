@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"sync"
@@ -17,13 +18,23 @@ import (
 )
 
 // tlsReporter counts TLS sessions per policy domain, policy and hour, for
-// RFC 8460 aggregate reports. Counts live in memory for two days: a
-// report covers one UTC day and is made soon after it ends.
+// RFC 8460 aggregate reports. Sends count in memory; flush saves the
+// counts through the StateStore (see tlsrpt_store.go), so a report adds
+// up every instance's and survives a restart.
 type tlsReporter struct {
 	now func() time.Time
 
+	// store, log and instance are set by start: where counts are saved,
+	// where a failure to save them is told, and this Mailer's own name
+	// among the instances sharing the store.
+	store    StateStore
+	log      *slog.Logger
+	instance string
+	flushMu  sync.Mutex // one flush at a time
+
 	mu      sync.Mutex
-	buckets map[rptBucketKey]*rptBucket
+	buckets map[rptBucketKey]*rptBucket // counted, not yet saved
+	saved   map[rptDayKey]rptDayAgg     // what this instance's entries in the store hold
 }
 
 // rptPolicy is the "policy" object of a report.
@@ -61,7 +72,8 @@ type rptFailureKey struct {
 	resultType, mx, reason string
 }
 
-// rptKeep is how long counts are kept.
+// rptKeep is how long unsaved counts are kept: a store that refuses
+// every write for longer loses them.
 const rptKeep = 48 * time.Hour
 
 func (r *tlsReporter) bucket(t *rptTarget) *rptBucket {
@@ -79,13 +91,19 @@ func (r *tlsReporter) bucket(t *rptTarget) *rptBucket {
 	return b
 }
 
-// prune drops buckets past rptKeep; it runs when a new hour's bucket is
-// made, so at most once an hour per policy.
+// prune drops buckets past rptKeep, and the memory of saved entries the
+// store has let expire; it runs when a new hour's bucket is made, so at
+// most once an hour per policy.
 func (r *tlsReporter) prune(now time.Time) {
 	oldest := now.Add(-rptKeep).Unix() / 3600
 	for k := range r.buckets {
 		if k.hour < oldest {
 			delete(r.buckets, k)
+		}
+	}
+	for dk := range r.saved {
+		if !now.Before(time.Unix((dk.day+1)*86400, 0).Add(rptStoreKeep)) {
+			delete(r.saved, dk)
 		}
 	}
 }
@@ -233,52 +251,50 @@ type TLSReportOptions struct {
 	Day time.Time
 }
 
-// TLSReport returns the RFC 8460 aggregate report of the TLS sessions this
-// Mailer had, over the UTC day opts.Day, with the MX hosts of domain
-// under a DANE or MTA-STS policy: successes, and failures by result type.
-// It is nil when there was nothing to report. Counts are kept in memory
-// for two days, so a Mailer restarted during the day reports only what
-// followed. Sending the report (RFC 8460 §5: gzip, to each rua of
-// TLSReportAddresses) is the application's call; examples/tlsrpt shows
-// how.
+// TLSReport returns the RFC 8460 aggregate report of the TLS sessions with
+// the MX hosts of domain under a DANE or MTA-STS policy, over the UTC day
+// opts.Day: successes, and failures by result type. It is nil when there
+// was nothing to report.
+//
+// The report adds up every Mailer sharing this one's store (Config.Queue
+// when it is a StateStore, as spool.Store and the River store are): the
+// counts of other instances and of earlier runs of this application, as
+// saved, and this Mailer's own, saved or not yet. Sends count in memory
+// only; the counts are saved every minute and at Close, so a crash loses
+// at most the last minute's, and another instance's report lacks at most
+// this one's last minute until it is saved. A store that cannot be
+// written keeps the counts in memory for the next try (for up to two
+// days), and says so in Config.Logger. Without such a store, counts live
+// in this Mailer only. When the store cannot be read, TLSReport returns
+// nil and logs why, rather than a report that would understate the day.
+// At most 50 failure details per policy are itemised; the rest are
+// summed under one detail per result type.
+//
+// Sending the report (RFC 8460 §5: gzip, to each rua of
+// TLSReportAddresses) is the application's call, from one instance;
+// examples/tlsrpt shows how.
 func (m *Mailer) TLSReport(domain string, opts TLSReportOptions) *TLSReport {
 	day := opts.Day
 	if day.IsZero() {
 		day = m.now().Add(-24 * time.Hour)
 	}
-	start := time.Date(day.Year(), day.Month(), day.Day(), 0, 0, 0, 0, time.UTC)
-	if day.Location() != time.UTC {
-		u := day.UTC()
-		start = time.Date(u.Year(), u.Month(), u.Day(), 0, 0, 0, 0, time.UTC)
-	}
+	u := day.UTC()
+	start := time.Date(u.Year(), u.Month(), u.Day(), 0, 0, 0, 0, time.UTC)
 	end := start.Add(24 * time.Hour)
-	from, to := start.Unix()/3600, end.Unix()/3600
 
-	m.tlsrpt.mu.Lock()
-	byPolicy := make(map[string]*TLSReportPolicy)
-	fails := make(map[string]map[rptFailureKey]int64)
-	for k, b := range m.tlsrpt.buckets {
-		if k.domain != domain || k.hour < from || k.hour >= to {
-			continue
-		}
-		p := byPolicy[k.policy]
-		if p == nil {
-			p = &TLSReportPolicy{Policy: TLSReportPolicyDesc{Type: b.policy.Type, String: b.policy.Strings, Domain: b.policy.Domain, MXHost: b.policy.MXHost}}
-			byPolicy[k.policy] = p
-			fails[k.policy] = make(map[rptFailureKey]int64)
-		}
-		p.Summary.Successful += b.success
-		for fk, n := range b.failures {
-			p.Summary.Failed += n
-			fails[k.policy][fk] += n
-		}
-	}
-	m.tlsrpt.mu.Unlock()
-	if len(byPolicy) == 0 {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	counts, err := m.tlsrpt.dayCounts(ctx, start.Unix()/86400, domain)
+	if err != nil {
+		m.cfg.logger().Error("mailroute: TLSReport: the saved TLS-RPT counts cannot be read", "domain", domain, "err", err)
 		return nil
 	}
-	keys := make([]string, 0, len(byPolicy))
-	for k := range byPolicy {
+	agg := counts[domain]
+	if len(agg) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(agg))
+	for k := range agg {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
@@ -289,47 +305,48 @@ func (m *Mailer) TLSReport(domain string, opts TLSReportOptions) *TLSReport {
 		ReportID:         start.Format("2006-01-02") + "_" + domain + "@" + m.hostname,
 	}
 	for _, k := range keys {
-		p := byPolicy[k]
-		for fk, n := range fails[k] {
+		b := agg[k]
+		capFailures(b)
+		p := TLSReportPolicy{
+			Policy:  TLSReportPolicyDesc{Type: b.policy.Type, String: b.policy.Strings, Domain: b.policy.Domain, MXHost: b.policy.MXHost},
+			Summary: TLSReportSummary{Successful: b.success},
+		}
+		for fk, n := range b.failures {
+			p.Summary.Failed += n
 			p.FailureDetails = append(p.FailureDetails, TLSReportFailure{
 				ResultType: fk.resultType, ReceivingMXHostname: fk.mx, FailedSessionCount: n, AdditionalInformation: fk.reason,
 			})
 		}
 		sort.Slice(p.FailureDetails, func(i, j int) bool {
 			a, b := p.FailureDetails[i], p.FailureDetails[j]
-			if a.ResultType != b.ResultType {
-				return a.ResultType < b.ResultType
-			}
-			if a.ReceivingMXHostname != b.ReceivingMXHostname {
-				return a.ReceivingMXHostname < b.ReceivingMXHostname
-			}
-			return a.AdditionalInformation < b.AdditionalInformation
+			return lessFailureKey(rptFailureKey{a.ResultType, a.ReceivingMXHostname, a.AdditionalInformation},
+				rptFailureKey{b.ResultType, b.ReceivingMXHostname, b.AdditionalInformation})
 		})
-		r.Policies = append(r.Policies, *p)
+		r.Policies = append(r.Policies, p)
 	}
 	return r
 }
 
 // TLSReportDomains lists the policy domains with sessions counted over
-// the UTC day of day (zero: yesterday), for which TLSReport has
-// something to say.
+// the UTC day of day (zero: yesterday), by any instance sharing this
+// Mailer's store (see TLSReport), for which TLSReport has something to
+// say. When the store cannot be read, it lists this Mailer's own domains
+// and logs why.
 func (m *Mailer) TLSReportDomains(day time.Time) []string {
 	if day.IsZero() {
 		day = m.now().Add(-24 * time.Hour)
 	}
 	u := day.UTC()
-	start := time.Date(u.Year(), u.Month(), u.Day(), 0, 0, 0, 0, time.UTC)
-	from, to := start.Unix()/3600, start.Add(24*time.Hour).Unix()/3600
-	seen := make(map[string]bool)
-	m.tlsrpt.mu.Lock()
-	for k := range m.tlsrpt.buckets {
-		if k.hour >= from && k.hour < to {
-			seen[k.domain] = true
-		}
+	d := time.Date(u.Year(), u.Month(), u.Day(), 0, 0, 0, 0, time.UTC).Unix() / 86400
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	counts, err := m.tlsrpt.dayCounts(ctx, d, "")
+	if err != nil {
+		m.cfg.logger().Error("mailroute: TLSReportDomains: the saved TLS-RPT counts cannot be read", "err", err)
+		counts = m.tlsrpt.merge(nil, d, "")
 	}
-	m.tlsrpt.mu.Unlock()
-	out := make([]string, 0, len(seen))
-	for d := range seen {
+	out := make([]string, 0, len(counts))
+	for d := range counts {
 		out = append(out, d)
 	}
 	sort.Strings(out)

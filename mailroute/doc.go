@@ -115,6 +115,10 @@
 // MTA-STS policies are cached for their max_age in the queue when it is a
 // [StateStore]. [WithREQUIRETLS] marks a message for RFC 8689; the TLS
 // outcome of every policy is counted for RFC 8460 reports ([Mailer.TLSReport]).
+// Sends count in memory only; every minute and at Close the counts are
+// saved in that StateStore, each instance under keys of its own, so a
+// report adds up every Mailer sharing the store and the runs before a
+// restart. A crash loses at most the last minute's counts.
 //
 // # Security
 //

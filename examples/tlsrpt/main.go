@@ -14,7 +14,9 @@
 //
 // In production DirectOptions.DANEResolver is a validating resolver on
 // this host (Unbound: "127.0.0.1:53"); reports are made once a day for the
-// day before, for each domain of TLSReportDomains that has addresses.
+// day before, for each domain of TLSReportDomains that has addresses. With
+// several instances on one queue store (a spool.Store, the River store),
+// one of them makes the reports: they add up every instance's counts.
 package main
 
 import (

@@ -102,7 +102,7 @@ func New(cfg Config) (*Mailer, error) {
 	m.learn = newLearner(m)
 	m.figures = newFigures(cfg.MeterProvider)
 	m.initTLSPolicy()
-	m.tlsrpt.start(m.state, cfg.logger(), cfg.tlsrptFlush, m.closed)
+	m.startTLSRPT()
 	go m.reapLoop()
 	if cfg.Queue != nil {
 		m.queue = newQueueRuntime(m)

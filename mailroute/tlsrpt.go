@@ -102,7 +102,7 @@ func (r *tlsReporter) prune(now time.Time) {
 		}
 	}
 	for dk := range r.saved {
-		if !now.Before(time.Unix((dk.day+1)*86400, 0).Add(rptStoreKeep)) {
+		if !rptDayKept(dk.day, now) {
 			delete(r.saved, dk)
 		}
 	}

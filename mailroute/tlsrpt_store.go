@@ -37,10 +37,27 @@ const rptNamespace = "tlsrpt"
 // rptFlushInterval is how often counts are saved: what a crash can lose.
 const rptFlushInterval = time.Minute
 
-// rptStoreKeep is how long a day's entries stay after the day ends: long
-// enough for a report sent the day after, or a few days late after an
-// outage.
+// rptStoreKeep is how long a day's counts are kept after the day ends:
+// long enough for a report sent the day after, or a few days late after
+// an outage. Past it, sweep deletes the day's entries.
 const rptStoreKeep = 3 * 24 * time.Hour
+
+// rptStoreGrace is how much longer than rptStoreKeep an entry's expiry
+// lies. Neither the spool nor the River store deletes expired entries,
+// and an expired entry is no longer listed, so sweep must find an entry
+// while it is still live: the grace leaves a month of restarts for some
+// instance to sweep it. Only an application stopped for that long leaves
+// entries behind.
+const rptStoreGrace = 30 * 24 * time.Hour
+
+// rptSweepEvery is how often sweep runs.
+const rptSweepEvery = time.Hour
+
+// dayEnd is the end of a day since the Unix epoch.
+func dayEnd(day int64) time.Time { return time.Unix((day+1)*86400, 0) }
+
+// rptDayKept reports whether the counts of day are still kept at now.
+func rptDayKept(day int64, now time.Time) bool { return now.Before(dayEnd(day).Add(rptStoreKeep)) }
 
 // rptMaxFailures caps the failure details kept per policy, so that an
 // entry stays far below the StateStore's 64 KiB per value (a detail holds
@@ -316,27 +333,68 @@ func decodeRpt(value []byte) (rptDayKey, rptDayAgg, error) {
 	return dk, agg, nil
 }
 
-// start begins saving the counts through store, every interval, until
-// done is closed.
+// startTLSRPT sets up the saving of TLS-RPT counts for New: in the
+// queue's store when it keeps state. Without one, counts stay in memory:
+// the Mailer's in-memory StateStore would only hold a second copy, and it
+// never deletes what expired.
+func (m *Mailer) startTLSRPT() {
+	st, _ := m.cfg.Queue.(StateStore)
+	m.tlsrpt.start(st, m.cfg.logger(), m.cfg.tlsrptFlush, m.closed)
+}
+
+// start begins saving the counts through store (nil: none), every
+// interval, until done is closed.
 func (r *tlsReporter) start(store StateStore, log *slog.Logger, interval time.Duration, done <-chan struct{}) {
 	r.store, r.log, r.instance = store, log, newInstanceName()
 	if interval <= 0 {
 		interval = rptFlushInterval
 	}
+	if store == nil {
+		return // counts live in memory only
+	}
+	sweepEvery := max(1, int(rptSweepEvery/interval))
 	go func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
-		for {
+		for ticks := 1; ; ticks++ {
 			select {
 			case <-done:
 				return
 			case <-t.C:
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				r.flush(ctx)
+				if ticks%sweepEvery == 0 {
+					r.sweep(ctx)
+				}
 				cancel()
 			}
 		}
 	}()
+}
+
+// sweep deletes the entries, of any instance, of days no longer kept: the
+// stores never delete expired entries themselves (see rptStoreGrace).
+// Instances sweeping at once delete the same entries, which is harmless;
+// no instance writes a day that old any more (unsaved counts are dropped
+// after rptKeep, well within rptStoreKeep).
+func (r *tlsReporter) sweep(ctx context.Context) {
+	now := r.now()
+	all, err := r.store.ListState(ctx, rptNamespace, now)
+	if err != nil {
+		r.log.Warn("mailroute: TLS-RPT: old counts not swept", "err", err)
+		return
+	}
+	for key := range all {
+		day, _, ok := parseRptKey(key)
+		t, err := time.Parse("2006-01-02", day)
+		if ok && err == nil && rptDayKept(t.Unix()/86400, now) {
+			continue
+		}
+		if err := r.store.DeleteState(ctx, rptNamespace, key); err != nil {
+			r.log.Warn("mailroute: TLS-RPT: old counts not swept", "key", key, "err", err)
+			return
+		}
+	}
 }
 
 // rptTaken is the part of one in-memory bucket a flush saves: subtracted
@@ -384,7 +442,7 @@ func (r *tlsReporter) flush(ctx context.Context) error {
 	for dk, agg := range next {
 		value, err := encodeRpt(dk, agg)
 		if err == nil {
-			expires := time.Unix((dk.day+1)*86400, 0).Add(rptStoreKeep)
+			expires := dayEnd(dk.day).Add(rptStoreKeep + rptStoreGrace)
 			err = r.store.PutState(ctx, rptNamespace, rptKey(dk.day, r.instance, dk.domain), value, expires)
 		}
 		if err != nil {
@@ -425,7 +483,7 @@ func (r *tlsReporter) flush(ctx context.Context) error {
 // unsaved counts. An error means the store could not be listed.
 func (r *tlsReporter) dayCounts(ctx context.Context, day int64, domain string) (map[string]rptDayAgg, error) {
 	var stored map[string][]byte
-	if r.store != nil {
+	if r.store != nil && rptDayKept(day, r.now()) {
 		var err error
 		if stored, err = r.store.ListState(ctx, rptNamespace, r.now()); err != nil {
 			return nil, err
@@ -439,6 +497,9 @@ func (r *tlsReporter) dayCounts(ctx context.Context, day int64, domain string) (
 func (r *tlsReporter) merge(stored map[string][]byte, day int64, domain string) map[string]rptDayAgg {
 	want := dayString(day)
 	out := make(map[string]rptDayAgg)
+	if !rptDayKept(day, r.now()) {
+		return out // swept, or about to be: never half a day
+	}
 	into := func(d string) rptDayAgg {
 		a := out[d]
 		if a == nil {

@@ -315,3 +315,51 @@ func TestTLSReportFlushesPeriodically(t *testing.T) {
 		t.Errorf("another instance: %s", got)
 	}
 }
+
+// Entries of days past rptStoreKeep are swept, whichever instance wrote
+// them, and never reported, even before the sweep; younger ones stay.
+func TestTLSReportSweep(t *testing.T) {
+	w, clock := rptWorld(t) // 2026-11-28 12:00
+	store := &countingStore{MemoryQueue: newMemQueue()}
+	a := w.rptMailer(store, clock, time.Hour)
+	ctx := context.Background()
+	entry := func(day string) []byte {
+		return []byte(`{"v":1,"day":"` + day + `","domain":"dest.test","policies":[{"type":"sts","domain":"dest.test","ok":4}]}`)
+	}
+	old, kept := "2026-11-24/0123456789abcdef/dest.test", "2026-11-25/0123456789abcdef/dest.test"
+	for key, day := range map[string]string{old: "2026-11-24", kept: "2026-11-25"} {
+		store.MemoryQueue.PutState(ctx, rptNamespace, key, entry(day), clock.Now().Add(30*24*time.Hour))
+	}
+	if r := a.TLSReport("dest.test", TLSReportOptions{Day: time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)}); r != nil {
+		t.Errorf("a day past the keep: %+v", r)
+	}
+	if r := a.TLSReport("dest.test", TLSReportOptions{Day: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}); r == nil || r.Policies[0].Summary.Successful != 4 {
+		t.Errorf("a day still kept: %+v", r)
+	}
+	store.take()
+	a.tlsrpt.sweep(ctx)
+	if calls := store.take(); strings.Join(calls, ",") != "list,delete "+old {
+		t.Errorf("sweep: %v", calls)
+	}
+	all, _ := store.MemoryQueue.ListState(ctx, rptNamespace, clock.Now())
+	if _, ok := all[kept]; len(all) != 1 || !ok {
+		t.Errorf("left after the sweep: %v", all)
+	}
+}
+
+// Without a queue that keeps state, counts stay in the Mailer: nothing is
+// saved in its in-memory StateStore, which never deletes.
+func TestTLSReportWithoutStore(t *testing.T) {
+	w, clock := rptWorld(t)
+	a := w.mailer(Config{now: clock.Now, MaxConnsPerHost: 1}, false)
+	sendBoth(t, a, 2)
+	if err := a.tlsrpt.flush(context.Background()); err != nil || a.tlsrpt.store != nil {
+		t.Fatalf("flush %v, store %v", err, a.tlsrpt.store)
+	}
+	if all, _ := a.state.ListState(context.Background(), rptNamespace, clock.Now()); len(all) != 0 {
+		t.Errorf("saved in memory: %v", all)
+	}
+	if got := summary(t, a, "other.test", clock); got != "sts ok=0 failed=2 certificate-host-mismatch@mx.other.test×2" {
+		t.Errorf("other.test: %s", got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -270,4 +271,36 @@ func flat(a rptDayAgg) map[string]int64 {
 		}
 	}
 	return out
+}
+
+// An entry that would exceed a StateStore value folds its details per
+// result type, keeping every count; one too big even then is an error.
+func TestEncodeRptSize(t *testing.T) {
+	dk := rptDayKey{day: rptDay.Unix() / 86400, domain: "dest.test"}
+	long := strings.Repeat("x", 200)
+	mk := func(policyStrings int) rptDayAgg {
+		b := &rptBucket{policy: rptPolicy{Type: "sts", Domain: "dest.test"}, success: 3, failures: map[rptFailureKey]int64{}}
+		for i := range policyStrings {
+			b.policy.MXHost = append(b.policy.MXHost, fmt.Sprintf("mx%d.%s.dest.test", i, strings.Repeat("m", 180)))
+		}
+		for i := range rptMaxFailures {
+			b.failures[rptFailureKey{resultType: "validation-failure", mx: fmt.Sprintf("mx%d.%s", i, strings.Repeat("h", 200)), reason: long}] = int64(i + 1)
+		}
+		return rptDayAgg{b.policy.key(): b}
+	}
+	enc, err := encodeRpt(dk, mk(240)) // ~48 KiB of policy, ~23 KiB of details
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, agg, err := decodeRpt(enc)
+	if err != nil {
+		t.Fatalf("%d bytes: %v", len(enc), err)
+	}
+	ok, failed, _, most := totals(agg)
+	if len(enc) > rptMaxValue || ok != 3 || failed != rptMaxFailures*(rptMaxFailures+1)/2 || most != 1 {
+		t.Errorf("%d bytes, ok %d, failed %d, %d details", len(enc), ok, failed, most)
+	}
+	if _, err := encodeRpt(dk, mk(400)); err == nil {
+		t.Error("an entry of over 64 KiB of policy alone was encoded")
+	}
 }

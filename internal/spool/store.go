@@ -35,6 +35,9 @@ type Options struct {
 	// write in turn, or every step after one, which is what a crash looks
 	// like from the disk. nil: no faults.
 	Fault func(op Op, path string) error
+
+	// segmentMax overrides defaultSegmentMax, for tests of checkpoints.
+	segmentMax int64
 }
 
 // Store is a spool directory opened by one process. Its methods are safe for
@@ -45,7 +48,8 @@ type Store struct {
 	fs    fsys
 	log   *slog.Logger
 	group *groupSync // nil without group commit
-	lock  *os.File   // the open lock file, whose descriptor holds the flock
+	j     *journal
+	lock  *os.File // the open lock file, whose descriptor holds the flock
 
 	// ops counts the calls that touch files, so Close can wait for them.
 	ops sync.WaitGroup
@@ -129,6 +133,10 @@ func Open(dir string, opts Options) (*Store, error) {
 	if !opts.NoGroupCommit {
 		s.group = newGroupSync()
 	}
+	s.j = s.newJournal(dir, opts.NoGroupCommit)
+	if opts.segmentMax > 0 {
+		s.j.segMax = opts.segmentMax
+	}
 	if err := s.makeDirs(dir); err != nil {
 		return nil, err
 	}
@@ -137,7 +145,14 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.lock = lock
-	if err := s.recover(); err != nil {
+	gen, err := s.replay()
+	if err == nil {
+		err = s.recover()
+	}
+	if err == nil {
+		err = s.j.start(gen + 1)
+	}
+	if err != nil {
 		s.unlock()
 		return nil, err
 	}
@@ -159,7 +174,7 @@ func (s *Store) makeDirs(dir string) error {
 	} else if err != nil {
 		return err
 	}
-	for _, sub := range []string{s.queueDir, s.tmpDir, s.corruptDir} {
+	for _, sub := range []string{s.queueDir, s.tmpDir, s.corruptDir, filepath.Join(dir, journalSub)} {
 		err := os.Mkdir(sub, 0o700)
 		if errors.Is(err, fs.ErrExist) {
 			continue
@@ -186,7 +201,11 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	s.ops.Wait()
-	return s.unlock()
+	err := s.j.close()
+	if uerr := s.unlock(); err == nil {
+		err = uerr
+	}
+	return err
 }
 
 func (s *Store) unlock() error {

@@ -1,0 +1,409 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// journalSub is the journal's directory; see the package documentation.
+const journalSub = "journal"
+
+// journalBodyMax is the largest body an Enqueue writes into the journal.
+// Larger bodies are streamed to their file and fsynced there (never held
+// in memory), and only their state is journaled. Copying a body into the
+// log costs a write of its bytes; above a few hundred KiB that write, not
+// the fsync, is what an Enqueue waits for.
+const journalBodyMax = 256 << 10
+
+// defaultSegmentMax is the size past which a generation is checkpointed:
+// large enough that a checkpoint (a syncfs) is rare next to the appends,
+// small enough that Open replays it in well under a second.
+const defaultSegmentMax = 64 << 20
+
+// journal is the write-ahead log: appends from concurrent writers are
+// group-committed (one write and one fdatasync per round, like groupSync),
+// and full generations are checkpointed in the background.
+type journal struct {
+	dir     string // dir/journal
+	spool   string // dir, for syncfs
+	fs      *fsys
+	log     *slog.Logger
+	noGroup bool
+	segMax  int64
+	// flush makes every file the store wrote durable: syncfs on Linux.
+	flush func() error
+
+	run chan struct{} // token: held by the member writing a round, or by a rotation
+
+	mu         sync.Mutex
+	seg        *segment   // the generation appended to
+	old        []*segment // rotated, not yet checkpointed, oldest first
+	open       *jround    // the round accepting records, nil when none
+	rotate     bool       // a failed append could not be cut off: start a new generation
+	unclean    bool       // a step after a commit failed: keep every generation until Open replays it
+	cpRunning  bool
+	cpDone     chan struct{} // closed when the running checkpoint ends
+	closed     bool
+	lastCPErr  error
+	checkpoint func() // runs one checkpoint; set by newJournal, replaced by tests
+}
+
+// segment is one generation's file.
+type segment struct {
+	gen  uint64
+	path string
+	f    *os.File
+	size int64 // bytes of whole, committed rounds
+	// pending counts the writers whose record is in this segment and who
+	// have not finished the file steps that follow their commit (renames,
+	// unlinks). A checkpoint waits for them: a generation may be dropped
+	// only when every change its records describe has reached the files.
+	pending sync.WaitGroup
+	// ids are the messages whose files the records changed, for the
+	// checkpoint where there is no syncfs.
+	ids []string
+}
+
+// jround is one group commit: the records of every member, written and
+// synced together, and the round's own result.
+type jround struct {
+	buf  []byte
+	ids  []string
+	n    int
+	done chan struct{}
+	err  error
+	seg  *segment // where the round was written, set by its runner
+}
+
+// ticket is a writer's place in a committed round. Done must be called
+// after the file steps that follow the commit, whatever its outcome.
+type ticket struct{ seg *segment }
+
+// Done ends the writer's post-commit file steps.
+func (t ticket) Done() {
+	if t.seg != nil {
+		t.seg.pending.Done()
+	}
+}
+
+func segName(gen uint64) string { return fmt.Sprintf("%016x.log", gen) }
+
+// parseSegName returns the generation of a segment file name.
+func parseSegName(name string) (uint64, bool) {
+	hex, ok := strings.CutSuffix(name, ".log")
+	if !ok || len(hex) != 16 {
+		return 0, false
+	}
+	gen, err := strconv.ParseUint(hex, 16, 64)
+	return gen, err == nil
+}
+
+func (s *Store) newJournal(dir string, noGroup bool) *journal {
+	j := &journal{
+		dir:     filepath.Join(dir, journalSub),
+		spool:   dir,
+		fs:      &s.fs,
+		log:     s.log,
+		noGroup: noGroup,
+		segMax:  defaultSegmentMax,
+		run:     make(chan struct{}, 1),
+	}
+	j.flush = func() error { return s.flushAll(j) }
+	j.checkpoint = func() { j.runCheckpoint() }
+	return j
+}
+
+// start creates generation gen, the first one appended to.
+func (j *journal) start(gen uint64) error {
+	seg, err := j.create(gen)
+	if err != nil {
+		return err
+	}
+	j.seg = seg
+	return nil
+}
+
+// create makes a new, empty generation durable before anything is
+// appended to it: an fdatasync of a record does not make the file's name
+// durable, the directory fsync does.
+func (j *journal) create(gen uint64) (*segment, error) {
+	path := filepath.Join(j.dir, segName(gen))
+	if err := j.fs.check(OpRotate, path); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	seg := &segment{gen: gen, path: path, f: f}
+	_, err = f.Write(segmentMagic)
+	if err == nil {
+		err = j.fs.datasync(f)
+	}
+	if err == nil {
+		err = j.fs.syncDir(j.dir)
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	seg.size = int64(len(segmentMagic))
+	return seg, nil
+}
+
+// append commits one record: it returns after a round holding it was
+// written and fdatasynced, with that round's error. The caller must call
+// Done on the ticket when its post-commit file steps are over, also when
+// append fails.
+func (j *journal) append(rec []byte, id string) (ticket, error) {
+	if j.noGroup {
+		j.run <- struct{}{}
+	}
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		if j.noGroup {
+			<-j.run
+		}
+		return ticket{}, ErrClosed
+	}
+	r := j.open
+	if r == nil || j.noGroup {
+		r = &jround{done: make(chan struct{})}
+		if !j.noGroup {
+			j.open = r
+		}
+	}
+	r.buf = append(r.buf, rec...)
+	r.ids = append(r.ids, id)
+	r.n++
+	j.mu.Unlock()
+
+	if !j.noGroup {
+		select {
+		case <-r.done:
+			return ticket{r.seg}, r.err
+		case j.run <- struct{}{}:
+		}
+		// Holding the token: a member that held it just before may have
+		// run this round already.
+		select {
+		case <-r.done:
+			<-j.run
+			return ticket{r.seg}, r.err
+		default:
+		}
+	}
+	j.mu.Lock()
+	if j.open == r {
+		j.open = nil // from here on nobody joins r
+	}
+	j.mu.Unlock()
+	j.write(r)
+	close(r.done)
+	<-j.run
+	return ticket{r.seg}, r.err
+}
+
+// write runs round r; the caller holds the token. A round that fails is
+// cut off the segment again, so that the next round follows the last good
+// one and Open never replays an operation that reported an error.
+func (j *journal) write(r *jround) {
+	j.mu.Lock()
+	if j.rotate {
+		if err := j.rotateLocked(); err != nil {
+			j.mu.Unlock()
+			r.err = fmt.Errorf("journal: %w", err)
+			return
+		}
+	}
+	seg := j.seg
+	seg.pending.Add(r.n)
+	r.seg = seg
+	j.mu.Unlock()
+
+	start := seg.size
+	err := j.fs.check(OpAppend, seg.path)
+	if err == nil {
+		_, err = seg.f.WriteAt(r.buf, start)
+	}
+	if err == nil {
+		err = j.fs.datasync(seg.f)
+	}
+	if err != nil {
+		r.err = fmt.Errorf("journal: %w", err)
+		if terr := j.truncate(seg, start); terr != nil {
+			j.log.Error("spool: cannot cut a failed append off the journal; what it held may be replayed at the next Open",
+				"path", seg.path, "err", terr)
+			j.mu.Lock()
+			j.rotate = true
+			j.mu.Unlock()
+		}
+		return
+	}
+	j.mu.Lock()
+	seg.size = start + int64(len(r.buf))
+	seg.ids = append(seg.ids, r.ids...)
+	full := seg.size >= j.segMax && !j.cpRunning && !j.closed
+	if full {
+		j.cpRunning = true
+		j.cpDone = make(chan struct{})
+	}
+	j.mu.Unlock()
+	if full {
+		go j.checkpoint()
+	}
+}
+
+// truncate cuts seg back to size and makes that durable.
+func (j *journal) truncate(seg *segment, size int64) error {
+	if err := j.fs.check(OpTruncate, seg.path); err != nil {
+		return err
+	}
+	if err := seg.f.Truncate(size); err != nil {
+		return err
+	}
+	return j.fs.datasync(seg.f)
+}
+
+// rotateLocked starts the next generation. j.mu and the token are held.
+func (j *journal) rotateLocked() error {
+	next, err := j.create(j.seg.gen + 1)
+	if err != nil {
+		return err
+	}
+	j.old = append(j.old, j.seg)
+	j.seg = next
+	j.rotate = false
+	return nil
+}
+
+// markUnclean records that a file step after a commit failed: the files
+// no longer show what the journal says, so no generation may be dropped
+// until the next Open has replayed them.
+func (j *journal) markUnclean(why error) {
+	j.mu.Lock()
+	first := !j.unclean
+	j.unclean = true
+	j.mu.Unlock()
+	if first {
+		j.log.Error("spool: a file could not be changed after its journal commit; the journal is kept until the next Open replays it",
+			"err", why)
+	}
+}
+
+// runCheckpoint rotates to a new generation and makes the old ones
+// redundant: see checkpointOld.
+func (j *journal) runCheckpoint() {
+	j.run <- struct{}{}
+	j.mu.Lock()
+	err := j.rotateLocked()
+	j.mu.Unlock()
+	<-j.run
+	if err == nil {
+		err = j.checkpointOld()
+	}
+	if err != nil {
+		j.log.Error("spool: journal checkpoint failed; the journal grows until one succeeds", "err", err)
+	}
+	j.mu.Lock()
+	j.lastCPErr = err
+	j.cpRunning = false
+	close(j.cpDone)
+	j.mu.Unlock()
+}
+
+// checkpointOld waits for the post-commit steps of every record in the
+// rotated generations, makes the files they changed durable, and removes
+// the generations, oldest first. Writers go on appending to the current
+// generation meanwhile.
+func (j *journal) checkpointOld() error {
+	j.mu.Lock()
+	old := slices.Clone(j.old)
+	j.mu.Unlock()
+	if len(old) == 0 {
+		return nil
+	}
+	for _, seg := range old {
+		seg.pending.Wait()
+	}
+	if err := j.flush(); err != nil {
+		return err
+	}
+	j.mu.Lock()
+	unclean := j.unclean
+	j.mu.Unlock()
+	if unclean {
+		return errors.New("kept for the next Open: a file step after a commit failed")
+	}
+	return j.drop(old, func(seg *segment) {
+		j.mu.Lock()
+		j.old = slices.DeleteFunc(j.old, func(s *segment) bool { return s == seg })
+		j.mu.Unlock()
+	})
+}
+
+// drop removes segments, oldest first, each removal made durable before
+// the next: a newer generation may hold the tombstone that keeps an older
+// one's record from coming back.
+func (j *journal) drop(segs []*segment, dropped func(*segment)) error {
+	for _, seg := range segs {
+		if seg.f != nil {
+			seg.f.Close()
+			seg.f = nil
+		}
+		if err := j.fs.remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		if err := j.fs.syncDir(j.dir); err != nil {
+			return err
+		}
+		if dropped != nil {
+			dropped(seg)
+		}
+	}
+	return nil
+}
+
+// close waits for a running checkpoint, then checkpoints everything,
+// the current generation included, and closes the journal. The caller
+// has waited for every writer. On an error the generations stay for the
+// next Open to replay.
+func (j *journal) close() error {
+	j.mu.Lock()
+	j.closed = true
+	running, done := j.cpRunning, j.cpDone
+	j.mu.Unlock()
+	if running {
+		<-done
+	}
+	j.mu.Lock()
+	all := append(slices.Clone(j.old), j.seg)
+	unclean := j.unclean
+	j.mu.Unlock()
+	err := j.flush()
+	if err == nil && unclean {
+		err = errors.New("kept for the next Open: a file step after a commit failed")
+	}
+	if err == nil {
+		err = j.drop(all, nil)
+	}
+	for _, seg := range all {
+		if seg.f != nil {
+			seg.f.Close()
+			seg.f = nil
+		}
+	}
+	if err != nil && !unclean {
+		return fmt.Errorf("spool: journal checkpoint at Close (nothing is lost, the next Open replays it): %w", err)
+	}
+	return nil
+}

@@ -49,14 +49,12 @@ var syncModes = []struct {
 // enqueueSteps are the steps of an Enqueue whose body goes into the
 // journal (up to journalBodyMax).
 var enqueueSteps = []step{
-	{"body create", OpCreate, ".eml", false},
-	{"body write", OpWrite, ".eml", false},
-	{"state create", OpCreate, ".json", false},
-	{"state write", OpWrite, ".json", false},
 	{"journal append", OpAppend, ".log", false},
 	{"journal sync", OpSync, ".log", true},
-	{"body rename", OpRename, ".eml", true},
-	{"state rename", OpRename, ".json", true},
+	{"body create", OpCreate, ".eml", true},
+	{"body write", OpWrite, ".eml", true},
+	{"state create", OpCreate, ".json", true},
+	{"state write", OpWrite, ".json", true},
 }
 
 // largeEnqueueSteps are those of a body over journalBodyMax: the body is
@@ -67,11 +65,10 @@ var largeEnqueueSteps = []step{
 	{"body fsync", OpSync, ".eml", false},
 	{"body rename", OpRename, ".eml", false},
 	{"dir fsync", OpSyncDir, "queue", false},
-	{"state create", OpCreate, ".json", false},
-	{"state write", OpWrite, ".json", false},
 	{"journal append", OpAppend, ".log", false},
 	{"journal sync", OpSync, ".log", true},
-	{"state rename", OpRename, ".json", true},
+	{"state create", OpCreate, ".json", true},
+	{"state write", OpWrite, ".json", true},
 }
 
 // injector fails a chosen step of the victim's write. In crash mode it also
@@ -224,11 +221,10 @@ func TestEnqueueFaultAtEachStep(t *testing.T) {
 // updateSteps are those of an Update, then those of deleting a message
 // (an Update without recipients).
 var updateSteps = []step{
-	{"state create", OpCreate, ".json", false},
-	{"state write", OpWrite, ".json", false},
 	{"journal append", OpAppend, ".log", false},
 	{"journal sync", OpSync, ".log", true},
-	{"state rename", OpRename, ".json", true},
+	{"state create", OpCreate, ".json", true},
+	{"state write", OpWrite, ".json", true},
 }
 
 var deleteSteps = []step{

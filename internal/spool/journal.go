@@ -61,6 +61,10 @@ type segment struct {
 	path string
 	f    *os.File
 	size int64 // bytes of whole, committed rounds
+	// alloc is the file's size when it was preallocated past size (zeros
+	// after the last record); noPrealloc stops trying after a failure.
+	alloc      int64
+	noPrealloc bool
 	// pending counts the writers whose record is in this segment and who
 	// have not finished the file steps that follow their commit (renames,
 	// unlinks). A checkpoint waits for them: a generation may be dropped
@@ -233,6 +237,7 @@ func (j *journal) write(r *jround) {
 	start := seg.size
 	err := j.fs.check(OpAppend, seg.path)
 	if err == nil {
+		j.preallocate(seg, start+int64(len(r.buf)))
 		_, err = seg.f.WriteAt(r.buf, start)
 	}
 	if err == nil {
@@ -240,6 +245,7 @@ func (j *journal) write(r *jround) {
 	}
 	if err != nil {
 		r.err = fmt.Errorf("journal: %w", err)
+		seg.alloc = start // the zeros after the round go too
 		if terr := j.truncate(seg, start); terr != nil {
 			j.log.Error("spool: cannot cut a failed append off the journal; what it held may be replayed at the next Open",
 				"path", seg.path, "err", terr)
@@ -261,6 +267,34 @@ func (j *journal) write(r *jround) {
 	if full {
 		go j.checkpoint()
 	}
+}
+
+// preallocChunk is how far ahead of the appends a segment is filled
+// with zeros. Appends then overwrite blocks that are already allocated
+// and within the file's size, so their fdatasync writes the data and
+// flushes the disk's cache, without a file-system journal commit (which
+// would also carry every file the writers created and renamed meanwhile).
+// Open reads zeros after the last record as the end of the segment.
+const preallocChunk = 4 << 20
+
+// preallocate extends seg with zeros when a round ending at end would not
+// fit in what is allocated. It never fails the round: without room for
+// the zeros (a full disk) the segment is appended to without them.
+func (j *journal) preallocate(seg *segment, end int64) {
+	if end <= seg.alloc || seg.noPrealloc || j.fs.noSync {
+		return
+	}
+	from := max(seg.alloc, seg.size)
+	to := max(from+preallocChunk, end)
+	zeros := make([]byte, to-from)
+	if _, err := seg.f.WriteAt(zeros, from); err != nil {
+		seg.noPrealloc = true
+		if terr := seg.f.Truncate(from); terr != nil {
+			j.log.Warn("spool: cannot cut back a failed preallocation of the journal", "path", seg.path, "err", terr)
+		}
+		return
+	}
+	seg.alloc = to
 }
 
 // truncate cuts seg back to size and makes that durable.

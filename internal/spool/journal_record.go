@@ -71,7 +71,8 @@ var (
 
 // parseSegment decodes the records of a segment. It returns the records of
 // the longest valid prefix, where that prefix ends, and nil when it ends
-// at the end of data, or an error wrapping errTorn or errDamaged that says
+// at the end of data or where only zeros (preallocated space) follow, or
+// an error wrapping errTorn or errDamaged that says
 // what stopped it. A segment without the header yields no records and
 // errDamaged (errTorn when data is a prefix of the header: a crash right
 // after the segment was created).
@@ -85,6 +86,9 @@ func parseSegment(data []byte) ([]record, int, error) {
 	var recs []record
 	off := len(segmentMagic)
 	for off < len(data) {
+		if data[off] == 0 && allZero(data[off:]) {
+			break // preallocated and never written: the end
+		}
 		r, n, err := parseRecord(data[off:])
 		if err != nil {
 			return recs, off, classify(data, off, n, err)
@@ -100,8 +104,6 @@ func parseSegment(data []byte) ([]record, int, error) {
 func classify(data []byte, off, n int, err error) error {
 	rest := data[off:]
 	switch {
-	case allZero(rest):
-		return fmt.Errorf("%w at offset %d: zeros to the end", errTorn, off)
 	case n == 0 && len(rest) < recHeader:
 		return fmt.Errorf("%w at offset %d: %d bytes of a record header", errTorn, off, len(rest))
 	case n > len(rest):

@@ -73,9 +73,11 @@ func (s *Store) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
 }
 
 // writeNew stores a new message. A small body goes into the journal with
-// the state: both files are written to tmp/ without fsync, the record is
-// committed, then the files are renamed into queue/ (the checkpoint makes
-// them durable; until then the journal can rewrite them). A large body is
+// the state: the record is committed, then both files are written in
+// queue/ without fsync. Until a checkpoint makes them durable the journal
+// holds what they must contain, and Open rewrites any that a crash left
+// missing or short before it looks at queue/, so no temporary file and
+// rename are needed. A large body is
 // streamed to its file, fsynced and renamed, and the queue directory
 // fsynced, before the state's record is committed. On an error it removes
 // what it wrote.
@@ -92,27 +94,17 @@ func (s *Store) writeNew(ctx context.Context, m *Message, body io.Reader) (bodyI
 	if err != nil {
 		return info, err
 	}
-	bodyTmp, stateTmp := s.tmpPath(m.ID, extBody), s.tmpPath(m.ID, extState)
-	err = s.fs.writeFile(bodyTmp, buf)
-	if err == nil {
-		err = s.fs.writeFile(stateTmp, state)
-	}
-	if err != nil {
-		s.removeTmp(bodyTmp, stateTmp)
-		return info, err
-	}
 	t, err := s.j.append(appendRecord(nil, recBody, m.ID, state, buf), m.ID)
 	defer t.Done()
 	if err != nil {
-		s.removeTmp(bodyTmp, stateTmp)
 		return info, err
 	}
-	err = s.fs.rename(bodyTmp, s.bodyPath(m.ID))
+	err = s.fs.writeFile(s.bodyPath(m.ID), buf)
 	if err == nil {
-		err = s.fs.rename(stateTmp, s.statePath(m.ID))
+		err = s.fs.writeFile(s.statePath(m.ID), state)
 	}
 	if err != nil {
-		s.undoCommitted(m.ID, bodyTmp, stateTmp)
+		s.undoCommitted(m.ID)
 	}
 	return info, err
 }
@@ -136,24 +128,18 @@ func (s *Store) writeLarge(ctx context.Context, m *Message, body io.Reader) (bod
 	if err == nil {
 		state, err = encodeState(m, info)
 	}
-	stateTmp := s.tmpPath(m.ID, extState)
-	if err == nil {
-		err = s.fs.writeFile(stateTmp, state)
-	}
 	if err != nil {
-		s.removeTmp(stateTmp)
 		s.removeDebris(m.ID)
 		return info, err
 	}
 	t, err := s.j.append(appendRecord(nil, recState, m.ID, state, nil), m.ID)
 	defer t.Done()
 	if err != nil {
-		s.removeTmp(stateTmp)
 		s.removeDebris(m.ID)
 		return info, err
 	}
-	if err := s.fs.rename(stateTmp, s.statePath(m.ID)); err != nil {
-		s.undoCommitted(m.ID, stateTmp)
+	if err := s.fs.writeFile(s.statePath(m.ID), state); err != nil {
+		s.undoCommitted(m.ID)
 		return info, err
 	}
 	return info, nil
@@ -163,8 +149,7 @@ func (s *Store) writeLarge(ctx context.Context, m *Message, body io.Reader) (bod
 // whose files could not be put in place: a tombstone, then the files. If
 // the tombstone cannot be committed either, the record stands and the
 // message may come back, whole, at the next Open; that is logged.
-func (s *Store) undoCommitted(id string, tmps ...string) {
-	s.removeTmp(tmps...)
+func (s *Store) undoCommitted(id string) {
 	t, err := s.j.append(appendRecord(nil, recTomb, id, nil, nil), id)
 	t.Done()
 	if err != nil {
@@ -172,18 +157,6 @@ func (s *Store) undoCommitted(id string, tmps ...string) {
 			"id", id, "err", err)
 	}
 	s.removeDebris(id)
-}
-
-func (s *Store) tmpPath(id, ext string) string { return filepath.Join(s.tmpDir, id+ext+".tmp") }
-
-// removeTmp removes temporary files of a failed write; Open removes any
-// that are left.
-func (s *Store) removeTmp(paths ...string) {
-	for _, p := range paths {
-		if err := s.fs.remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.log.Warn("spool: cannot remove a temporary file; the next Open removes it", "path", p, "err", err)
-		}
-	}
 }
 
 // removeDebris undoes a failed Enqueue: the state first, because a body
@@ -206,8 +179,8 @@ func (s *Store) removeDebris(id string) {
 
 // Update replaces the stored state of m.ID with m (sender, recipients,
 // Meta; the body never changes) durably, and ends the message's lease:
-// the new state is written to tmp/, its journal record committed, and the
-// file renamed into place. With no recipients left the message, state and
+// the new state's journal record is committed, then the state file
+// rewritten (without fsync; see writeNew). With no recipients left the message, state and
 // body, is deleted: a tombstone is committed, then the files are removed.
 //
 // Update returns ErrNotFound for a message that is not queued (deleted, or
@@ -261,18 +234,13 @@ func (s *Store) Update(ctx context.Context, m *Message) error {
 		return s.remove(e, c.ID)
 	}
 
-	stateTmp := s.tmpPath(c.ID, extState)
 	state, err := encodeState(c, info)
-	if err == nil {
-		err = s.fs.writeFile(stateTmp, state)
-	}
 	var t ticket
 	if err == nil {
 		t, err = s.j.append(appendRecord(nil, recState, c.ID, state, nil), c.ID)
 		defer t.Done()
 	}
 	if err != nil {
-		s.removeTmp(stateTmp)
 		s.mu.Lock()
 		s.schedule(e) // unchanged, lease and all
 		s.mu.Unlock()
@@ -283,8 +251,9 @@ func (s *Store) Update(ctx context.Context, m *Message) error {
 	e.msg, e.due, e.leaseUntil, e.lease = c, due(c), time.Time{}, 0
 	s.schedule(e)
 	s.mu.Unlock()
-	if err := s.fs.rename(stateTmp, s.statePath(c.ID)); err != nil {
-		s.removeTmp(stateTmp)
+	// Rewritten in place: a crash halfway leaves a short file, which the
+	// journal's record repairs at Open.
+	if err := s.fs.writeFile(s.statePath(c.ID), state); err != nil {
 		s.j.markUnclean(fmt.Errorf("update %s: %w", c.ID, err))
 	}
 	return nil

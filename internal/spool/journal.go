@@ -269,8 +269,8 @@ func (j *journal) write(r *jround) {
 	}
 }
 
-// preallocChunk is how far ahead of the appends a segment is filled
-// with zeros. Appends then overwrite blocks that are already allocated
+// preallocChunk is at most how far ahead of the appends a segment is
+// filled with zeros. Appends then overwrite blocks that are already allocated
 // and within the file's size, so their fdatasync writes the data and
 // flushes the disk's cache, without a file-system journal commit (which
 // would also carry every file the writers created and renamed meanwhile).
@@ -285,7 +285,9 @@ func (j *journal) preallocate(seg *segment, end int64) {
 		return
 	}
 	from := max(seg.alloc, seg.size)
-	to := max(from+preallocChunk, end)
+	// Doubling from 64 KiB: a store that writes little (a test, a
+	// personal server) does not write megabytes of zeros.
+	to := max(from+min(max(from, 64<<10), preallocChunk), end)
 	zeros := make([]byte, to-from)
 	if _, err := seg.f.WriteAt(zeros, from); err != nil {
 		seg.noPrealloc = true

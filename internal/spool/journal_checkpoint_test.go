@@ -215,4 +215,3 @@ func TestCheckpointFaults(t *testing.T) {
 		}
 	}
 }
-

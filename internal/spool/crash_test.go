@@ -49,10 +49,10 @@ var syncModes = []struct {
 // enqueueSteps are the steps of an Enqueue whose body goes into the
 // journal (up to journalBodyMax).
 var enqueueSteps = []step{
+	{"body create", OpCreate, ".eml", false},
+	{"body write", OpWrite, ".eml", false},
 	{"journal append", OpAppend, ".log", false},
 	{"journal sync", OpSync, ".log", true},
-	{"body create", OpCreate, ".eml", true},
-	{"body write", OpWrite, ".eml", true},
 	{"state create", OpCreate, ".json", true},
 	{"state write", OpWrite, ".json", true},
 }

@@ -168,30 +168,59 @@ func (j *journal) create(gen uint64) (*segment, error) {
 // Done on the ticket when its post-commit file steps are over, also when
 // append fails.
 func (j *journal) append(rec []byte, id string) (ticket, error) {
+	return j.join(rec, id).wait()
+}
+
+// joined is a record handed to the journal whose commit has not been
+// waited for.
+type joined struct {
+	j   *journal
+	r   *jround // nil: not joined (no group commit, or closed)
+	rec []byte
+	id  string
+}
+
+// join hands rec to the round being formed and returns at once, so the
+// caller can do other work (write a file) while the round fills and runs;
+// wait then commits it. Without group commit the record is only held.
+func (j *journal) join(rec []byte, id string) joined {
 	if j.noGroup {
-		j.run <- struct{}{}
+		return joined{j: j, rec: rec, id: id}
 	}
 	j.mu.Lock()
+	defer j.mu.Unlock()
 	if j.closed {
-		j.mu.Unlock()
-		if j.noGroup {
-			<-j.run
-		}
-		return ticket{}, ErrClosed
+		return joined{j: j}
 	}
 	r := j.open
-	if r == nil || j.noGroup {
+	if r == nil {
 		r = &jround{done: make(chan struct{})}
-		if !j.noGroup {
-			j.open = r
-		}
+		j.open = r
 	}
 	r.buf = append(r.buf, rec...)
 	r.ids = append(r.ids, id)
 	r.n++
-	j.mu.Unlock()
+	return joined{j: j, r: r}
+}
 
-	if !j.noGroup {
+// wait returns when the record's round has been written and fdatasynced,
+// running the round itself when no other member does.
+func (p joined) wait() (ticket, error) {
+	j, r := p.j, p.r
+	if j.noGroup {
+		j.run <- struct{}{}
+		j.mu.Lock()
+		closed := j.closed
+		j.mu.Unlock()
+		if closed {
+			<-j.run
+			return ticket{}, ErrClosed
+		}
+		r = &jround{done: make(chan struct{}), buf: p.rec, ids: []string{p.id}, n: 1}
+	} else {
+		if r == nil {
+			return ticket{}, ErrClosed
+		}
 		select {
 		case <-r.done:
 			return ticket{r.seg}, r.err
@@ -205,12 +234,12 @@ func (j *journal) append(rec []byte, id string) (ticket, error) {
 			return ticket{r.seg}, r.err
 		default:
 		}
+		j.mu.Lock()
+		if j.open == r {
+			j.open = nil // from here on nobody joins r
+		}
+		j.mu.Unlock()
 	}
-	j.mu.Lock()
-	if j.open == r {
-		j.open = nil // from here on nobody joins r
-	}
-	j.mu.Unlock()
 	j.write(r)
 	close(r.done)
 	<-j.run

@@ -73,11 +73,11 @@ func (s *Store) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
 }
 
 // writeNew stores a new message. A small body goes into the journal with
-// the state: the record is committed, then both files are written in
-// queue/ without fsync. Until a checkpoint makes them durable the journal
-// holds what they must contain, and Open rewrites any that a crash left
-// missing or short before it looks at queue/, so no temporary file and
-// rename are needed. A large body is
+// the state, and both files are written in queue/ without fsync: the body
+// while the record is committed, the state after. Until a checkpoint
+// makes them durable the journal holds what they must contain, and Open
+// rewrites any that a crash left missing or short before it looks at
+// queue/, so no temporary file and rename are needed. A large body is
 // streamed to its file, fsynced and renamed, and the queue directory
 // fsynced, before the state's record is committed. On an error it removes
 // what it wrote.
@@ -94,12 +94,19 @@ func (s *Store) writeNew(ctx context.Context, m *Message, body io.Reader) (bodyI
 	if err != nil {
 		return info, err
 	}
-	t, err := s.j.append(appendRecord(nil, recBody, m.ID, state, buf), m.ID)
+	// The body file is written while the record's round fills and runs:
+	// a body without a state is nothing to Open (an orphan, removed), so
+	// it may appear before the commit; the state, the commit record of
+	// queue/, only after.
+	p := s.j.join(appendRecord(nil, recBody, m.ID, state, buf), m.ID)
+	berr := s.fs.writeFile(s.bodyPath(m.ID), buf)
+	t, err := p.wait()
 	defer t.Done()
 	if err != nil {
+		s.removeDebris(m.ID)
 		return info, err
 	}
-	err = s.fs.writeFile(s.bodyPath(m.ID), buf)
+	err = berr
 	if err == nil {
 		err = s.fs.writeFile(s.statePath(m.ID), state)
 	}

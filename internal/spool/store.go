@@ -14,26 +14,25 @@ import (
 // Options configures a Store. The zero value is the safe default: fsync on,
 // group commit on, no logging.
 type Options struct {
-	// NoSync skips every fsync. A crash or power loss can then lose or
-	// truncate messages that Enqueue reported as stored, and Open will
-	// quarantine or drop them. For tests and benchmarks only.
+	// NoSync skips every fsync, fdatasync and syncfs. The journal is still
+	// written and replayed, so a killed process loses nothing, but a crash
+	// of the machine or a power loss can lose or truncate messages that
+	// Enqueue reported as stored. For tests and benchmarks only.
 	NoSync bool
-	// NoGroupCommit makes every writer fsync the queue directory itself
-	// instead of sharing the fsync with concurrent writers. It exists to
-	// measure what group commit buys (see BenchmarkEnqueueParallel): on
-	// ext4 the journal already merges concurrent fsyncs, so sharing saves
-	// system calls more than time; where fsync is free (tmpfs, NoSync)
-	// waiting for a shared one costs more than it saves.
+	// NoGroupCommit makes every writer append and fdatasync its own
+	// journal record (and fsync the queue directory itself for a large
+	// body) instead of sharing the commit with concurrent writers. It
+	// exists to measure what group commit buys (see BenchmarkEnqueue8).
 	NoGroupCommit bool
 	// Logger receives quarantines (Warn), cleanup failures (Error) and
 	// recovery summaries (Info). nil discards.
 	Logger *slog.Logger
 	// Fault, when set, is called before every file-system step that
-	// changes the store (see Op) with the path concerned; a non-nil error
-	// fails that step as if the operating system had returned it, and the
-	// step is not performed. It exists so tests can fail each step of a
-	// write in turn, or every step after one, which is what a crash looks
-	// like from the disk. nil: no faults.
+	// changes the store (see Op), journal steps included, with the path
+	// concerned; a non-nil error fails that step as if the operating
+	// system had returned it, and the step is not performed. It exists so
+	// tests can fail each step of a write in turn, or every step after
+	// one, which is what a crash looks like from the disk. nil: no faults.
 	Fault func(op Op, path string) error
 
 	// segmentMax overrides defaultSegmentMax, for tests of checkpoints.

@@ -13,16 +13,17 @@ import (
 )
 
 // Enqueue stores m and its body. When it returns nil, both survive a
-// crash: the journal record holding them (or, for a body over
-// journalBodyMax, the state, the body being fsynced in its file) has been
-// written and fdatasynced. On an error nothing of the message is left that
-// Open would load; an error from the disk (ENOSPC, EIO) is wrapped, so
-// errors.Is(err, syscall.ENOSPC) works.
+// crash: the journal record holding them (for a body over journalBodyMax,
+// the state, the body being fsynced in its file first) has been written
+// and fdatasynced. On an error nothing of the message is left that Open
+// would load, except after an error from the journal's fdatasync, when a
+// crash may leave the message whole; an error from the disk (ENOSPC, EIO)
+// is wrapped, so errors.Is(err, syscall.ENOSPC) works.
 //
 // An empty m.ID is set to a NewID. m needs at least one recipient. A body
 // up to journalBodyMax is read into memory to be journaled; a larger one is
-// streamed to disk. Body returns those bytes on every retry. The message
-// can be leased as soon as Enqueue returns.
+// streamed to disk, never held in memory. Body returns those bytes on
+// every retry. The message can be leased as soon as Enqueue returns.
 func (s *Store) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -345,6 +345,10 @@ func (j *journal) rotateLocked() error {
 	if err != nil {
 		return err
 	}
+	// Nothing writes to the old generation any more: its descriptor can
+	// go (a checkpoint flushes the whole file system, not this file).
+	j.seg.f.Close()
+	j.seg.f = nil
 	j.old = append(j.old, j.seg)
 	j.seg = next
 	j.rotate = false

@@ -91,8 +91,11 @@ func (s *Store) replay() (uint64, error) {
 	state := map[string]*replayed{}
 	keep := false // a segment could not be read: replay it again next time
 	records := 0
+	var left []*segment
 	for _, sg := range segs {
 		path := filepath.Join(s.j.dir, sg.name)
+		seg := &segment{gen: sg.gen, path: path}
+		left = append(left, seg)
 		data, err := os.ReadFile(path)
 		if err != nil {
 			s.log.Error("spool: cannot read a journal segment; it is kept for the next Open", "path", path, "err", err)
@@ -114,6 +117,7 @@ func (s *Store) replay() (uint64, error) {
 		}
 		for _, r := range recs {
 			records++
+			seg.ids = append(seg.ids, r.id) // for flushAll outside Linux
 			switch r.kind {
 			case recTomb:
 				state[r.id] = &replayed{gone: true}
@@ -138,22 +142,29 @@ func (s *Store) replay() (uint64, error) {
 			keep = true
 		}
 	}
+	last := segs[len(segs)-1].gen
+	s.j.old = left // what flushAll covers
 	if keep {
-		return segs[len(segs)-1].gen, nil
+		// Not applied in full: no generation may go before the next Open
+		// has replayed it, or a newer one dropped meanwhile could take the
+		// tombstone that keeps an older record from coming back.
+		s.j.old, s.j.unclean = left, true
+		return last, nil
 	}
 	if err := s.flushAll(s.j); err != nil {
 		s.log.Error("spool: cannot make the replayed journal durable; it is kept for the next Open", "err", err)
-		return segs[len(segs)-1].gen, nil
+		s.j.old, s.j.unclean = left, true
+		return last, nil
 	}
-	var drop []*segment
-	for _, sg := range segs {
-		drop = append(drop, &segment{gen: sg.gen, path: filepath.Join(s.j.dir, sg.name)})
+	dropped := 0
+	if err := s.j.drop(left, func(*segment) { dropped++ }); err != nil {
+		// Applied and durable, so redundant: the checkpoints drop the rest,
+		// oldest first, before any newer generation.
+		s.log.Error("spool: cannot remove a replayed journal segment; a checkpoint will", "err", err)
 	}
-	if err := s.j.drop(drop, nil); err != nil {
-		s.log.Error("spool: cannot remove a replayed journal segment; the next Open replays it again", "err", err)
-	}
+	s.j.old = left[dropped:]
 	s.log.Info("spool: journal replayed", "segments", len(segs), "records", records, "files_repaired", repaired)
-	return segs[len(segs)-1].gen, nil
+	return last, nil
 }
 
 // applyReplayed makes the files of id what the journal says, and returns

@@ -271,3 +271,66 @@ func filesIn(t *testing.T, dir, sub string) []string {
 	t.Helper()
 	return files(t, dir, sub)
 }
+
+// TestReplayFaults fails each step of Open's replay (rewriting a file,
+// removing a deleted message's file, the syncfs, removing the replayed
+// generation): Open still succeeds and logs it at Error; the generation
+// stays (whole when a file could not be repaired or made durable, so that
+// no later generation is removed before it), and the next Open repairs
+// everything and leaves one fresh generation.
+func TestReplayFaults(t *testing.T) {
+	bodyA := testBody(2048, 1)
+	a1 := testMessage("a", t0, "x@example.com")
+	b1 := testMessage("b", t0, "y@example.com")
+	seg := segmentOf(t, jrec{kind: recBody, m: a1, body: bodyA}, jrec{kind: recBody, m: b1, body: bodyA}, jrec{kind: recTomb, id: "b"})
+	for _, st := range []struct {
+		step
+		kept bool // the journal must survive this Open
+	}{
+		{step{"rewrite create", OpCreate, ".json", false}, true},
+		{step{"rewrite write", OpWrite, ".eml", false}, true},
+		{step{"rewrite rename", OpRename, ".json", false}, true},
+		{step{"tombstone remove", OpRemove, ".eml", false}, true},
+		{step{"syncfs", OpCheckpoint, "", false}, true},
+		{step{"drop generation", OpRemove, ".log", false}, true}, // until a checkpoint drops it
+	} {
+		t.Run(st.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, sub := range []string{queueSub, tmpSub, corruptSub} {
+				os.MkdirAll(filepath.Join(dir, sub), 0o700)
+			}
+			// b's files are there, as if its delete's unlinks were lost.
+			os.WriteFile(filepath.Join(dir, queueSub, "b.eml"), bodyA, 0o600)
+			os.WriteFile(filepath.Join(dir, queueSub, "b.json"), stateBytes(t, b1, bodyA), 0o600)
+			writeSegment(t, dir, 1, seg)
+			in := &injector{}
+			in.arm(st.step, false)
+			log, rec := newLog()
+			s := openT(t, dir, Options{Fault: in.fault, Logger: log})
+			if !in.disarm() {
+				t.Fatal("the step was never reached")
+			}
+			if len(rec.levelled(slog.LevelError, "")) == 0 {
+				t.Error("the failure was not logged at Error")
+			}
+			if got := files(t, dir, journalSub); slices.Contains(got, segName(1)) != st.kept {
+				t.Errorf("journal/ = %v, generation 1 kept: want %v", got, st.kept)
+			}
+			s.Close()
+			s2 := openT(t, dir, Options{})
+			if got := listT(t, s2); !reflect.DeepEqual(got, []*Message{clone(a1)}) || !bytes.Equal(bodyT(t, s2, "a"), bodyA) {
+				t.Errorf("after the next Open: %s", dump(got))
+			}
+			if got := files(t, dir, queueSub); !slices.Equal(got, []string{"a.eml", "a.json"}) {
+				t.Errorf("queue/ = %v", got)
+			}
+			if got := files(t, dir, journalSub); len(got) != 1 {
+				t.Errorf("journal/ = %v after a clean Open, want one generation", got)
+			} else if b, _ := os.ReadFile(filepath.Join(dir, journalSub, got[0])); len(b) < len(segmentMagic) {
+				t.Errorf("the new generation has no header")
+			} else if recs, _, _ := parseSegment(b); len(recs) != 0 {
+				t.Errorf("the new generation holds %d records: the old one was not replayed for good", len(recs))
+			}
+		})
+	}
+}

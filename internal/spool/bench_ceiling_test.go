@@ -30,6 +30,9 @@ func BenchmarkEnqueue8(b *testing.B) {
 	b.Run("group", func(b *testing.B) { benchEnqueue8(b, Options{}) })
 	b.Run("nogroup", func(b *testing.B) { benchEnqueue8(b, Options{NoGroupCommit: true}) })
 	b.Run("nosync", func(b *testing.B) { benchEnqueue8(b, Options{NoSync: true}) })
+	// Without the journal's preallocation: what appending past the end
+	// of the file (an fdatasync that also commits the new size) costs.
+	b.Run("noprealloc", func(b *testing.B) { benchEnqueue8(b, Options{noPrealloc: true}) })
 }
 
 const benchCallers = 8

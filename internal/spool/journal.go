@@ -37,6 +37,9 @@ type journal struct {
 	log     *slog.Logger
 	noGroup bool
 	segMax  int64
+	// noPrealloc appends without zeros ahead (see preallocate), to
+	// measure what preallocation buys.
+	noPrealloc bool
 	// flush makes every file the store wrote durable: syncfs on Linux.
 	flush func() error
 
@@ -310,7 +313,7 @@ const preallocChunk = 4 << 20
 // fit in what is allocated. It never fails the round: without room for
 // the zeros (a full disk) the segment is appended to without them.
 func (j *journal) preallocate(seg *segment, end int64) {
-	if end <= seg.alloc || seg.noPrealloc || j.fs.noSync {
+	if end <= seg.alloc || seg.noPrealloc || j.noPrealloc || j.fs.noSync {
 		return
 	}
 	from := max(seg.alloc, seg.size)

@@ -37,6 +37,8 @@ type Options struct {
 
 	// segmentMax overrides defaultSegmentMax, for tests of checkpoints.
 	segmentMax int64
+	// noPrealloc turns the journal's preallocation off, to measure it.
+	noPrealloc bool
 }
 
 // Store is a spool directory opened by one process. Its methods are safe for
@@ -136,6 +138,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.segmentMax > 0 {
 		s.j.segMax = opts.segmentMax
 	}
+	s.j.noPrealloc = opts.noPrealloc
 	if err := s.makeDirs(dir); err != nil {
 		return nil, err
 	}

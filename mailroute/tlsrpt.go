@@ -96,10 +96,20 @@ func (r *tlsReporter) bucket(t *rptTarget) *rptBucket {
 // most once an hour per policy.
 func (r *tlsReporter) prune(now time.Time) {
 	oldest := now.Add(-rptKeep).Unix() / 3600
-	for k := range r.buckets {
+	var lost int64
+	for k, b := range r.buckets {
 		if k.hour < oldest {
+			lost += b.success
+			for _, n := range b.failures {
+				lost += n
+			}
 			delete(r.buckets, k)
 		}
+	}
+	if lost > 0 && r.store != nil {
+		// Every flush for two days failed: each was logged, and so is
+		// what is given up.
+		r.log.Error("mailroute: TLS-RPT counts dropped: not saved within two days", "sessions", lost)
 	}
 	for dk := range r.saved {
 		if !rptDayKept(dk.day, now) {

@@ -1,9 +1,11 @@
 package mailroute
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"strings"
 	"sync"
@@ -303,4 +305,41 @@ func TestEncodeRptSize(t *testing.T) {
 	if _, err := encodeRpt(dk, mk(400)); err == nil {
 		t.Error("an entry of over 64 KiB of policy alone was encoded")
 	}
+}
+
+// Counts a failing store has not taken within rptKeep are dropped, and
+// the log says how many sessions were given up.
+func TestTLSRPTDroppedCountsLogged(t *testing.T) {
+	store := &countingStore{MemoryQueue: newMemQueue(), failPut: true}
+	clock := newFakeClock()
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	done := make(chan struct{})
+	defer close(done)
+	r := &tlsReporter{now: clock.Now}
+	r.start(store, slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, nil)), time.Hour, done)
+	for range 3 {
+		r.success(rptTestTarget("dest.test"))
+	}
+	if err := r.flush(context.Background()); err == nil {
+		t.Fatal("flush on a failing store succeeded")
+	}
+	clock.Advance(rptKeep + 2*time.Hour)
+	r.success(rptTestTarget("dest.test")) // a new hour: the old ones are pruned
+	mu.Lock()
+	defer mu.Unlock()
+	if s := buf.String(); !strings.Contains(s, "TLS-RPT counts not saved") || !strings.Contains(s, "TLS-RPT counts dropped") || !strings.Contains(s, "sessions=3") {
+		t.Errorf("log:\n%s", s)
+	}
+}
+
+type lockedWriter struct {
+	w  *bytes.Buffer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

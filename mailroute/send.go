@@ -45,11 +45,12 @@ func (m *Mailer) Send(ctx context.Context, from string, to []string, msg io.Read
 
 // send is Send with the relay to use for this call (nil: none).
 func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Reader, relay *smarthost) (*Result, error) {
-	ctx, slot, ok := m.sends.enter(ctx)
-	if !ok {
+	sctx := m.sends.enter(ctx, new(sendCtx))
+	if sctx == nil {
 		return refused(to, ErrClosed, -1, false)
 	}
-	defer m.sends.leave(slot)
+	defer m.sends.leave(sctx)
+	ctx = sctx
 	env, bad, err := parseEnvelope(from, to)
 	if err != nil {
 		return refused(to, err, bad, true)

@@ -61,7 +61,17 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 		// large, will not go through on a retry either.
 		return refused(to, err, -1, true)
 	}
-	defer body.Close()
+	// Once every delivery is done with the body (runJobs waits for them
+	// all), its memory serves the next Send; but not after a queue store
+	// was handed a reader over it, in case the store keeps the reader.
+	handedOver := false
+	defer func() {
+		if handedOver {
+			body.Close()
+		} else {
+			body.Release()
+		}
+	}()
 
 	res := newResult(len(env.rcpts))
 	jobs := m.groupEnv(&env, body, res)
@@ -72,6 +82,7 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 	}
 	m.runJobs(ctx, jobs)
 	if m.queue != nil && !reqTLS {
+		handedOver = true
 		m.queue.enqueueDeferred(ctx, env.from, res, body)
 	} else {
 		m.reportFirstAttempt(res)
@@ -185,7 +196,7 @@ func (m *Mailer) readBody(msg io.Reader) (*message.Body, error) {
 		return nil, fmt.Errorf("preparing the message: %w", err)
 	}
 	if prepared != body {
-		body.Close()
+		body.Release() // prepared holds a copy
 	}
 	return prepared, nil
 }

@@ -168,11 +168,15 @@ type Conn struct {
 	cancelled bool
 	ctxDL     time.Time // the operation context's deadline, zero = none
 	wTimeout  time.Duration
-	opCtx     context.Context
-	stop      func() bool
-	watcher   Watcher // the operation context's, when it is one
-	watchTok  int
-	abortFn   func()
+	rTimeout  time.Duration // the read deadline connReader sets
+	// The deadlines last set on raw (pastDeadline after abort), so that
+	// one not worth moving is not set again: see setReadDeadline.
+	rdl, wdl time.Time
+	opCtx    context.Context
+	stop     func() bool
+	watcher  Watcher // the operation context's, when it is one
+	watchTok int
+	abortFn  func()
 
 	scratch []byte     // reply assembly
 	texts   replyTexts // recent reply texts, shared rather than copied again
@@ -199,6 +203,16 @@ func (w connWriter) Write(p []byte) (int, error) {
 	return w.c.nc.Write(p)
 }
 
+// connReader is what the bufio.Reader fills from: it sets the read
+// deadline (the timeout of the reply awaited, rTimeout) before every read
+// from the connection, so that a reply already buffered costs none.
+type connReader struct{ c *Conn }
+
+func (r connReader) Read(p []byte) (int, error) {
+	r.c.setReadDeadline(r.c.rTimeout)
+	return r.c.nc.Read(p)
+}
+
 var pastDeadline = time.Unix(1, 0)
 
 // writeBufSize is the size of one flush: a body is written (and each write
@@ -207,7 +221,7 @@ const writeBufSize = 8192
 
 func newConn(raw net.Conn, host string, to Timeouts) *Conn {
 	c := &Conn{raw: raw, nc: raw, host: host, to: to, usable: true}
-	c.r = bufio.NewReaderSize(raw, readBufSize)
+	c.r = bufio.NewReaderSize(connReader{c}, readBufSize)
 	c.w = bufio.NewWriterSize(connWriter{c}, writeBufSize)
 	c.abortFn = c.abort
 	c.scratch = make([]byte, 0, 256)
@@ -237,6 +251,7 @@ func (c *Conn) abort() {
 	c.mu.Lock()
 	c.cancelled = true
 	c.raw.SetDeadline(pastDeadline)
+	c.rdl, c.wdl = pastDeadline, pastDeadline
 	c.mu.Unlock()
 }
 
@@ -279,22 +294,44 @@ func (c *Conn) deadline(d time.Duration) time.Time {
 	return t
 }
 
+// setReadDeadline gives the next read the deadline d from now (or the
+// context's, when earlier). A deadline already set that is no later than
+// that and earlier by at most d/1024 (300 ms of the 5-minute stage
+// timeouts, 50 µs of the 50 ms TLS settle) is kept as it is: the read is
+// still bounded by its stage timeout, never later, while messages sent
+// back to back re-arm the socket's timer about once per 300 ms instead of
+// for every read and write.
 func (c *Conn) setReadDeadline(d time.Duration) {
 	c.mu.Lock()
-	c.raw.SetReadDeadline(c.deadline(d))
+	if t := c.deadline(d); !closeEnough(c.rdl, t, d) {
+		c.raw.SetReadDeadline(t)
+		c.rdl = t
+	}
 	c.mu.Unlock()
 }
 
+// setWriteDeadline is setReadDeadline for writes.
 func (c *Conn) setWriteDeadline(d time.Duration) {
 	c.mu.Lock()
-	c.raw.SetWriteDeadline(c.deadline(d))
+	if t := c.deadline(d); !closeEnough(c.wdl, t, d) {
+		c.raw.SetWriteDeadline(t)
+		c.wdl = t
+	}
 	c.mu.Unlock()
 }
 
 func (c *Conn) setDeadline(d time.Duration) {
 	c.mu.Lock()
-	c.raw.SetDeadline(c.deadline(d))
+	t := c.deadline(d)
+	c.raw.SetDeadline(t)
+	c.rdl, c.wdl = t, t
 	c.mu.Unlock()
+}
+
+// closeEnough reports whether the deadline set, have, may stand for want,
+// the one for a timeout of d: no later, and earlier by at most d/1024.
+func closeEnough(have, want time.Time, d time.Duration) bool {
+	return !have.After(want) && want.Sub(have) <= d>>10
 }
 
 // writeCmd buffers "verb arg\r\n" without flushing.
@@ -317,7 +354,7 @@ func (c *Conn) flush(cmd string, timeout time.Duration) error {
 // errors make the connection unusable; so does a 421 reply (the server is
 // closing the channel).
 func (c *Conn) readReply(cmd string, timeout time.Duration) (Reply, error) {
-	c.setReadDeadline(timeout)
+	c.rTimeout = timeout // set by connReader if the reply is not buffered
 	rep, buf, err := readReply(c.r, c.scratch, &c.texts)
 	c.scratch = buf[:0]
 	if err != nil {
@@ -336,7 +373,7 @@ func (c *Conn) readReplyLost(cmd string, timeout time.Duration, lost bool) (Repl
 	if !lost {
 		return c.readReply(cmd, timeout)
 	}
-	c.setReadDeadline(timeout)
+	c.rTimeout = timeout
 	rep, buf, err := readReply(c.r, c.scratch, &c.texts)
 	c.scratch = buf[:0]
 	if err != nil {

@@ -111,15 +111,19 @@ type sendCtx struct {
 	f               *inflight
 	slot            int
 
-	mu      sync.Mutex
-	derived context.Context // nil until Done is asked for
+	mu sync.Mutex
+	// derived is nil until Done is asked for; set once, under mu, and
+	// read without it (Err and Value are on every Send's path).
+	derived atomic.Pointer[derivedCtx]
 	cancel  context.CancelFunc
-	ended   bool // release ran: nothing is interrupted any more
+	ended   atomic.Bool // release ran: the Send is over
 	// watches are the engine's abort functions registered by Watch, by
 	// token; a nil f is a free entry. One fits in oneWatch.
 	watches  []watch
 	oneWatch [1]watch
 }
+
+type derivedCtx struct{ context.Context }
 
 type watch struct {
 	f    func()
@@ -142,28 +146,28 @@ func (s *sendCtx) Done() <-chan struct{} {
 
 // derive makes the derived context; s.mu is held.
 func (s *sendCtx) derive() context.Context {
-	if s.derived == nil {
-		s.derived, s.cancel = context.WithCancel(s.Context)
-		if s.f.shut.Load() || s.ended {
-			s.cancel()
-		}
+	if d := s.derived.Load(); d != nil {
+		return d.Context
 	}
-	return s.derived
+	d, cancel := context.WithCancel(s.Context)
+	s.cancel = cancel
+	s.derived.Store(&derivedCtx{d})
+	if s.f.shut.Load() || s.ended.Load() {
+		cancel()
+	}
+	return d
 }
 
 // Err is the caller's context's error, else context.Canceled once
 // Shutdown cancelled the Send.
 func (s *sendCtx) Err() error {
-	s.mu.Lock()
-	d, ended := s.derived, s.ended
-	s.mu.Unlock()
-	if d != nil {
+	if d := s.derived.Load(); d != nil {
 		return d.Err()
 	}
 	if err := s.Context.Err(); err != nil {
 		return err
 	}
-	if ended || s.f.shut.Load() {
+	if s.ended.Load() || s.f.shut.Load() {
 		return context.Canceled
 	}
 	return nil
@@ -172,10 +176,7 @@ func (s *sendCtx) Err() error {
 // Value looks in the derived context once there is one, so that a
 // context derived from s finds its cancellation there.
 func (s *sendCtx) Value(key any) any {
-	s.mu.Lock()
-	d := s.derived
-	s.mu.Unlock()
-	if d != nil {
+	if d := s.derived.Load(); d != nil {
 		return d.Value(key)
 	}
 	return s.Context.Value(key)
@@ -184,14 +185,10 @@ func (s *sendCtx) Value(key any) any {
 // Watch registers the SMTP engine's abort for one operation
 // (smtpclient.Watcher).
 func (s *sendCtx) Watch(abort func()) int {
-	s.mu.Lock()
-	if s.derived != nil {
-		d := s.derived
-		s.mu.Unlock()
+	if d := s.derived.Load(); d != nil {
 		// Cancellation is merged into the derived context already.
-		return s.add(abort, context.AfterFunc(d, abort))
+		return s.add(abort, context.AfterFunc(d.Context, abort))
 	}
-	s.mu.Unlock()
 	var stop func() bool
 	if s.Context.Done() != nil {
 		stop = context.AfterFunc(s.Context, abort)
@@ -249,7 +246,7 @@ func (s *sendCtx) interrupt() {
 // finds it done.
 func (s *sendCtx) release() {
 	s.mu.Lock()
-	s.ended = true
+	s.ended.Store(true)
 	if s.cancel != nil {
 		s.cancel()
 	}

@@ -51,7 +51,7 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 	}
 	defer m.sends.leave(sctx)
 	ctx = sctx
-	env, bad, err := parseEnvelope(from, to)
+	env, bad, err := parseEnvelopeWith(&m.addrs, from, to)
 	if err != nil {
 		return refused(to, err, bad, true)
 	}
@@ -132,7 +132,17 @@ const dedupLinear = 8
 // malformed address fails the whole call. On error, bad is the index in to
 // of the malformed recipient, or -1 when the sender is.
 func parseEnvelope(from string, to []string) (env envelope, bad int, err error) {
-	sender, null, err := message.ParseReversePath(from)
+	return parseEnvelopeWith(nil, from, to)
+}
+
+// parseEnvelopeWith is parseEnvelope with the addresses remembered in
+// memo (nil: none).
+func parseEnvelopeWith(memo *message.AddressMemo, from string, to []string) (env envelope, bad int, err error) {
+	parse, parseRev := message.ParseAddress, message.ParseReversePath
+	if memo != nil {
+		parse, parseRev = memo.Parse, memo.ParseReversePath
+	}
+	sender, null, err := parseRev(from)
 	if err != nil {
 		return envelope{}, -1, fmt.Errorf("sender: %w", err)
 	}
@@ -158,7 +168,7 @@ func parseEnvelope(from string, to []string) (env envelope, bad int, err error) 
 		seen = make(map[string]bool, len(to))
 	}
 	for i, s := range to {
-		a, err := message.ParseAddress(s)
+		a, err := parse(s)
 		if err != nil {
 			return envelope{}, i, fmt.Errorf("recipient: %w", err)
 		}

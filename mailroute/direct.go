@@ -56,7 +56,7 @@ const maxRcptsPerTx = 100
 //     MTA-STS or DirectOptions.TLS; a host the policy excludes is skipped,
 //     one whose TLS fails the policy is the next host's turn.
 func (m *Mailer) deliverDirect(ctx context.Context, j *job) {
-	hosts, err := m.directHosts(ctx, j.dest)
+	hosts, err := m.directHosts(ctx, j)
 	if err != nil {
 		j.failAll(fromDNS(err), "")
 		return
@@ -75,48 +75,48 @@ func (m *Mailer) deliverDirect(ctx context.Context, j *job) {
 }
 
 // directHosts returns the MX host names to try, or the literal address.
-func (m *Mailer) directHosts(ctx context.Context, d *Destination) ([]*net.MX, error) {
+// The list is made in the job's own arrays when they have room: the job
+// is delivered by one goroutine at a time, and nothing keeps the list.
+func (m *Mailer) directHosts(ctx context.Context, j *job) ([]*net.MX, error) {
+	d := j.dest
 	if d.IsLiteral() {
 		return []*net.MX{{Host: d.Literal.String()}}, nil
 	}
-	return d.MX(ctx)
+	a, err := d.mxCache().LookupInto(ctx, d.Domain, j.mxHosts[:], j.mxRecords[:])
+	if err != nil {
+		return nil, err
+	}
+	return a.Hosts, nil
 }
 
 // hostAddrs resolves one MX host to the addresses to try, IPv4 first, with
-// the family of DirectOptions.LocalAddr only when one is set.
-func (m *Mailer) hostAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
+// the family of DirectOptions.LocalAddr only when one is set. The list is
+// appended to buf[:0] (the job's, reused host after host).
+func (m *Mailer) hostAddrs(ctx context.Context, host string, buf []netip.Addr) ([]netip.Addr, error) {
 	// Only what may be an address literal is parsed as one: a failed
 	// parse allocates its error, for every message to a named MX host.
 	if strings.IndexFunc(host, notAddrRune) < 0 {
 		if a, err := netip.ParseAddr(host); err == nil {
-			return []netip.Addr{a}, nil
+			return append(buf[:0], a), nil
 		}
 	}
 	ips, err := m.mx.LookupHost(ctx, host)
 	if err != nil {
 		return nil, err
 	}
-	var v4, v6 []netip.Addr
-	for _, ip := range ips {
-		a, ok := netip.AddrFromSlice(ip.IP)
-		if !ok {
+	local := m.cfg.Direct.LocalAddr
+	want4, want6 := !local.IsValid() || local.Is4(), !local.IsValid() || !local.Is4()
+	out := buf[:0]
+	for _, v4 := range [2]bool{true, false} { // IPv4 first, then IPv6
+		if v4 && !want4 || !v4 && !want6 {
 			continue
 		}
-		a = a.Unmap()
-		if a.Is4() {
-			v4 = append(v4, a)
-		} else {
-			v6 = append(v6, a)
+		for _, ip := range ips {
+			if a, ok := netip.AddrFromSlice(ip.IP); ok && a.Unmap().Is4() == v4 {
+				out = append(out, a.Unmap())
+			}
 		}
 	}
-	local := m.cfg.Direct.LocalAddr
-	switch {
-	case local.IsValid() && local.Is4():
-		v6 = nil
-	case local.IsValid():
-		v4 = nil
-	}
-	out := append(v4, v6...)
 	if len(out) == 0 {
 		return nil, &net.DNSError{Err: "no usable address", Name: host, IsNotFound: true}
 	}
@@ -143,7 +143,7 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, sec *destTLS, hosts []
 			m.logAttempt(j, Direct, h.Host, batch, ht.refuse, 0)
 			continue
 		}
-		addrs, err := m.hostAddrs(ctx, h.Host)
+		addrs, err := m.hostAddrs(ctx, h.Host, j.addrs[:0])
 		if err != nil {
 			e := &Error{Command: "connect", Host: h.Host, Err: err}
 			keepMoreTelling(&lastErr, e)

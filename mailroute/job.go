@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"slices"
 
 	"github.com/mailroute/go-mailroute/internal/message"
@@ -32,6 +34,11 @@ type job struct {
 	oneAccepted [1]string
 	// tlsVal is the destination's TLS policy while deliverDirect runs.
 	tlsVal destTLS
+	// The MX list and one host's addresses while deliverDirect runs, in
+	// arrays of the job for the common few.
+	mxHosts   [2]*net.MX
+	mxRecords [2]net.MX
+	addrs     [4]netip.Addr
 	// jobsOf1 backs the job list of a Send with this job alone.
 	jobsOf1 [1]*job
 	route   Route

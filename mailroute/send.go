@@ -45,13 +45,14 @@ func (m *Mailer) Send(ctx context.Context, from string, to []string, msg io.Read
 
 // send is Send with the relay to use for this call (nil: none).
 func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Reader, relay *smarthost) (*Result, error) {
-	sctx := m.sends.enter(ctx, new(sendCtx))
+	call := new(sendCall)
+	sctx := m.sends.enter(ctx, &call.ctx)
 	if sctx == nil {
 		return refused(to, ErrClosed, -1, false)
 	}
 	defer m.sends.leave(sctx)
 	ctx = sctx
-	env, bad, err := parseEnvelopeWith(&m.addrs, from, to)
+	env, bad, err := parseEnvelopeWith(&m.addrs, from, to, &call.env)
 	if err != nil {
 		return refused(to, err, bad, true)
 	}
@@ -74,7 +75,7 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 	}()
 
 	res := newResult(len(env.rcpts))
-	jobs := m.groupEnv(&env, body, res)
+	jobs := m.groupEnv(&env, body, res, &call.job)
 	reqTLS := requiresTLS(ctx)
 	for _, j := range jobs {
 		j.relay = relay
@@ -88,6 +89,20 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 		m.reportFirstAttempt(res)
 	}
 	return res, res.Err()
+}
+
+// sendCall is what one Send allocates at once, besides its Result: its
+// context, the lists of a single recipient and its first job.
+type sendCall struct {
+	ctx sendCtx
+	env envOne
+	job job
+}
+
+// envOne backs an envelope's lists for a single recipient.
+type envOne struct {
+	a [1]message.Address
+	s [1]string
 }
 
 // newResult returns a Result for n recipients; for one, the common case,
@@ -132,17 +147,18 @@ const dedupLinear = 8
 // malformed address fails the whole call. On error, bad is the index in to
 // of the malformed recipient, or -1 when the sender is.
 func parseEnvelope(from string, to []string) (env envelope, bad int, err error) {
-	return parseEnvelopeWith(nil, from, to)
+	return parseEnvelopeWith(nil, from, to, nil)
 }
 
 // parseEnvelopeWith is parseEnvelope with the addresses remembered in
-// memo (nil: none).
-func parseEnvelopeWith(memo *message.AddressMemo, from string, to []string) (env envelope, bad int, err error) {
-	parse, parseRev := message.ParseAddress, message.ParseReversePath
-	if memo != nil {
-		parse, parseRev = memo.Parse, memo.ParseReversePath
+// memo (nil: none), and the lists of a single recipient in one (nil: one
+// allocated).
+func parseEnvelopeWith(memo *message.AddressMemo, from string, to []string, one *envOne) (env envelope, bad int, err error) {
+	var sender message.Address
+	null := from == "" || from == "<>"
+	if !null {
+		sender, err = parseAddr(memo, from)
 	}
-	sender, null, err := parseRev(from)
 	if err != nil {
 		return envelope{}, -1, fmt.Errorf("sender: %w", err)
 	}
@@ -151,11 +167,10 @@ func parseEnvelopeWith(memo *message.AddressMemo, from string, to []string) (env
 	}
 	env = envelope{fromUTF8: sender.UTF8}
 	if len(to) == 1 {
-		// Most Sends have one recipient: one allocation for both lists.
-		one := new(struct {
-			a [1]message.Address
-			s [1]string
-		})
+		// Most Sends have one recipient: both lists in one array each.
+		if one == nil {
+			one = new(envOne)
+		}
 		env.rcpts, env.strs = one.a[:0], one.s[:0]
 	} else {
 		env.rcpts, env.strs = make([]message.Address, 0, len(to)), make([]string, 0, len(to))
@@ -168,7 +183,7 @@ func parseEnvelopeWith(memo *message.AddressMemo, from string, to []string) (env
 		seen = make(map[string]bool, len(to))
 	}
 	for i, s := range to {
-		a, err := parse(s)
+		a, err := parseAddr(memo, s)
 		if err != nil {
 			return envelope{}, i, fmt.Errorf("recipient: %w", err)
 		}
@@ -185,6 +200,14 @@ func parseEnvelopeWith(memo *message.AddressMemo, from string, to []string) (env
 		env.strs = append(env.strs, key)
 	}
 	return env, -1, nil
+}
+
+// parseAddr parses s through memo, when there is one.
+func parseAddr(memo *message.AddressMemo, s string) (message.Address, error) {
+	if memo != nil {
+		return memo.Parse(s)
+	}
+	return message.ParseAddress(s)
 }
 
 // ErrNoRecipients is the error of a Send given no recipients.
@@ -240,12 +263,13 @@ func (m *Mailer) group(from string, fromUTF8 bool, rcpts []message.Address, body
 	for i, a := range rcpts {
 		env.strs[i] = a.String()
 	}
-	return m.groupEnv(&env, body, res)
+	return m.groupEnv(&env, body, res, nil)
 }
 
 // groupEnv is group for a Send's envelope, whose addresses are already
-// strings.
-func (m *Mailer) groupEnv(env *envelope, body *message.Body, res *Result) []*job {
+// strings. first, when not nil, is the zero job to use for the first
+// domain.
+func (m *Mailer) groupEnv(env *envelope, body *message.Body, res *Result, first *job) []*job {
 	var jobs []*job
 	var byDomain map[string]*job
 	if len(env.rcpts) > dedupLinear {
@@ -265,7 +289,12 @@ func (m *Mailer) groupEnv(env *envelope, body *message.Body, res *Result) []*job
 			}
 		}
 		if j == nil {
-			j = &job{
+			if first != nil {
+				j, first = first, nil
+			} else {
+				j = new(job)
+			}
+			*j = job{
 				destVal: Destination{Domain: a.Domain, Literal: a.Literal, cache: m.mx},
 				from:    env.from,
 				utf8:    env.fromUTF8,

@@ -43,12 +43,3 @@ func (m *AddressMemo) Parse(s string) (Address, error) {
 	}
 	return a, err
 }
-
-// ParseReversePath is the package's ParseReversePath, remembered.
-func (m *AddressMemo) ParseReversePath(s string) (a Address, null bool, err error) {
-	if s == "" || s == "<>" {
-		return Address{}, true, nil
-	}
-	a, err = m.Parse(s)
-	return a, false, err
-}

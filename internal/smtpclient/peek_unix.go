@@ -50,6 +50,6 @@ func (c *Conn) peekSocket() sockState {
 }
 
 func (c *Conn) peekRecv(fd uintptr) bool {
-	c.peek.n, _, c.peek.err = syscall.Recvfrom(int(fd), c.probe[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	c.peek.n, c.peek.err = recvPeek(fd, c.probe[:])
 	return true
 }

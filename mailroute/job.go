@@ -145,11 +145,11 @@ func statusOf(e *Error) Status {
 // the rest of the batch is returned to be sent as usual. When the sender's
 // address needs it, nothing can be sent.
 func (j *job) withoutSMTPUTF8(c *smtpclient.Conn, batch []int, via Via) []int {
+	if !j.utf8 && !slices.ContainsFunc(batch, func(k int) bool { return j.rcpts[k].UTF8 }) {
+		return batch // nothing here needs it (asked first: it costs no lookup)
+	}
 	if _, ok := c.Extension("SMTPUTF8"); ok {
 		return batch
-	}
-	if !j.utf8 && !slices.ContainsFunc(batch, func(k int) bool { return j.rcpts[k].UTF8 }) {
-		return batch // nothing here needs it
 	}
 	refuse := func(k int) {
 		r := j.slot(k)

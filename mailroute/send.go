@@ -290,17 +290,12 @@ func (m *Mailer) groupEnv(env *envelope, body *message.Body, res *Result, first 
 		}
 		if j == nil {
 			if first != nil {
-				j, first = first, nil
+				j, first = first, nil // zero: its fields are set one by one, not copied whole
 			} else {
 				j = new(job)
 			}
-			*j = job{
-				destVal: Destination{Domain: a.Domain, Literal: a.Literal, cache: m.mx},
-				from:    env.from,
-				utf8:    env.fromUTF8,
-				body:    body,
-				result:  res,
-			}
+			j.destVal = Destination{Domain: a.Domain, Literal: a.Literal, cache: m.mx}
+			j.from, j.utf8, j.body, j.result = env.from, env.fromUTF8, body, res
 			j.dest = &j.destVal
 			j.txRcpts = j.oneTxRcpt[:0]
 			j.txRes.Rcpts, j.txRes.Accepted = j.oneRcptRes[:0], j.oneAccepted[:0]

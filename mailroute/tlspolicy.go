@@ -292,7 +292,7 @@ func (d *destTLS) checkSession(c *smtpclient.Conn, h *hostTLS) *Error {
 // sessionTLS is the protection a session gives: the pool's level, or for
 // opportunistic sessions whether STARTTLS came up.
 func sessionTLS(c *smtpclient.Conn, level TLSProtection) TLSProtection {
-	if _, isTLS := c.TLS(); !isTLS {
+	if !c.IsTLS() {
 		return TLSNone
 	}
 	if level == TLSNone {

@@ -435,6 +435,10 @@ func (c *Conn) MaxSize() int64 {
 // TLS returns the TLS state when the session is encrypted.
 func (c *Conn) TLS() (tls.ConnectionState, bool) { return c.tlsState, c.isTLS }
 
+// IsTLS reports whether the session is encrypted: TLS without copying the
+// state, for the checks made on every message.
+func (c *Conn) IsTLS() bool { return c.isTLS }
+
 // Host returns the server's name as given to Dial.
 func (c *Conn) Host() string { return c.host }
 

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"time"
 
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
 )
@@ -140,14 +139,14 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, sec *destTLS, hosts []
 		ht := sec.host(ctx, h.Host)
 		if ht.refuse != nil {
 			keepMoreTelling(&lastErr, ht.refuse)
-			m.logAttempt(j, Direct, h.Host, batch, ht.refuse, 0)
+			m.logAttempt(j, Direct, h.Host, batch, ht.refuse, noClock)
 			continue
 		}
 		addrs, err := m.hostAddrs(ctx, h.Host, j.addrs[:0])
 		if err != nil {
 			e := &Error{Command: "connect", Host: h.Host, Err: err}
 			keepMoreTelling(&lastErr, e)
-			m.logAttempt(j, Direct, h.Host, batch, e, 0)
+			m.logAttempt(j, Direct, h.Host, batch, e, noClock)
 			continue
 		}
 		for _, a := range addrs {
@@ -166,14 +165,14 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, sec *destTLS, hosts []
 					dialErr.Host = h.Host
 				}
 				keepMoreTelling(&lastErr, dialErr)
-				m.logAttempt(j, Direct, h.Host, batch, dialErr, 0)
+				m.logAttempt(j, Direct, h.Host, batch, dialErr, noClock)
 				continue
 			}
 			sessions++
 			if e := sec.checkSession(c, ht); e != nil {
 				p.put(c)
 				keepMoreTelling(&lastErr, e)
-				m.logAttempt(j, Direct, h.Host, batch, e, 0)
+				m.logAttempt(j, Direct, h.Host, batch, e, noClock)
 				continue
 			}
 			var done bool
@@ -268,7 +267,7 @@ func (m *Mailer) dialDirectTLS(ctx context.Context, addr netip.Addr, host string
 // transaction. A pooled session that turns out dead before anything could
 // have been accepted is replaced once.
 func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Conn, pooled bool, batch []int, lastErr **Error) (bool, []int) {
-	start := time.Now()
+	start := m.logClock()
 	if batch = j.withoutSMTPUTF8(c, batch, Direct); len(batch) == 0 {
 		p.put(c)
 		return true, nil
@@ -278,7 +277,7 @@ func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Co
 		var e *Error
 		if c, e = p.redial(ctx, c); e != nil {
 			keepMoreTelling(lastErr, e)
-			m.logAttempt(j, Direct, e.Host, batch, e, time.Since(start))
+			m.logAttempt(j, Direct, e.Host, batch, e, start)
 			return false, batch
 		}
 		res, err = j.send(ctx, c, j.tx(batch))
@@ -287,7 +286,7 @@ func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Co
 	if err != nil && !finalForTransaction(err) {
 		e := fromClient(err, nil)
 		keepMoreTelling(lastErr, e)
-		m.logAttempt(j, Direct, c.Host(), batch, e, time.Since(start))
+		m.logAttempt(j, Direct, c.Host(), batch, e, start)
 		rest := make([]int, 0, len(batch))
 		for i, k := range batch {
 			if rcptRefused(res.Rcpts[i].Err) {
@@ -300,7 +299,7 @@ func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Co
 	}
 	j.record(batch, res, c.Host(), Direct)
 	j.setTLS(batch, sessionTLS(c, p.tls))
-	m.logTx(j, Direct, c.Host(), batch, res, err, time.Since(start))
+	m.logTx(j, Direct, c.Host(), batch, res, err, start)
 	return true, nil
 }
 

@@ -15,7 +15,7 @@ import (
 // job is one destination's share of a Send: its recipients, and where
 // their results go. Only the goroutine delivering the job writes them.
 type job struct {
-	dest *Destination // &destVal for a Send's own jobs
+	dest *Destination // &destVal, or the Send's own (sendCall)
 	// destVal, oneRcpt and oneIndex are allocated with the job: a job's
 	// Destination and, for the common single recipient, its lists.
 	destVal  Destination

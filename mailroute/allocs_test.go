@@ -65,6 +65,9 @@ func TestSendAllocations(t *testing.T) {
 				send() // the session, the MX answer and the addresses, once
 				n := testing.AllocsPerRun(200, send)
 				t.Logf("%v allocations per message", n)
+				if raceEnabled {
+					return // counts are not exact under the race detector; the Sends ran
+				}
 				if n > ctx.want {
 					t.Errorf("%v allocations per message, want at most %v", n, ctx.want)
 				}

@@ -29,7 +29,19 @@ import (
 //	go test -run '^$' -bench 'BenchmarkQueueDrain$' -benchtime 3000x -count 5 ./mailroute/spool/
 func BenchmarkQueueDrain(b *testing.B) {
 	for _, conns := range []int{1, 4} {
-		b.Run("conns="+strconv.Itoa(conns), func(b *testing.B) { benchDrain(b, conns) })
+		b.Run("conns="+strconv.Itoa(conns), func(b *testing.B) { benchDrain(b, conns, false) })
+	}
+}
+
+// BenchmarkQueueDrainNoSync is BenchmarkQueueDrain on a Store with fsync
+// off (Store.NoSync): what the queue's runtime itself costs, with the
+// disk's syncs out of the figure. Its ratio to Send is the runtime's
+// ceiling for the durable drain.
+//
+//	go test -run '^$' -bench 'BenchmarkQueueDrainNoSync$' -benchtime 3000x -count 5 ./mailroute/spool/
+func BenchmarkQueueDrainNoSync(b *testing.B) {
+	for _, conns := range []int{1, 4} {
+		b.Run("conns="+strconv.Itoa(conns), func(b *testing.B) { benchDrain(b, conns, true) })
 	}
 }
 
@@ -56,7 +68,7 @@ func benchRelayConfig(sink *smtptest.Server, conns int) mailroute.Config {
 	}
 }
 
-func benchDrain(b *testing.B, conns int) {
+func benchDrain(b *testing.B, conns int, noSync bool) {
 	ctx := context.Background()
 	sink := smtptest.Start(b, smtptest.Options{})
 
@@ -77,7 +89,7 @@ func benchDrain(b *testing.B, conns int) {
 		b.Fatalf("Send: the sink received %d messages, want %d", got, b.N)
 	}
 
-	st := &spool.Store{Dir: b.TempDir()}
+	st := &spool.Store{Dir: b.TempDir(), NoSync: noSync}
 	defer st.Close()
 	now := time.Now()
 	benchEach(b.N, 8, func() {

@@ -1,0 +1,339 @@
+package mailroute
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// A queue round runs its attempts the way Send runs its transactions: a
+// few goroutines per destination, each taking the destination's next
+// message as soon as its previous delivery is over, on the session it has
+// just handed back to the pool. The alternative — a goroutine per leased
+// message, all queueing for the destination's few sessions — hands the
+// session from one goroutine to the next after every transaction, and
+// with a hundred of them runnable the next holder waits for the scheduler
+// while the session sits idle.
+//
+// Leases are taken in batches, ahead of the attempts: the round keeps up
+// to queueLeaseAhead×Config.Concurrency messages leased, and leases again
+// when half of them are done, or when every leased message has started,
+// instead of one lease per finished attempt (for a database store, a
+// round trip per message saved). The messages leased ahead wait in their
+// destination's lane, so that a destination whose sessions are all busy
+// does not hold up the others.
+
+const (
+	// laneRunners is how many goroutines attempt one destination's
+	// messages at once, per connection the destination allows
+	// (Config.MaxConnsPerHost): one each, like one Send caller per
+	// session, so that no session changes hands between transactions.
+	laneRunners = 1
+	// queueLeaseAhead times Config.Concurrency is the most messages a
+	// round holds leased: attempts in progress plus the next ones, ready
+	// in their lanes.
+	queueLeaseAhead = 2
+)
+
+// round leases the messages due now (all of them when flushing) and
+// attempts them until none is left, Config.Concurrency at a time. A
+// message with nothing to try (its destination held back) stays leased
+// until the round ends, so that the next lease reaches the others; so does
+// a message a flush already tried, so that a flush tries each message once.
+// A flush leases like a worker, so it never gets a message that a worker
+// or another instance is attempting: those are left to their holder.
+//
+// Which recipients are due is decided when a message is leased, and again,
+// against the holds only, when it starts after waiting in its lane: a
+// destination that pushes back on one attempt holds back the messages
+// leased after it and those still waiting behind it, not the siblings that
+// started beside it (whether a sibling had already looked at the holds
+// would otherwise be up to the scheduler).
+func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
+	conc := q.m.cfg.concurrency()
+	d := &drain{
+		q:         q,
+		ctx:       ctx,
+		flush:     flush,
+		window:    queueLeaseAhead * conc,
+		perLane:   laneRunners * q.m.cfg.maxConnsPerHost(),
+		lanes:     make(map[string]*lane),
+		signal:    make(chan struct{}, 1),
+		running:   make(chan struct{}, conc),
+		recording: make(chan struct{}, queueRecordingFactor*conc),
+	}
+	tried := make(map[string]bool)
+	q.reportStoreQuarantines()
+	defer d.finish()
+	for {
+		max := d.slots()
+		if max == 0 {
+			return // ctx ended
+		}
+		now := q.now()
+		req := LeaseRequest{Now: now, Max: max, Duration: q.lease}
+		if flush {
+			req.DueBy = now.Add(100 * 365 * 24 * time.Hour) // whatever the schedule
+		}
+		msgs, err := q.store.Lease(ctx, req)
+		if err != nil {
+			q.m.cfg.logger().Error("mailroute: queue: lease", "error", err)
+			return
+		}
+		due := make([][]int, len(msgs))
+		for i, qm := range msgs {
+			due[i] = q.dueRecipients(qm, now, domain, flush)
+		}
+		for i, qm := range msgs {
+			if flush && tried[qm.ID] {
+				d.keep(qm)
+				continue
+			}
+			tried[qm.ID] = true
+			d.dispatch(qm, due[i])
+		}
+		if d.afterLease(len(msgs) < max) {
+			return // nothing more due, nothing in flight: the round is over
+		}
+	}
+}
+
+// drain is one round's state: its leased messages, by destination.
+type drain struct {
+	q       *queueRuntime
+	ctx     context.Context
+	flush   bool
+	window  int // the most messages leased and not yet delivered
+	perLane int // the most goroutines attempting one destination's mail
+
+	mu       sync.Mutex
+	inFlight int  // leased, given to a lane, delivery not over
+	waiting  int  // of those, not started
+	freed    int  // deliveries over since the last lease
+	short    bool // the last lease brought fewer messages than asked for
+	lanes    map[string]*lane
+	held     []*QueuedMessage // leases kept until the round ends
+	signal   chan struct{}    // the round may lease again (one pending wake-up)
+
+	// running bounds the attempts in progress: Config.Concurrency.
+	running chan struct{}
+	// recording bounds the outcomes waiting for the store: see
+	// queueRecordingFactor.
+	recording chan struct{}
+	wg        sync.WaitGroup // runners and recordings
+}
+
+// lane is one destination's leased messages that wait for a runner, in
+// lease order, and how many runners it has (up to drain.perLane).
+type lane struct {
+	key     string
+	items   []leased
+	runners int
+}
+
+type leased struct {
+	qm  *QueuedMessage
+	due []int
+}
+
+// laneKey is the lane of a leased message: the domain of its due
+// recipients, or a lane of its own when they are in several domains (its
+// attempt delivers to them concurrently) or none is due.
+func laneKey(qm *QueuedMessage, due []int) string {
+	if len(due) == 0 {
+		return "\x00" + qm.ID
+	}
+	key := domainOf(qm.Recipients[due[0]].Rcpt)
+	for _, i := range due[1:] {
+		if domainOf(qm.Recipients[i].Rcpt) != key {
+			return "\x00" + qm.ID
+		}
+	}
+	return key
+}
+
+// slots waits until leasing again is worth it and returns how many
+// messages to lease, or 0 when ctx ended.
+func (d *drain) slots() int {
+	for {
+		d.mu.Lock()
+		n := d.ready()
+		if n > 0 {
+			d.freed = 0
+		}
+		d.mu.Unlock()
+		if d.ctx.Err() != nil {
+			return 0
+		}
+		if n > 0 {
+			return n
+		}
+		select {
+		case <-d.signal:
+		case <-d.ctx.Done():
+			return 0
+		}
+	}
+}
+
+// ready is slots' condition, under d.mu: how many messages to lease now,
+// or 0 for not yet. At once when nothing is in flight; after a short
+// lease (the store had no more due) when a delivery is over, since it may
+// leave more due work; after a full one when half the window is free, or
+// when every leased message has started.
+func (d *drain) ready() int {
+	free := d.window - d.inFlight
+	switch {
+	case d.inFlight == 0:
+	case free <= 0:
+		return 0
+	case d.short:
+		if d.freed == 0 {
+			return 0
+		}
+	case d.waiting > 0 && d.inFlight > d.window/2:
+		return 0
+	}
+	return free
+}
+
+// wake tells the round to look at ready again; under d.mu. A spurious
+// wake-up costs one check.
+func (d *drain) wake() {
+	select {
+	case d.signal <- struct{}{}:
+	default:
+	}
+}
+
+// afterLease notes whether a lease was short and reports whether the
+// round is over: it was, and no leased message is in flight.
+func (d *drain) afterLease(short bool) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.short = short
+	return short && d.inFlight == 0
+}
+
+// dispatch gives a leased message to a new runner of its destination's
+// lane when the lane has fewer than perLane, or else queues it there.
+func (d *drain) dispatch(qm *QueuedMessage, due []int) {
+	key := laneKey(qm, due)
+	it := leased{qm, due}
+	d.mu.Lock()
+	d.inFlight++
+	d.waiting++
+	l := d.lanes[key]
+	if l == nil {
+		l = &lane{key: key}
+		d.lanes[key] = l
+	}
+	start := l.runners < d.perLane
+	if start {
+		l.runners++
+	} else {
+		l.items = append(l.items, it)
+	}
+	d.mu.Unlock()
+	if start {
+		d.wg.Add(1)
+		go d.run(l, it)
+	}
+}
+
+// run attempts it and then the lane's waiting messages, one after the
+// other, until the lane is empty. A message that waited is checked
+// against the holds again when it starts: a destination that pushed back
+// meanwhile keeps it.
+func (d *drain) run(l *lane, it leased) {
+	defer d.wg.Done()
+	for waited := false; ; waited = true {
+		d.running <- struct{}{}
+		d.mu.Lock()
+		d.waiting--
+		if d.waiting == 0 {
+			d.wake()
+		}
+		d.mu.Unlock()
+		if waited && !d.flush {
+			it.due = d.q.notHeld(it.qm, it.due)
+		}
+		d.attempt(it)
+
+		d.mu.Lock()
+		if len(l.items) == 0 {
+			l.runners--
+			if l.runners == 0 {
+				delete(d.lanes, l.key)
+			}
+			d.mu.Unlock()
+			return
+		}
+		it = l.items[0]
+		l.items[0] = leased{}
+		l.items = l.items[1:]
+		d.mu.Unlock()
+	}
+}
+
+// attempt runs one leased message's attempt, holding a place in
+// d.running until its delivery is over, and hands the outcome to a
+// goroutine of its own to be saved, so that the runner goes on while the
+// store makes it durable. Once queueRecordingFactor×Concurrency outcomes
+// wait for the store, the runner waits with them, keeping its place: the
+// store's pace holds the deliveries back, and the outcomes kept in memory
+// are bounded.
+func (d *drain) attempt(it leased) {
+	if d.ctx.Err() != nil { // stopping: not started, released at the end
+		d.keep(it.qm)
+		d.delivered()
+		return
+	}
+	out, ended := d.q.attempt(d.ctx, it.qm, it.due)
+	if out == nil {
+		if !ended {
+			d.keep(it.qm)
+		}
+		d.delivered()
+		return
+	}
+	d.recording <- struct{}{}
+	d.delivered()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		out.save()
+		<-d.recording
+	}()
+}
+
+// delivered ends an attempt's delivery: its place among the attempts
+// running and in the lease window are free.
+func (d *drain) delivered() {
+	<-d.running
+	d.mu.Lock()
+	d.inFlight--
+	d.freed++
+	if d.ready() > 0 {
+		d.wake()
+	}
+	d.mu.Unlock()
+}
+
+// keep holds a message's lease until the round ends.
+func (d *drain) keep(qm *QueuedMessage) {
+	d.mu.Lock()
+	d.held = append(d.held, qm)
+	d.mu.Unlock()
+}
+
+// finish waits for the round's attempts and recordings, then ends the
+// leases kept.
+func (d *drain) finish() {
+	d.wg.Wait()
+	for _, qm := range d.held {
+		if err := d.q.store.Release(context.WithoutCancel(d.ctx), qm.ID, qm.Lease); err != nil {
+			d.q.m.cfg.logger().Error("mailroute: queue: release", "id", qm.ID, "error", err)
+		}
+	}
+}

@@ -28,23 +28,31 @@ func (q *queueRuntime) attemptBudget(qm *QueuedMessage) time.Duration {
 	return left - left/10
 }
 
-// attempt tries a queued message's due recipients (indexes into
-// qm.Recipients, decided by the round) once. When a delivery was made it
-// returns its outcome, which the caller must save (outcome.save records it
-// and ends the lease): the delivery is over and its session back in the
-// pool, so the caller can start the next delivery while the store makes
-// this one durable. Otherwise out is nil and ended reports whether the
-// lease was ended (Quarantine); false leaves the lease to the caller, when
-// no recipient was due or nothing could be tried.
-func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, due []int) (out *outcome, ended bool) {
+// prepared is a leased message read back, checked and ready to deliver.
+type prepared struct {
+	qm   *QueuedMessage
+	due  []int // indexes into qm.Recipients, decided by the round
+	body *message.Body
+	// waited: the message waited in its lane behind others, so the holds
+	// are checked again when its delivery starts.
+	waited bool
+}
+
+// prepare reads a leased message back for an attempt at its due
+// recipients: its state checked as Send checks its input (quarantined
+// when wrong) and its body opened and checked. The round prepares a
+// destination's next message while the current one is on the wire. It
+// returns nil when there is nothing to deliver, with ended reporting
+// whether the lease was ended (a quarantine); false leaves the lease to
+// the caller, when no recipient was due or the body could not be read.
+func (q *queueRuntime) prepare(ctx context.Context, qm *QueuedMessage, due []int) (p *prepared, ended bool) {
 	if err := checkQueued(qm); err != nil {
 		return nil, q.quarantine(ctx, qm, err)
 	}
 	if len(due) == 0 {
 		return nil, false
 	}
-	budget := q.attemptBudget(qm)
-	if budget <= 0 {
+	if q.attemptBudget(qm) <= 0 {
 		return nil, false // the lease is as good as over: not a moment to start
 	}
 	body, err := q.openBody(ctx, qm.ID)
@@ -59,15 +67,29 @@ func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, due []int
 		q.m.cfg.logger().Error("mailroute: queue: body", "id", qm.ID, "error", err)
 		return nil, false
 	}
-	defer body.Close()
+	return &prepared{qm: qm, due: due, body: body}, false
+}
 
+// deliver tries a prepared message's due recipients once, within the
+// lease, and closes its body. It returns the outcome, which the caller
+// must save (outcome.save records it and ends the lease): the delivery is
+// over and its session back in the pool, so the caller can start the next
+// delivery while the store makes this one durable. It returns nil, leaving
+// the lease to the caller, when the lease has no time left for an attempt.
+func (q *queueRuntime) deliver(ctx context.Context, p *prepared) *outcome {
+	defer p.body.Close()
+	qm, due := p.qm, p.due
+	budget := q.attemptBudget(qm)
+	if budget <= 0 {
+		return nil
+	}
 	rcpts := make([]message.Address, len(due))
 	for k, i := range due {
 		rcpts[k], _ = message.ParseAddress(qm.Recipients[i].Rcpt) // checked by checkQueued
 	}
-	out = &outcome{q: q, ctx: ctx, qm: qm, due: due, budget: budget}
+	out := &outcome{q: q, ctx: ctx, qm: qm, due: due, budget: budget}
 	out.res.Recipients = make([]RecipientResult, len(due))
-	jobs := q.jobs(qm, due, rcpts, body, &out.res)
+	jobs := q.jobs(qm, due, rcpts, p.body, &out.res)
 	deadline := time.Now().Add(budget)
 	actx, cancel := context.WithDeadlineCause(ctx, deadline, errAttemptCutOff)
 	q.m.runJobs(actx, jobs)
@@ -84,7 +106,7 @@ func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, due []int
 	// next delivery at once, and it must not go to a destination that
 	// just pushed back.
 	q.holdThrottled(qm, due, &out.res, out.stopped)
-	return out, true
+	return out
 }
 
 // outcome is a delivery made under a lease and not yet recorded.

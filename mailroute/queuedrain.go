@@ -241,25 +241,31 @@ func (d *drain) dispatch(qm *QueuedMessage, due []int) {
 	}
 }
 
-// run attempts it and then the lane's waiting messages, one after the
-// other, until the lane is empty. A message that waited is checked
-// against the holds again when it starts: a destination that pushed back
-// meanwhile keeps it.
+// run delivers the lane's messages one after the other, starting with
+// it, until the lane is empty. A goroutine beside it (prefetch) prepares
+// the next message while the current one is on the wire, so that the
+// session goes from one transaction to the next without waiting for the
+// store to read a body back.
 func (d *drain) run(l *lane, it leased) {
 	defer d.wg.Done()
-	for waited := false; ; waited = true {
-		d.running <- struct{}{}
-		d.mu.Lock()
-		d.waiting--
-		if d.waiting == 0 {
-			d.wake()
-		}
-		d.mu.Unlock()
-		if waited && !d.flush {
-			it.due = d.q.notHeld(it.qm, it.due)
-		}
-		d.attempt(it)
+	next := make(chan *prepared, 1)
+	d.wg.Add(1)
+	go d.prefetch(l, it, next)
+	for p := range next {
+		d.deliver(p)
+	}
+}
 
+// prefetch prepares the lane's messages for run, one ahead, and ends the
+// runner's place in the lane when none is left.
+func (d *drain) prefetch(l *lane, it leased, next chan<- *prepared) {
+	defer d.wg.Done()
+	defer close(next)
+	for waited := false; ; waited = true {
+		if p := d.prepare(it); p != nil {
+			p.waited = waited
+			next <- p
+		}
 		d.mu.Lock()
 		if len(l.items) == 0 {
 			l.runners--
@@ -276,29 +282,57 @@ func (d *drain) run(l *lane, it leased) {
 	}
 }
 
-// attempt runs one leased message's attempt, holding a place in
-// d.running until its delivery is over, and hands the outcome to a
-// goroutine of its own to be saved, so that the runner goes on while the
-// store makes it durable. Once queueRecordingFactor×Concurrency outcomes
-// wait for the store, the runner waits with them, keeping its place: the
-// store's pace holds the deliveries back, and the outcomes kept in memory
-// are bounded.
-func (d *drain) attempt(it leased) {
-	if d.ctx.Err() != nil { // stopping: not started, released at the end
-		d.keep(it.qm)
-		d.delivered()
-		return
-	}
-	out, ended := d.q.attempt(d.ctx, it.qm, it.due)
-	if out == nil {
-		if !ended {
-			d.keep(it.qm)
+// prepare reads a leased message back for its delivery. When there is
+// nothing to deliver it disposes of the message (its lease kept until the
+// round ends, or ended by a quarantine) and returns nil.
+func (d *drain) prepare(it leased) *prepared {
+	if d.ctx.Err() == nil {
+		p, ended := d.q.prepare(d.ctx, it.qm, it.due)
+		if p != nil {
+			return p
 		}
-		d.delivered()
+		if ended {
+			d.done(false)
+			return nil
+		}
+	}
+	d.keep(it.qm) // stopping, or nothing to try: released at the end
+	d.done(false)
+	return nil
+}
+
+// deliver delivers a prepared message, holding a place in d.running
+// (Concurrency) until the delivery is over, and hands the outcome to a
+// goroutine of its own to be saved, so that the runner goes on while the
+// store makes it durable. A message that waited in its lane is checked
+// against the holds again first: a destination that pushed back meanwhile
+// keeps it. Once queueRecordingFactor×Concurrency outcomes wait for the
+// store, the runner waits with them, keeping its place: the store's pace
+// holds the deliveries back, and the outcomes kept in memory are bounded.
+func (d *drain) deliver(p *prepared) {
+	d.running <- struct{}{}
+	d.mu.Lock()
+	d.waiting--
+	if d.ready() > 0 {
+		d.wake()
+	}
+	d.mu.Unlock()
+	if p.waited && !d.flush {
+		p.due = d.q.notHeld(p.qm, p.due)
+	}
+	var out *outcome
+	if len(p.due) > 0 && d.ctx.Err() == nil {
+		out = d.q.deliver(d.ctx, p)
+	} else {
+		p.body.Close()
+	}
+	if out == nil {
+		d.keep(p.qm)
+		d.done(true)
 		return
 	}
 	d.recording <- struct{}{}
-	d.delivered()
+	d.done(true)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -307,12 +341,18 @@ func (d *drain) attempt(it leased) {
 	}()
 }
 
-// delivered ends an attempt's delivery: its place among the attempts
-// running and in the lease window are free.
-func (d *drain) delivered() {
-	<-d.running
+// done ends a leased message's turn: its place in the lease window is
+// free, and its place among the deliveries running when it held one
+// (else it never started).
+func (d *drain) done(running bool) {
+	if running {
+		<-d.running
+	}
 	d.mu.Lock()
 	d.inFlight--
+	if !running {
+		d.waiting--
+	}
 	d.freed++
 	if d.ready() > 0 {
 		d.wake()

@@ -50,11 +50,18 @@ const (
 // started beside it (whether a sibling had already looked at the holds
 // would otherwise be up to the scheduler).
 func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
+	q.drainRound(ctx, domain, flush, nil)
+}
+
+// drainRound is round; wake, when not nil, is the worker's wake-up
+// channel, which a round waiting for mail to lease listens to as well.
+func (q *queueRuntime) drainRound(ctx context.Context, domain string, flush bool, wake <-chan struct{}) {
 	conc := q.m.cfg.concurrency()
 	d := &drain{
 		q:         q,
 		ctx:       ctx,
 		flush:     flush,
+		poked:     wake,
 		window:    queueLeaseAhead * conc,
 		perLane:   laneRunners * q.m.cfg.maxConnsPerHost(),
 		lanes:     make(map[string]*lane),
@@ -84,14 +91,16 @@ func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
 		for i, qm := range msgs {
 			due[i] = q.dueRecipients(qm, now, domain, flush)
 		}
+		batch := make([]leased, 0, len(msgs))
 		for i, qm := range msgs {
 			if flush && tried[qm.ID] {
 				d.keep(qm)
 				continue
 			}
 			tried[qm.ID] = true
-			d.dispatch(qm, due[i])
+			batch = append(batch, leased{qm, due[i]})
 		}
+		d.dispatch(batch)
 		if d.afterLease(len(msgs) < max) {
 			return // nothing more due, nothing in flight: the round is over
 		}
@@ -103,8 +112,9 @@ type drain struct {
 	q       *queueRuntime
 	ctx     context.Context
 	flush   bool
-	window  int // the most messages leased and not yet delivered
-	perLane int // the most goroutines attempting one destination's mail
+	poked   <-chan struct{} // new mail may be due (Enqueue, QueueNotifier)
+	window  int             // the most messages leased and not yet delivered
+	perLane int             // the most goroutines attempting one destination's mail
 
 	mu       sync.Mutex
 	inFlight int  // leased, given to a lane, delivery not over
@@ -155,12 +165,14 @@ func laneKey(qm *QueuedMessage, due []int) string {
 // slots waits until leasing again is worth it and returns how many
 // messages to lease, or 0 when ctx ended.
 func (d *drain) slots() int {
+	var poll <-chan time.Time
 	for {
 		d.mu.Lock()
 		n := d.ready()
 		if n > 0 {
 			d.freed = 0
 		}
+		short := d.short
 		d.mu.Unlock()
 		if d.ctx.Err() != nil {
 			return 0
@@ -168,19 +180,42 @@ func (d *drain) slots() int {
 		if n > 0 {
 			return n
 		}
+		if short && poll == nil {
+			// Mail that becomes due or arrives while this round waits
+			// for its last deliveries is leased at the poll interval or
+			// when the worker is woken, as between rounds.
+			t := time.NewTimer(d.q.poll)
+			defer t.Stop()
+			poll = t.C
+		}
 		select {
 		case <-d.signal:
 		case <-d.ctx.Done():
 			return 0
+		case <-poll:
+			return d.free()
+		case <-d.poked:
+			return d.free()
 		}
 	}
 }
 
+// free resets the count of deliveries over and returns how many messages
+// the window has room for (at least one: a lease of none is no lease).
+func (d *drain) free() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.freed = 0
+	return max(1, d.window-d.inFlight)
+}
+
 // ready is slots' condition, under d.mu: how many messages to lease now,
-// or 0 for not yet. At once when nothing is in flight; after a short
-// lease (the store had no more due) when a delivery is over, since it may
-// leave more due work; after a full one when half the window is free, or
-// when every leased message has started.
+// or 0 for not yet. At once when nothing is in flight. After a full lease,
+// when half the window is free, or when every leased message has started.
+// After a short one (the store had no more mail due), when half a
+// window's worth of deliveries are over since: their attempts do not make
+// more mail due, so leasing after each would only ask the store for
+// nothing again.
 func (d *drain) ready() int {
 	free := d.window - d.inFlight
 	switch {
@@ -188,7 +223,7 @@ func (d *drain) ready() int {
 	case free <= 0:
 		return 0
 	case d.short:
-		if d.freed == 0 {
+		if d.freed < max(1, d.window/2) {
 			return 0
 		}
 	case d.waiting > 0 && d.inFlight > d.window/2:
@@ -215,59 +250,79 @@ func (d *drain) afterLease(short bool) bool {
 	return short && d.inFlight == 0
 }
 
-// dispatch gives a leased message to a new runner of its destination's
-// lane when the lane has fewer than perLane, or else queues it there.
-func (d *drain) dispatch(qm *QueuedMessage, due []int) {
-	key := laneKey(qm, due)
-	it := leased{qm, due}
-	d.mu.Lock()
-	d.inFlight++
-	d.waiting++
-	l := d.lanes[key]
-	if l == nil {
-		l = &lane{key: key}
-		d.lanes[key] = l
+// dispatch gives each message of a lease to a new runner of its
+// destination's lane while the lane has fewer than perLane, and queues
+// the rest there, all at once: which messages start without a second look
+// at the holds does not depend on how far the runners have got.
+func (d *drain) dispatch(batch []leased) {
+	type start struct {
+		l  *lane
+		it leased
 	}
-	start := l.runners < d.perLane
-	if start {
-		l.runners++
-	} else {
-		l.items = append(l.items, it)
+	var starts []start
+	d.mu.Lock()
+	for _, it := range batch {
+		key := laneKey(it.qm, it.due)
+		d.inFlight++
+		d.waiting++
+		l := d.lanes[key]
+		if l == nil {
+			l = &lane{key: key}
+			d.lanes[key] = l
+		}
+		if l.runners < d.perLane {
+			l.runners++
+			starts = append(starts, start{l, it})
+		} else {
+			l.items = append(l.items, it)
+		}
 	}
 	d.mu.Unlock()
-	if start {
+	for _, s := range starts {
 		d.wg.Add(1)
-		go d.run(l, it)
+		go d.run(s.l, s.it)
 	}
 }
 
-// run delivers the lane's messages one after the other, starting with
-// it, until the lane is empty. A goroutine beside it (prefetch) prepares
-// the next message while the current one is on the wire, so that the
-// session goes from one transaction to the next without waiting for the
-// store to read a body back.
+// pop takes the lane's next waiting message; under d.mu.
+func (l *lane) pop() (leased, bool) {
+	if len(l.items) == 0 {
+		return leased{}, false
+	}
+	it := l.items[0]
+	l.items[0] = leased{}
+	l.items = l.items[1:]
+	return it, true
+}
+
+// run delivers it and then the lane's waiting messages, one after the
+// other, until the lane is empty; only then does it give up its place in
+// the lane. While one message is on the wire the next is prepared beside
+// it (state checked, body read back from the store), so that the session
+// goes from one transaction to the next without waiting for the store.
 func (d *drain) run(l *lane, it leased) {
 	defer d.wg.Done()
 	next := make(chan *prepared, 1)
-	d.wg.Add(1)
-	go d.prefetch(l, it, next)
-	for p := range next {
-		d.deliver(p)
-	}
-}
-
-// prefetch prepares the lane's messages for run, one ahead, and ends the
-// runner's place in the lane when none is left.
-func (d *drain) prefetch(l *lane, it leased, next chan<- *prepared) {
-	defer d.wg.Done()
-	defer close(next)
-	for waited := false; ; waited = true {
-		if p := d.prepare(it); p != nil {
-			p.waited = waited
-			next <- p
-		}
+	p := d.prepare(it, false)
+	for {
 		d.mu.Lock()
-		if len(l.items) == 0 {
+		nit, ok := l.pop()
+		d.mu.Unlock()
+		if ok {
+			go func() { next <- d.prepare(nit, true) }()
+		}
+		if p != nil {
+			d.deliver(p)
+		}
+		if ok {
+			p = <-next
+			continue
+		}
+		// Nothing was waiting when the delivery began; something may
+		// have come since.
+		d.mu.Lock()
+		nit, ok = l.pop()
+		if !ok {
 			l.runners--
 			if l.runners == 0 {
 				delete(d.lanes, l.key)
@@ -275,20 +330,20 @@ func (d *drain) prefetch(l *lane, it leased, next chan<- *prepared) {
 			d.mu.Unlock()
 			return
 		}
-		it = l.items[0]
-		l.items[0] = leased{}
-		l.items = l.items[1:]
 		d.mu.Unlock()
+		p = d.prepare(nit, true)
 	}
 }
 
-// prepare reads a leased message back for its delivery. When there is
-// nothing to deliver it disposes of the message (its lease kept until the
-// round ends, or ended by a quarantine) and returns nil.
-func (d *drain) prepare(it leased) *prepared {
+// prepare reads a leased message back for its delivery; waited says it
+// waited in its lane (see prepared). When there is nothing to deliver it
+// disposes of the message (its lease kept until the round ends, or ended
+// by a quarantine) and returns nil.
+func (d *drain) prepare(it leased, waited bool) *prepared {
 	if d.ctx.Err() == nil {
 		p, ended := d.q.prepare(d.ctx, it.qm, it.due)
 		if p != nil {
+			p.waited = waited
 			return p
 		}
 		if ended {

@@ -95,7 +95,7 @@ func (q *queueRuntime) start() {
 		defer q.stopped.Done()
 		t := time.NewTicker(q.poll)
 		defer t.Stop()
-		q.round(q.run, "", false)
+		q.drainRound(q.run, "", false, q.wake)
 		close(q.firstRound)
 		for {
 			select {
@@ -104,7 +104,7 @@ func (q *queueRuntime) start() {
 			case <-q.wake:
 			case <-t.C:
 			}
-			q.round(q.run, "", false)
+			q.drainRound(q.run, "", false, q.wake)
 		}
 	}()
 }

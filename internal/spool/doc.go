@@ -9,37 +9,69 @@
 //
 // # Layout
 //
-//	dir/lock              flock(2) held while a Store is open (one process)
-//	dir/queue/<id>.eml    the canonical message body, written once
-//	dir/queue/<id>.json   the state: envelope, recipients, retry bookkeeping
-//	dir/tmp/              files being written; anything here at Open is debris
-//	dir/corrupt/          entries Open or Body found damaged, moved aside
+//	dir/lock                   flock(2) held while a Store is open (one process)
+//	dir/journal/<gen>.log      the write-ahead journal, one file per generation
+//	dir/queue/<id>.eml         the canonical message body, written once
+//	dir/queue/<id>.json        the state: envelope, recipients, retry bookkeeping
+//	dir/tmp/                   files being written; anything here at Open is debris
+//	dir/corrupt/               entries (and journal segments) found damaged, moved aside
 //
 // Body and state sit in one directory so that one directory fsync makes both
 // renames durable.
 //
 // # Commit protocol
 //
-// A state file is the commit record: a message exists exactly when its state
-// file does. Enqueue therefore writes, in this order:
+// The journal is the commit record. Every change is a record appended to
+// the current generation: a state and body (an Enqueue of a body up to
+// journalBodyMax, 256 KiB), a state (an Update, or an Enqueue of a larger
+// body) or a tombstone (a delete, a quarantine, an Enqueue taken back). A
+// record is framed by its length and a CRC-32C. Concurrent writers share
+// commits: the records waiting when one round starts are written with one
+// write and made durable with one fdatasync, and every writer of the round
+// gets that round's own result. A round that fails is cut off the file
+// again, so Open never replays an operation that reported an error.
+// Segments are preallocated with zeros, so that an append's fdatasync
+// flushes data only, not file-system metadata.
 //
-//  1. the body to tmp/<id>.eml.tmp, streamed (bodies reach 25 MiB and more),
-//     then fsync, then rename to queue/<id>.eml;
-//  2. the state to tmp/<id>.json.tmp, then fsync, then rename to
-//     queue/<id>.json;
-//  3. an fsync of queue/, which makes both renames durable.
+// Only when its record is committed does a call return nil:
 //
-// Only then does Enqueue return nil. On an error at any step (ENOSPC, EIO)
-// it removes what it wrote, state first, so that at worst a body without a
-// state is left, and Open removes those. Update rewrites the state the same
-// way (steps 2 and 3); the body never changes after Enqueue, so the queue
-// can keep a stable Message-ID in Meta and send the same bytes on every
-// retry. Deleting a message removes the state first, then the body.
+//   - Enqueue (small body) writes the body to queue/<id>.eml, without
+//     fsync, while its record's round fills and runs; after the commit it
+//     writes queue/<id>.json, without fsync. A body file without a state
+//     is an orphan that Open removes.
+//   - Enqueue (large body) writes the body to tmp/, fsyncs it, renames it
+//     into queue/ and fsyncs queue/ (shared by group commit), as before the
+//     journal existed; then its state record is committed and the state
+//     file written, without fsync.
+//   - Update commits its state record, then rewrites queue/<id>.json in
+//     place, without fsync.
+//   - Deleting a message commits a tombstone, then removes its files,
+//     without a directory fsync.
 //
-// Directory fsyncs are shared between concurrent writers (group commit): a
-// writer that has renamed its files joins the next fsync of queue/ instead
-// of issuing its own, and one of the waiting writers runs it for all of
-// them. Options.NoGroupCommit turns this off for comparison.
+// On an error before the commit nothing changes (an Enqueue removes what
+// it wrote); a file step that fails after an Enqueue's commit is taken back
+// with a tombstone.
+//
+// Files written without fsync are made durable by a checkpoint: when a
+// generation passes 64 MiB (and at Close) the journal rotates to a new
+// one, waits for the writers whose records are in the old one to finish
+// their file steps, makes every file durable with one syncfs(2) (outside
+// Linux: an fsync of each file the generation names, then of the
+// directories), and only then removes the old generation. Writers go on
+// appending to the new generation meanwhile. A file step that fails after
+// its commit (a state that cannot be rewritten, a file that cannot be
+// removed) keeps every generation until the next Open has replayed it.
+//
+// Open replays the journal before it scans queue/: every generation in
+// order, the last record of a message winning. A tombstone removes the
+// message's files; a state record rewrites a missing or different state
+// file; a record's body rewrites a missing or different body file. So a
+// file torn or lost in a crash before its checkpoint is repaired before
+// anything reads it. Then one syncfs makes the result durable and the
+// replayed generations are removed. A torn tail (a last append cut short,
+// which was never acknowledged) is ignored with a log line at Info; damage
+// before the tail is logged at Warn and the segment copied to corrupt/:
+// the records before the damage are applied, never those after it.
 //
 // # Detecting damage
 //

@@ -12,15 +12,20 @@ type Op uint8
 
 // The steps, in the order a write goes through them.
 const (
-	OpCreate  Op = iota + 1 // create (or truncate) a file in tmp/
-	OpWrite                 // write to a file in tmp/; once per write call
-	OpSync                  // fsync a file
-	OpRename                // rename a file into queue/ or corrupt/; the path is the new name
-	OpRemove                // remove a file
-	OpSyncDir               // fsync a directory
+	OpCreate     Op = iota + 1 // create (or truncate) a file in tmp/
+	OpWrite                    // write to a file in tmp/; once per write call
+	OpSync                     // fsync a file
+	OpRename                   // rename a file into queue/ or corrupt/; the path is the new name
+	OpRemove                   // remove a file
+	OpSyncDir                  // fsync a directory
+	OpAppend                   // write a round of records to the journal
+	OpTruncate                 // cut a failed round off the journal
+	OpRotate                   // create a journal generation; the path is its file
+	OpCheckpoint               // make every file written so far durable (syncfs); the path is the spool directory
 )
 
-var opNames = [...]string{OpCreate: "create", OpWrite: "write", OpSync: "sync", OpRename: "rename", OpRemove: "remove", OpSyncDir: "syncdir"}
+var opNames = [...]string{OpCreate: "create", OpWrite: "write", OpSync: "sync", OpRename: "rename", OpRemove: "remove", OpSyncDir: "syncdir",
+	OpAppend: "append", OpTruncate: "truncate", OpRotate: "rotate", OpCheckpoint: "checkpoint"}
 
 // String is the step's name, e.g. "rename".
 func (o Op) String() string {
@@ -69,6 +74,33 @@ func (f *fsys) sync(file *os.File) error {
 	}
 	f.syncs.Add(1)
 	return file.Sync()
+}
+
+// datasync is sync for the journal: fdatasync where there is one, which
+// skips the inode's timestamps. The path the hook sees is the file's.
+func (f *fsys) datasync(file *os.File) error {
+	if err := f.check(OpSync, file.Name()); err != nil {
+		return err
+	}
+	if f.noSync {
+		return nil
+	}
+	f.syncs.Add(1)
+	return fdatasync(file)
+}
+
+// writeFile creates path, writes data to it and closes it, without
+// fsync: for files the journal makes durable.
+func (f *fsys) writeFile(path string, data []byte) error {
+	file, err := f.create(path)
+	if err != nil {
+		return err
+	}
+	_, err = faultWriter{f, file}.Write(data)
+	if cerr := file.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func (f *fsys) rename(from, to string) error {

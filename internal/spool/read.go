@@ -226,6 +226,14 @@ func (s *Store) quarantineLeased(e *entry, id string, lease uint64, reason error
 	delete(s.entries, id)
 	s.mu.Unlock()
 	s.quarantine(id, reason)
+	// The files are in corrupt/; a tombstone keeps the journal from
+	// bringing them back at the next Open. Without it (the journal fails
+	// too) the message may come back, and be checked again.
+	t, err := s.j.append(appendRecord(nil, recTomb, id, nil, nil), id)
+	t.Done()
+	if err != nil {
+		s.log.Error("spool: cannot record a quarantine in the journal; the message may come back at the next Open", "id", id, "err", err)
+	}
 	s.syncAfterRecovery()
 	return nil
 }

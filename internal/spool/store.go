@@ -14,27 +14,31 @@ import (
 // Options configures a Store. The zero value is the safe default: fsync on,
 // group commit on, no logging.
 type Options struct {
-	// NoSync skips every fsync. A crash or power loss can then lose or
-	// truncate messages that Enqueue reported as stored, and Open will
-	// quarantine or drop them. For tests and benchmarks only.
+	// NoSync skips every fsync, fdatasync and syncfs. The journal is still
+	// written and replayed, so a killed process loses nothing, but a crash
+	// of the machine or a power loss can lose or truncate messages that
+	// Enqueue reported as stored. For tests and benchmarks only.
 	NoSync bool
-	// NoGroupCommit makes every writer fsync the queue directory itself
-	// instead of sharing the fsync with concurrent writers. It exists to
-	// measure what group commit buys (see BenchmarkEnqueueParallel): on
-	// ext4 the journal already merges concurrent fsyncs, so sharing saves
-	// system calls more than time; where fsync is free (tmpfs, NoSync)
-	// waiting for a shared one costs more than it saves.
+	// NoGroupCommit makes every writer append and fdatasync its own
+	// journal record (and fsync the queue directory itself for a large
+	// body) instead of sharing the commit with concurrent writers. It
+	// exists to measure what group commit buys (see BenchmarkEnqueue8).
 	NoGroupCommit bool
 	// Logger receives quarantines (Warn), cleanup failures (Error) and
 	// recovery summaries (Info). nil discards.
 	Logger *slog.Logger
 	// Fault, when set, is called before every file-system step that
-	// changes the store (see Op) with the path concerned; a non-nil error
-	// fails that step as if the operating system had returned it, and the
-	// step is not performed. It exists so tests can fail each step of a
-	// write in turn, or every step after one, which is what a crash looks
-	// like from the disk. nil: no faults.
+	// changes the store (see Op), journal steps included, with the path
+	// concerned; a non-nil error fails that step as if the operating
+	// system had returned it, and the step is not performed. It exists so
+	// tests can fail each step of a write in turn, or every step after
+	// one, which is what a crash looks like from the disk. nil: no faults.
 	Fault func(op Op, path string) error
+
+	// segmentMax overrides defaultSegmentMax, for tests of checkpoints.
+	segmentMax int64
+	// noPrealloc turns the journal's preallocation off, to measure it.
+	noPrealloc bool
 }
 
 // Store is a spool directory opened by one process. Its methods are safe for
@@ -45,7 +49,8 @@ type Store struct {
 	fs    fsys
 	log   *slog.Logger
 	group *groupSync // nil without group commit
-	lock  *os.File   // the open lock file, whose descriptor holds the flock
+	j     *journal
+	lock  *os.File // the open lock file, whose descriptor holds the flock
 
 	// ops counts the calls that touch files, so Close can wait for them.
 	ops sync.WaitGroup
@@ -129,6 +134,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	if !opts.NoGroupCommit {
 		s.group = newGroupSync()
 	}
+	s.j = s.newJournal(dir, opts.NoGroupCommit)
+	if opts.segmentMax > 0 {
+		s.j.segMax = opts.segmentMax
+	}
+	s.j.noPrealloc = opts.noPrealloc
 	if err := s.makeDirs(dir); err != nil {
 		return nil, err
 	}
@@ -137,7 +147,14 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.lock = lock
-	if err := s.recover(); err != nil {
+	gen, err := s.replay()
+	if err == nil {
+		err = s.recover()
+	}
+	if err == nil {
+		err = s.j.start(gen + 1)
+	}
+	if err != nil {
 		s.unlock()
 		return nil, err
 	}
@@ -159,7 +176,7 @@ func (s *Store) makeDirs(dir string) error {
 	} else if err != nil {
 		return err
 	}
-	for _, sub := range []string{s.queueDir, s.tmpDir, s.corruptDir} {
+	for _, sub := range []string{s.queueDir, s.tmpDir, s.corruptDir, filepath.Join(dir, journalSub)} {
 		err := os.Mkdir(sub, 0o700)
 		if errors.Is(err, fs.ErrExist) {
 			continue
@@ -186,7 +203,11 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	s.ops.Wait()
-	return s.unlock()
+	err := s.j.close()
+	if uerr := s.unlock(); err == nil {
+		err = uerr
+	}
+	return err
 }
 
 func (s *Store) unlock() error {

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,14 +12,17 @@ import (
 	"time"
 )
 
-// Enqueue stores m and its body. When it returns nil, both are on disk and
-// survive a crash: body and state written, fsynced and renamed into place,
-// and the queue directory fsynced. On an error nothing of the message is
-// left that Open would load; an error from the disk (ENOSPC, EIO) is
-// wrapped, so errors.Is(err, syscall.ENOSPC) works.
+// Enqueue stores m and its body. When it returns nil, both survive a
+// crash: the journal record holding them (for a body over journalBodyMax,
+// the state, the body being fsynced in its file first) has been written
+// and fdatasynced. On an error nothing of the message is left that Open
+// would load, except after an error from the journal's fdatasync, when a
+// crash may leave the message whole; an error from the disk (ENOSPC, EIO)
+// is wrapped, so errors.Is(err, syscall.ENOSPC) works.
 //
-// An empty m.ID is set to a NewID. m needs at least one recipient. The body
-// is streamed to disk, never held in memory, and is what Body returns on
+// An empty m.ID is set to a NewID. m needs at least one recipient. A body
+// up to journalBodyMax is read into memory to be journaled; a larger one is
+// streamed to disk, never held in memory. Body returns those bytes on
 // every retry. The message can be leased as soon as Enqueue returns.
 func (s *Store) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
 	if err := ctx.Err(); err != nil {
@@ -69,9 +73,54 @@ func (s *Store) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
 	return nil
 }
 
-// writeNew writes body and state in commit order and fsyncs the queue
-// directory; on an error it removes what it wrote.
+// writeNew stores a new message. A small body goes into the journal with
+// the state, and both files are written in queue/ without fsync: the body
+// while the record is committed, the state after. Until a checkpoint
+// makes them durable the journal holds what they must contain, and Open
+// rewrites any that a crash left missing or short before it looks at
+// queue/, so no temporary file and rename are needed. A large body is
+// streamed to its file, fsynced and renamed, and the queue directory
+// fsynced, before the state's record is committed. On an error it removes
+// what it wrote.
 func (s *Store) writeNew(ctx context.Context, m *Message, body io.Reader) (bodyInfo, error) {
+	buf, err := io.ReadAll(io.LimitReader(ctxReader{ctx, body}, journalBodyMax+1))
+	if err != nil {
+		return bodyInfo{}, err
+	}
+	if len(buf) > journalBodyMax {
+		return s.writeLarge(ctx, m, io.MultiReader(bytes.NewReader(buf), body))
+	}
+	info := bodyInfo{size: int64(len(buf)), crc: crc32.Checksum(buf, castagnoli)}
+	state, err := encodeState(m, info)
+	if err != nil {
+		return info, err
+	}
+	// The body file is written while the record's round fills and runs:
+	// a body without a state is nothing to Open (an orphan, removed), so
+	// it may appear before the commit; the state, the commit record of
+	// queue/, only after.
+	p := s.j.join(appendRecord(nil, recBody, m.ID, state, buf), m.ID)
+	berr := s.fs.writeFile(s.bodyPath(m.ID), buf)
+	t, err := p.wait()
+	defer t.Done()
+	if err != nil {
+		s.removeDebris(m.ID)
+		return info, err
+	}
+	err = berr
+	if err == nil {
+		err = s.fs.writeFile(s.statePath(m.ID), state)
+	}
+	if err != nil {
+		s.undoCommitted(m.ID)
+	}
+	return info, err
+}
+
+// writeLarge stores a message whose body is too large for the journal:
+// the body the way it always was (fsync, rename, directory fsync, shared
+// by group commit), then the state like an Update.
+func (s *Store) writeLarge(ctx context.Context, m *Message, body io.Reader) (bodyInfo, error) {
 	var info bodyInfo
 	err := s.commitFile(s.bodyPath(m.ID), func(w io.Writer) error {
 		h := crc32.New(castagnoli)
@@ -82,17 +131,40 @@ func (s *Store) writeNew(ctx context.Context, m *Message, body io.Reader) (bodyI
 	if err != nil {
 		return info, err // renaming is commitFile's last step: nothing is in queue/
 	}
-	state, err := encodeState(m, info)
+	err = s.syncQueue()
+	var state []byte
 	if err == nil {
-		err = s.commitFile(s.statePath(m.ID), writeBytes(state))
-	}
-	if err == nil {
-		err = s.syncQueue()
+		state, err = encodeState(m, info)
 	}
 	if err != nil {
 		s.removeDebris(m.ID)
+		return info, err
 	}
-	return info, err
+	t, err := s.j.append(appendRecord(nil, recState, m.ID, state, nil), m.ID)
+	defer t.Done()
+	if err != nil {
+		s.removeDebris(m.ID)
+		return info, err
+	}
+	if err := s.fs.writeFile(s.statePath(m.ID), state); err != nil {
+		s.undoCommitted(m.ID)
+		return info, err
+	}
+	return info, nil
+}
+
+// undoCommitted takes back an Enqueue whose record was committed but
+// whose files could not be put in place: a tombstone, then the files. If
+// the tombstone cannot be committed either, the record stands and the
+// message may come back, whole, at the next Open; that is logged.
+func (s *Store) undoCommitted(id string) {
+	t, err := s.j.append(appendRecord(nil, recTomb, id, nil, nil), id)
+	t.Done()
+	if err != nil {
+		s.log.Error("spool: cannot take back a failed enqueue; the message may be delivered after a restart",
+			"id", id, "err", err)
+	}
+	s.removeDebris(id)
 }
 
 // removeDebris undoes a failed Enqueue: the state first, because a body
@@ -114,17 +186,19 @@ func (s *Store) removeDebris(id string) {
 }
 
 // Update replaces the stored state of m.ID with m (sender, recipients,
-// Meta; the body never changes) durably, the way Enqueue writes it, and
-// ends the message's lease. With no recipients left the message, state and
-// body, is deleted.
+// Meta; the body never changes) durably, and ends the message's lease:
+// the new state's journal record is committed, then the state file
+// rewritten (without fsync; see writeNew). With no recipients left the message, state and
+// body, is deleted: a tombstone is committed, then the files are removed.
 //
 // Update returns ErrNotFound for a message that is not queued (deleted, or
 // quarantined by Body), and ErrLeaseLost when m came from a Lease that no
 // longer holds the message: it was released, already ended by an Update,
-// or expired and was granted again (the newer holder's Update wins). On an error before the new state is in place
-// nothing changes, the lease included, and the caller may retry or
-// Release. An error from the final directory fsync means the change is
-// made (the store and List show it) but may not survive a crash.
+// or expired and was granted again (the newer holder's Update wins). On an
+// error nothing changes, the lease included, and the caller may retry or
+// Release. Once the record is committed Update returns nil even when a
+// file step after it fails: the journal holds the change, and the store
+// keeps the journal until the next Open has applied it (logged at Error).
 func (s *Store) Update(ctx context.Context, m *Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -169,8 +243,10 @@ func (s *Store) Update(ctx context.Context, m *Message) error {
 	}
 
 	state, err := encodeState(c, info)
+	var t ticket
 	if err == nil {
-		err = s.commitFile(s.statePath(c.ID), writeBytes(state))
+		t, err = s.j.append(appendRecord(nil, recState, c.ID, state, nil), c.ID)
+		defer t.Done()
 	}
 	if err != nil {
 		s.mu.Lock()
@@ -178,22 +254,28 @@ func (s *Store) Update(ctx context.Context, m *Message) error {
 		s.mu.Unlock()
 		return fmt.Errorf("spool: update %s: %w", c.ID, err)
 	}
-	// The new state is in place: the store follows the file system.
+	// Committed: the store follows the journal.
 	s.mu.Lock()
 	e.msg, e.due, e.leaseUntil, e.lease = c, due(c), time.Time{}, 0
 	s.schedule(e)
 	s.mu.Unlock()
-	if err := s.syncQueue(); err != nil {
-		return fmt.Errorf("spool: update %s: not durable: %w", c.ID, err)
+	// Rewritten in place: a crash halfway leaves a short file, which the
+	// journal's record repairs at Open.
+	if err := s.fs.writeFile(s.statePath(c.ID), state); err != nil {
+		s.j.markUnclean(fmt.Errorf("update %s: %w", c.ID, err))
 	}
 	return nil
 }
 
-// remove deletes a message whose last recipient is done: the state first
-// (after that the message no longer exists), then the body. e is out of
-// the heaps and e.wmu is held.
+// remove deletes a message whose last recipient is done: a tombstone is
+// committed (after that the message no longer exists), then the state and
+// the body are removed, without a directory fsync (the next checkpoint
+// makes the removals durable; until then the tombstone stands for them).
+// e is out of the heaps and e.wmu is held.
 func (s *Store) remove(e *entry, id string) error {
-	if err := s.fs.remove(s.statePath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	t, err := s.j.append(appendRecord(nil, recTomb, id, nil, nil), id)
+	defer t.Done()
+	if err != nil {
 		s.mu.Lock()
 		s.schedule(e)
 		s.mu.Unlock()
@@ -201,14 +283,17 @@ func (s *Store) remove(e *entry, id string) error {
 	}
 	s.mu.Lock()
 	e.gone = true
+	s.mu.Unlock()
+	for _, p := range []string{s.statePath(id), s.bodyPath(id)} {
+		if err := s.fs.remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.j.markUnclean(fmt.Errorf("delete %s: %w", id, err))
+		}
+	}
+	// The ID is free only now: an Enqueue reusing it must not have its
+	// files removed by the lines above.
+	s.mu.Lock()
 	delete(s.entries, id)
 	s.mu.Unlock()
-	if err := s.fs.remove(s.bodyPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.log.Warn("spool: cannot remove the body of a delivered message; the next Open removes it", "id", id, "err", err)
-	}
-	if err := s.syncQueue(); err != nil {
-		return fmt.Errorf("spool: delete %s: not durable, the message may come back after a crash: %w", id, err)
-	}
 	return nil
 }
 

@@ -199,7 +199,8 @@ func TestEnqueueBatchTx(t *testing.T) {
 }
 
 // The attempt's own queries: Lease is one round trip and brings the body
-// along; Body then costs none; Update and Release are one each.
+// along; Body then costs none; Update and Release are one each when
+// alone (concurrent ones share one: TestOutcomesShareACommit).
 func TestAttemptRoundTrips(t *testing.T) {
 	s, _, rt := tracedStore(t)
 	ctx := context.Background()

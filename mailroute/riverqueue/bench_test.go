@@ -144,10 +144,14 @@ func benchMX(b *testing.B, opts smtptest.Options) (*smtptest.Server, *dnstest.Se
 }
 
 // samePool opens another pool on pool's database and schema, of up to
-// conns connections: another instance's.
-func samePool(b *testing.B, pool *pgxpool.Pool, conns int) *pgxpool.Pool {
+// conns connections: another instance's. tracer, when not nil, sees its
+// statements.
+func samePool(b *testing.B, pool *pgxpool.Pool, conns int, tracer pgx.QueryTracer) *pgxpool.Pool {
 	cfg := pool.Config()
 	cfg.MaxConns = int32(conns)
+	if tracer != nil {
+		cfg.ConnConfig.Tracer = tracer
+	}
 	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		b.Fatal(err)
@@ -174,7 +178,7 @@ func BenchmarkWake(b *testing.B) {
 				rcptAt <- time.Now()
 				return nil
 			}})
-			var store mailroute.QueueStore = &riverqueue.Store{Pool: samePool(b, pool, 8)}
+			var store mailroute.QueueStore = &riverqueue.Store{Pool: samePool(b, pool, 8, nil)}
 			if mode == "poll" {
 				store = pollOnly{store}
 			}
@@ -228,8 +232,31 @@ func BenchmarkWake(b *testing.B) {
 	}
 }
 
+// commitCounter counts the transactions that write, each ending in a
+// commit that waits for the log's fsync: a pipelined batch (the store's
+// outcome groups) or a statement on its own that changed rows (a claim
+// that leased something). Reads (Body, an empty claim) flush nothing.
+type commitCounter struct{ n atomic.Int64 }
+
+func (c *commitCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+func (c *commitCounter) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryEndData) {
+	if ctx.Value(inBatch{}) == nil && d.Err == nil && d.CommandTag.RowsAffected() > 0 &&
+		(d.CommandTag.Update() || d.CommandTag.Delete() || d.CommandTag.Insert()) {
+		c.n.Add(1)
+	}
+}
+func (c *commitCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	c.n.Add(1)
+	return context.WithValue(ctx, inBatch{}, true)
+}
+func (c *commitCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (c *commitCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+
 // BenchmarkDrain: messages already queued (EnqueueBatch, before the timer)
-// delivered to a sink. One operation is one message. "two-*" is two
+// delivered to a sink. One operation is one message; commits/msg counts
+// the instances' writing transactions (see commitCounter). "two-*" is two
 // Mailers, each on its own pool and Store, as two processes, with the
 // default Concurrency (100; each pool 40 connections, as an application
 // might size it), 32 (40) or 8 (16); "one-default" is one Mailer;
@@ -246,6 +273,7 @@ func BenchmarkDrain(b *testing.B) {
 			enqueueBatches(b, s, b.N, 1000, "d")
 			var done atomic.Int64
 			all := make(chan struct{})
+			commits := &commitCounter{}
 			b.ResetTimer()
 			start := time.Now()
 			var ms []*mailroute.Mailer
@@ -255,7 +283,7 @@ func BenchmarkDrain(b *testing.B) {
 					Resolver:    mailroute.DNSServer(dns.Addr),
 					Direct:      mailroute.DirectOptions{Port: sink.Port(), TLS: mailroute.NoTLS},
 					Concurrency: c.concurrency,
-					Queue:       &riverqueue.Store{Pool: samePool(b, pool, c.conns)},
+					Queue:       &riverqueue.Store{Pool: samePool(b, pool, c.conns, commits)},
 					OnEvent: func(ev mailroute.Event) {
 						if ev.Kind == mailroute.EventDelivered && done.Add(1) == int64(b.N) {
 							close(all)
@@ -273,6 +301,7 @@ func BenchmarkDrain(b *testing.B) {
 				b.Fatalf("%d of %d delivered", done.Load(), b.N)
 			}
 			reportRate(b, b.N, time.Since(start))
+			b.ReportMetric(float64(commits.n.Load())/float64(b.N), "commits/msg")
 			b.StopTimer()
 			for _, m := range ms {
 				m.Close()

@@ -58,13 +58,30 @@
 // attempt; Quarantine discards the job in River, with the reason in its
 // errors, and keeps the message row for an operator.
 //
-// An attempt costs the store one round trip of its own, Update or
-// Release, each one pipelined batch that locks and acts in one implicit
-// transaction, and its share of the claim: one statement for up to Max
-// messages, which also returns every body of up to 256 KiB, so that Body
-// reads none of those again. The
-// claim walks an index in its own order (next attempt, job) and stops at
-// Max, whatever the length of the queue.
+// # Outcomes are committed in groups
+//
+// A queue drains as fast as its commits are made durable: each one waits
+// for PostgreSQL's fsync of its log. So Update and Release do not commit
+// alone: the Store gathers the outcomes of concurrent attempts, of every
+// Mailer using it, and commits them together in one pipelined batch (one
+// round trip, one implicit transaction), as River's batch completer does
+// for its jobs: while one group's commit is in flight, the next group
+// collects, and an outcome that finds no commit in flight goes at once.
+// Each caller returns once its own outcome is committed, with its own
+// result. The batch locks the group's jobs in the order of their IDs,
+// then acts, set-wise, only on the messages whose lease the caller's token
+// still holds: a stale token or a message that is gone fails only its own
+// outcome (ErrLeaseLost, ErrNotFound). A group PostgreSQL refuses (an
+// ERROR: it was rolled back) is tried again outcome by outcome, so that
+// one bad row fails only itself; a group whose commit nobody can know
+// (the connection was lost, a FATAL error) fails every member, which then
+// stays leased, unchanged, until its lease ends.
+//
+// An attempt thus costs the store its share of two commits: the claim's,
+// one statement for up to Max messages, which also returns every body of
+// up to 256 KiB, so that Body reads none of those again; and its
+// outcome's group. The claim walks an index in its own order (next
+// attempt, job) and stops at Max, whatever the length of the queue.
 //
 // Leased jobs stay in River's "scheduled" state rather than "running": a
 // River client of the application running maintenance on the same database
@@ -119,9 +136,9 @@
 // one, is spaced a day apart by the store's River client, which fetches
 // nothing. A lost listening
 // connection is made again after a second; the poll covers the gap. Each
-// Mailer's Store thus holds one connection more than Pool's. (Each of the
-// up to Config.Concurrency attempts of a round ends with an Update on
-// Pool: with fewer connections they take turns.)
+// Mailer's Store thus holds one connection more than Pool's. (The
+// outcomes' groups use one of Pool's connections at a time; the claims,
+// and Body for larger bodies, the others.)
 //
 // # Migrations
 //

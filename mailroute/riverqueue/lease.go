@@ -21,23 +21,33 @@ import (
 // whose lease has not ended at now is never claimed, whatever the cutoff
 // (a flush asks for everything). attempted_by keeps the last 100 holders,
 // as River does. Both rows are locked, so that a claim racing another
-// re-reads the lease the other just took (SKIP LOCKED never waits, so the
-// order cannot deadlock with Update, which locks the job first).
+// re-reads the lease the other just took; the job first, as the outcomes'
+// groups and Quarantine lock them (SKIP LOCKED never waits anyway).
+//
+// The walk is driven by the message rows, in the order of the index
+// mailroute_message_due, and stops at $3: the job's conditions are a
+// sub-select evaluated row by row, which the planner cannot turn into a
+// join driven by river_job. As a join it did exactly that whenever
+// river_job had no statistics for its conditions (a new table, or one
+// analysed while nearly empty, then a burst of mail): every claim read
+// the whole queue, and sorted it, to lease a few dozen.
 const claimSQL = `
 WITH due AS (
-	SELECT j.id FROM river_job j JOIN mailroute_message m ON m.job_id = j.id
-	WHERE j.kind = '` + Kind + `' AND j.queue = $1
-	  AND j.state IN ('available', 'scheduled', 'retryable')
-	  AND (m.lease_until IS NULL OR m.lease_until <= $2)
+	SELECT m.job_id FROM mailroute_message m
+	WHERE (m.lease_until IS NULL OR m.lease_until <= $2)
 	  AND m.next_attempt <= $6
+	  AND (SELECT true FROM river_job j
+	       WHERE j.id = m.job_id AND j.kind = '` + Kind + `' AND j.queue = $1
+	         AND j.state IN ('available', 'scheduled', 'retryable')
+	       FOR UPDATE SKIP LOCKED)
 	ORDER BY m.next_attempt, m.job_id
 	LIMIT $3
-	FOR UPDATE OF j, m SKIP LOCKED
+	FOR UPDATE OF m SKIP LOCKED
 ), job AS (
 	UPDATE river_job j
 	SET state = 'scheduled', scheduled_at = $4, attempted_at = $2,
 	    attempted_by = (coalesce(j.attempted_by, '{}'::text[]) || $5::text)[greatest(1, coalesce(cardinality(j.attempted_by), 0) - 98):]
-	FROM due WHERE j.id = due.id
+	FROM due WHERE j.id = due.job_id
 	RETURNING j.id
 )
 UPDATE mailroute_message m
@@ -156,86 +166,29 @@ func jobState(next time.Time) string {
 	return "available"
 }
 
-// lockJobSQL locks a message's job, first, as the claim and lock do.
-const lockJobSQL = `SELECT j.id FROM river_job j
-	WHERE j.id = (SELECT job_id FROM mailroute_message WHERE id = $1) FOR UPDATE`
-
-// holdsSQL is the condition that lease generation $2 still holds message
-// $1 (see lock).
-const holdsSQL = `id = $1 AND lease = $2 AND leased_by IS NOT NULL`
-
-// Update and Release are one pipelined batch each, so one round trip and
-// one commit: PostgreSQL runs the statements up to the batch's Sync as one
-// implicit transaction, all or nothing. The first statement locks the job
-// (ErrNotFound when none); the second acts only while the lease holds,
-// under that lock, and returns no row when it does not (ErrLeaseLost).
-// Nobody else changes the message row meanwhile: claims skip the locked
-// job and every other writer locks the job first.
-const (
-	deleteSQL = `DELETE FROM river_job WHERE id = (SELECT job_id FROM mailroute_message
-	WHERE ` + holdsSQL + ` FOR UPDATE) RETURNING id`
-	updateSQL = `WITH m AS (
-	UPDATE mailroute_message SET recipients = $3, next_attempt = $4, leased_by = NULL, lease_until = NULL
-	WHERE ` + holdsSQL + ` RETURNING job_id)
-UPDATE river_job j SET state = $5, scheduled_at = $4, attempt = least(attempt + 1, 32767)
-FROM m WHERE j.id = m.job_id RETURNING j.id`
-	releaseSQL = `WITH m AS (
-	UPDATE mailroute_message SET leased_by = NULL, lease_until = NULL
-	WHERE ` + holdsSQL + ` RETURNING job_id, next_attempt)
-UPDATE river_job j SET scheduled_at = m.next_attempt,
-	state = (CASE WHEN m.next_attempt > $3 THEN 'scheduled' ELSE 'available' END)::river_job_state
-FROM m WHERE j.id = m.job_id RETURNING j.id`
-)
-
-// fenced runs lockJobSQL and then act (which must return a row when the
-// lease held) in one batch: one round trip, one implicit transaction.
-func (s *Store) fenced(ctx context.Context, id string, act string, args ...any) error {
-	b := &pgx.Batch{}
-	b.Queue(lockJobSQL, id)
-	b.Queue(act, args...)
-	br := s.Pool.SendBatch(ctx, b)
-	var job, done int64
-	err := br.QueryRow().Scan(&job)
-	if errors.Is(err, pgx.ErrNoRows) {
-		br.Close()
-		return fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
-	if err == nil {
-		err = br.QueryRow().Scan(&done)
-		if errors.Is(err, pgx.ErrNoRows) {
-			err = fmt.Errorf("%w: %s", ErrLeaseLost, id)
-		}
-	}
-	// Close reads the batch to its end: the commit's outcome.
-	if cerr := br.Close(); cerr != nil && (err == nil || errors.Is(err, ErrLeaseLost)) {
-		err = schemaHint(cerr)
-	}
-	return err
-}
-
 // Update implements mailroute.QueueStore: it records the message as it is
 // after an attempt and ends the lease m.Lease names; without recipients the
 // message and its job are deleted. When that lease no longer holds the
 // message (it ran out and was claimed again, by this instance or another,
 // or was already ended), nothing changes and the error wraps ErrLeaseLost.
-// One round trip (see fenced).
+// It returns once the outcome is committed, in one transaction with the
+// outcomes of concurrent attempts (see "Outcomes are committed in groups"
+// in the package documentation): one round trip and one commit for all of
+// them.
 func (s *Store) Update(ctx context.Context, m *mailroute.QueuedMessage) error {
 	if err := s.init(); err != nil {
 		return err
 	}
 	s.bodies.drop(m.ID)
-	gen := token(m.Lease)
-	var err error
-	if len(m.Recipients) == 0 {
-		// The message row goes with its job (ON DELETE CASCADE).
-		err = s.fenced(ctx, m.ID, deleteSQL, m.ID, gen)
-	} else {
-		rcpts, next, eerr := encodeRecipients(m.Recipients)
-		if eerr != nil {
-			return eerr
+	o := &outcome{kind: outcomeDelete, id: m.ID, gen: token(m.Lease)}
+	if len(m.Recipients) > 0 {
+		rcpts, next, err := encodeRecipients(m.Recipients)
+		if err != nil {
+			return err
 		}
-		err = s.fenced(ctx, m.ID, updateSQL, m.ID, gen, rcpts, next, jobState(next))
+		o.kind, o.rcpts, o.next, o.state = outcomeUpdate, rcpts, next, jobState(next)
 	}
+	err := s.record(ctx, o)
 	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrLeaseLost) {
 		return fmt.Errorf("riverqueue: update %s: %w", m.ID, err)
 	}
@@ -244,7 +197,8 @@ func (s *Store) Update(ctx context.Context, m *mailroute.QueuedMessage) error {
 
 // Release implements mailroute.QueueStore: the message becomes due again
 // at its earliest next attempt. Releasing with a token that no longer holds
-// the message, or a message that is gone, does nothing.
+// the message, or a message that is gone, does nothing. Like Update, it is
+// committed together with concurrent outcomes.
 func (s *Store) Release(ctx context.Context, id, tok string) error {
 	if err := s.init(); err != nil {
 		return err
@@ -254,7 +208,7 @@ func (s *Store) Release(ctx context.Context, id, tok string) error {
 	if gen == 0 {
 		return nil
 	}
-	err := s.fenced(ctx, id, releaseSQL, id, gen, time.Now())
+	err := s.record(ctx, &outcome{kind: outcomeRelease, id: id, gen: gen})
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrLeaseLost) {
 		return nil
 	}

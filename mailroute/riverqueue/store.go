@@ -80,7 +80,8 @@ type Store struct {
 	// Logger receives River's log lines (migrations). nil: none.
 	Logger *slog.Logger
 
-	bodies bodyCache
+	bodies   bodyCache
+	outcomes outcomeBatcher
 
 	notifyMu    sync.Mutex
 	notifying   bool // a caller is sending notifyCommitted's notification

@@ -15,6 +15,8 @@
 // # Layout
 //
 //	Dir/lock              held while a Store is open (one process)
+//	Dir/journal/          the write-ahead journal: every change, committed
+//	                      before the call returns, replayed after a crash
 //	Dir/queue/<id>.eml    the message body as it will be sent, written once
 //	Dir/queue/<id>.json   the envelope, recipients and retry bookkeeping,
 //	                      with a CRC-32C of itself and of the body

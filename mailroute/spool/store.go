@@ -15,12 +15,14 @@ import (
 )
 
 // Store is the embedded queue store: one directory on the local disk,
-// nothing to install. Every change is durable when its method returns (the
-// file is written to a temporary name, fsynced, renamed, and the directory
-// fsynced), so a crash or a kill loses nothing that was acknowledged;
-// entries found unreadable or truncated at start are moved to Dir/corrupt
-// with a log line. Concurrent writes share their directory fsyncs (group
-// commit).
+// nothing to install. Every change is durable when its method returns: it
+// is a record in a write-ahead journal (Dir/journal), fdatasynced before
+// the method returns, and concurrent writes share one fdatasync (group
+// commit). The message files in Dir/queue are written beside it and made
+// durable in the background by checkpoints; a store opened after a crash
+// replays the journal first. So a crash or a kill loses nothing that was
+// acknowledged; entries found unreadable or truncated at start are moved
+// to Dir/corrupt with a log line.
 //
 // A Store serves one process at a time (it holds a lock on Dir): its
 // leases live in memory. Use it as mailroute.Config.Queue; the zero value
@@ -29,8 +31,8 @@ import (
 type Store struct {
 	// Dir is the directory; it is created (0700) when missing.
 	Dir string
-	// NoSync skips fsync. Fast, and loses queued mail on a power cut or a
-	// kernel crash: for tests only.
+	// NoSync skips fsync (and fdatasync, syncfs). Fast, and loses queued
+	// mail on a power cut or a kernel crash: for tests only.
 	NoSync bool
 	// Logger receives the quarantine of corrupt entries. nil: none.
 	Logger *slog.Logger

@@ -6,14 +6,17 @@ import (
 	"time"
 )
 
-// A queue round runs its attempts the way Send runs its transactions: a
-// few goroutines per destination, each taking the destination's next
-// message as soon as its previous delivery is over, on the session it has
-// just handed back to the pool. The alternative — a goroutine per leased
-// message, all queueing for the destination's few sessions — hands the
-// session from one goroutine to the next after every transaction, and
-// with a hundred of them runnable the next holder waits for the scheduler
-// while the session sits idle.
+// A queue round runs its attempts the way Send runs its transactions: one
+// goroutine per session a destination allows, each taking the
+// destination's next message as soon as its previous delivery is over, on
+// the session it has just handed back to the pool, while the message
+// after it is read back from the store beside it. The alternative — a
+// goroutine per leased message, all queueing for the destination's few
+// sessions — hands the session from one goroutine to the next after every
+// transaction, and with a hundred of them runnable the next holder waits
+// for the scheduler while the session sits idle. A delivery's outcome is
+// saved by a goroutine of its own, so that the store's commit (a shared
+// fsync) overlaps the next deliveries.
 //
 // Leases are taken in batches, ahead of the attempts: the round keeps up
 // to queueLeaseAhead×Config.Concurrency messages leased, and leases again
@@ -165,7 +168,12 @@ func laneKey(qm *QueuedMessage, due []int) string {
 // slots waits until leasing again is worth it and returns how many
 // messages to lease, or 0 when ctx ended.
 func (d *drain) slots() int {
-	var poll <-chan time.Time
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		d.mu.Lock()
 		n := d.ready()
@@ -180,33 +188,40 @@ func (d *drain) slots() int {
 		if n > 0 {
 			return n
 		}
-		if short && poll == nil {
-			// Mail that becomes due or arrives while this round waits
-			// for its last deliveries is leased at the poll interval or
-			// when the worker is woken, as between rounds.
-			t := time.NewTimer(d.q.poll)
-			defer t.Stop()
-			poll = t.C
+		// Mail that becomes due or arrives while the round waits for its
+		// last deliveries is leased at the poll interval or when the
+		// worker is woken, as between rounds.
+		var poll <-chan time.Time
+		if short {
+			if timer == nil {
+				timer = time.NewTimer(d.q.poll)
+			}
+			poll = timer.C
 		}
 		select {
 		case <-d.signal:
 		case <-d.ctx.Done():
 			return 0
 		case <-poll:
-			return d.free()
+			timer.Reset(d.q.poll)
+			if n := d.free(); n > 0 {
+				return n
+			}
 		case <-d.poked:
-			return d.free()
+			if n := d.free(); n > 0 {
+				return n
+			}
 		}
 	}
 }
 
 // free resets the count of deliveries over and returns how many messages
-// the window has room for (at least one: a lease of none is no lease).
+// the window has room for.
 func (d *drain) free() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.freed = 0
-	return max(1, d.window-d.inFlight)
+	return d.window - d.inFlight
 }
 
 // ready is slots' condition, under d.mu: how many messages to lease now,

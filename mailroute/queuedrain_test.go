@@ -215,3 +215,27 @@ func TestShutdownEndsLeasesOfWaitingMessages(t *testing.T) {
 		t.Fatalf("after Shutdown %d of 5 messages could be leased, want all: leases left behind", len(msgs))
 	}
 }
+
+// Mail enqueued while the worker's round waits for a stuck delivery is
+// leased when Enqueue wakes the worker, not when the round ends: it goes
+// out while the stuck delivery still waits.
+func TestQueueEnqueueDuringRoundGoesOut(t *testing.T) {
+	w := newDirectWorld(t)
+	g := newGate()
+	defer g.release()
+	w.mx("mx.slow.test", "127.0.0.1", smtptest.Options{DataPolicy: g.policy})
+	fast := w.mx("mx.fast.test", "127.0.0.2", smtptest.Options{})
+	w.dns.MX("slow.test", "mx.slow.test")
+	w.dns.MX("fast.test", "mx.fast.test")
+	m := w.mailer(Config{Queue: newMemQueue(), queuePoll: time.Hour})
+	ctx := context.Background()
+	if _, err := m.Enqueue(ctx, "a@sender.test", []string{"s@slow.test"}, bytes.NewReader([]byte(testBody))); err != nil {
+		t.Fatal(err)
+	}
+	g.wait(t) // the worker's round waits for the slow MX's reply
+	if _, err := m.Enqueue(ctx, "a@sender.test", []string{"f@fast.test"}, bytes.NewReader([]byte(testBody))); err != nil {
+		t.Fatal(err)
+	}
+	fast.WaitMessages(t, 1, 20*time.Second)
+	g.release()
+}

@@ -34,7 +34,10 @@ const (
 	laneRunners = 1
 	// queueLeaseAhead times Config.Concurrency is the most messages a
 	// round holds leased: attempts in progress plus the next ones, ready
-	// in their lanes.
+	// in their lanes. A message's lease runs while it waits there; one
+	// that waited until too little of it is left for an attempt (see
+	// attemptBudget) is not tried, and its lease is released when the
+	// round ends.
 	queueLeaseAhead = 2
 )
 

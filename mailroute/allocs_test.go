@@ -11,11 +11,13 @@ import (
 )
 
 // The allocation budget of one Send of a 2 KiB message to one recipient
-// on a kept session (issue 17): at most 15, whatever the context. The
-// counts are exact and deterministic, so they are asserted; the sink
-// (smtptest.StartSink) allocates nothing per message, so testing.AllocsPerRun counts the
-// sender's alone.
-const sendAllocBudget = 15
+// on a kept session (issue 17 asks for at most 15, whatever the context).
+// The counts are exact and deterministic, so each case's is asserted; the
+// sink (smtptest.StartSink) allocates nothing per message, so
+// testing.AllocsPerRun counts the sender's alone. Two: the Send's own
+// state (sendCall) and its Result; with a caller's context that can end,
+// two more, the engine's context.AfterFunc on it.
+const sendAllocBudget = 4
 
 func TestSendAllocations(t *testing.T) {
 	sink := smtptest.StartSink(t, true)
@@ -43,7 +45,8 @@ func TestSendAllocations(t *testing.T) {
 		for _, ctx := range []struct {
 			name string
 			ctx  context.Context
-		}{{"background", context.Background()}, {"cancellable", cancellable}} {
+			want float64
+		}{{"background", context.Background(), sendAllocBudget - 2}, {"cancellable", cancellable, sendAllocBudget}} {
 			t.Run(tc.name+"/"+ctx.name, func(t *testing.T) {
 				m, err := New(tc.cfg)
 				if err != nil {
@@ -62,8 +65,11 @@ func TestSendAllocations(t *testing.T) {
 				send() // the session, the MX answer and the addresses, once
 				n := testing.AllocsPerRun(200, send)
 				t.Logf("%v allocations per message", n)
-				if n > sendAllocBudget {
-					t.Errorf("%v allocations per message, want at most %d", n, sendAllocBudget)
+				if raceEnabled {
+					return // counts are not exact under the race detector; the Sends ran
+				}
+				if n > ctx.want {
+					t.Errorf("%v allocations per message, want at most %v", n, ctx.want)
 				}
 			})
 		}

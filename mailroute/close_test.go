@@ -89,8 +89,18 @@ func stallTLS(t *testing.T, entered chan struct{}) int {
 }
 
 func TestCloseDuringSend(t *testing.T) {
-	for _, stage := range []string{"dns", "dial", "tls", "transaction"} {
+	// A Send's context is the caller's, with Shutdown's cancellation added
+	// (sendCtx): tried with a caller's context that can end too, since
+	// the engine then registers with both.
+	for _, stage := range []string{"dns", "dial", "tls", "transaction", "dns/cancellable", "transaction/cancellable"} {
 		t.Run(stage, func(t *testing.T) {
+			sendCtx := context.Background()
+			if s, ok := strings.CutSuffix(stage, "/cancellable"); ok {
+				stage = s
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				sendCtx = ctx
+			}
 			entered := make(chan struct{}, 16)
 			cfg := Config{Hostname: "client.test", Router: Rules{{Domains: []string{"*"}, Via: Direct}}}
 			rcpt := "b@[127.0.0.1]"
@@ -138,7 +148,7 @@ func TestCloseDuringSend(t *testing.T) {
 			}
 			got := make(chan out, 1)
 			go func() {
-				res, err := m.Send(context.Background(), "a@x.test", []string{rcpt}, strings.NewReader(testBody))
+				res, err := m.Send(sendCtx, "a@x.test", []string{rcpt}, strings.NewReader(testBody))
 				got <- out{res, err}
 			}()
 			select {

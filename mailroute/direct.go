@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"time"
 
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
 )
@@ -56,7 +55,7 @@ const maxRcptsPerTx = 100
 //     MTA-STS or DirectOptions.TLS; a host the policy excludes is skipped,
 //     one whose TLS fails the policy is the next host's turn.
 func (m *Mailer) deliverDirect(ctx context.Context, j *job) {
-	hosts, err := m.directHosts(ctx, j.dest)
+	hosts, err := m.directHosts(ctx, j)
 	if err != nil {
 		j.failAll(fromDNS(err), "")
 		return
@@ -75,48 +74,48 @@ func (m *Mailer) deliverDirect(ctx context.Context, j *job) {
 }
 
 // directHosts returns the MX host names to try, or the literal address.
-func (m *Mailer) directHosts(ctx context.Context, d *Destination) ([]*net.MX, error) {
+// The list is made in the job's own arrays when they have room: the job
+// is delivered by one goroutine at a time, and nothing keeps the list.
+func (m *Mailer) directHosts(ctx context.Context, j *job) ([]*net.MX, error) {
+	d := j.dest
 	if d.IsLiteral() {
 		return []*net.MX{{Host: d.Literal.String()}}, nil
 	}
-	return d.MX(ctx)
+	a, err := d.mxCache().LookupInto(ctx, d.Domain, j.mxHosts[:], j.mxRecords[:])
+	if err != nil {
+		return nil, err
+	}
+	return a.Hosts, nil
 }
 
 // hostAddrs resolves one MX host to the addresses to try, IPv4 first, with
-// the family of DirectOptions.LocalAddr only when one is set.
-func (m *Mailer) hostAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
+// the family of DirectOptions.LocalAddr only when one is set. The list is
+// appended to buf[:0] (the job's, reused host after host).
+func (m *Mailer) hostAddrs(ctx context.Context, host string, buf []netip.Addr) ([]netip.Addr, error) {
 	// Only what may be an address literal is parsed as one: a failed
 	// parse allocates its error, for every message to a named MX host.
 	if strings.IndexFunc(host, notAddrRune) < 0 {
 		if a, err := netip.ParseAddr(host); err == nil {
-			return []netip.Addr{a}, nil
+			return append(buf[:0], a), nil
 		}
 	}
 	ips, err := m.mx.LookupHost(ctx, host)
 	if err != nil {
 		return nil, err
 	}
-	var v4, v6 []netip.Addr
-	for _, ip := range ips {
-		a, ok := netip.AddrFromSlice(ip.IP)
-		if !ok {
+	local := m.cfg.Direct.LocalAddr
+	want4, want6 := !local.IsValid() || local.Is4(), !local.IsValid() || !local.Is4()
+	out := buf[:0]
+	for _, v4 := range [2]bool{true, false} { // IPv4 first, then IPv6
+		if v4 && !want4 || !v4 && !want6 {
 			continue
 		}
-		a = a.Unmap()
-		if a.Is4() {
-			v4 = append(v4, a)
-		} else {
-			v6 = append(v6, a)
+		for _, ip := range ips {
+			if a, ok := netip.AddrFromSlice(ip.IP); ok && a.Unmap().Is4() == v4 {
+				out = append(out, a.Unmap())
+			}
 		}
 	}
-	local := m.cfg.Direct.LocalAddr
-	switch {
-	case local.IsValid() && local.Is4():
-		v6 = nil
-	case local.IsValid():
-		v4 = nil
-	}
-	out := append(v4, v6...)
 	if len(out) == 0 {
 		return nil, &net.DNSError{Err: "no usable address", Name: host, IsNotFound: true}
 	}
@@ -140,14 +139,14 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, sec *destTLS, hosts []
 		ht := sec.host(ctx, h.Host)
 		if ht.refuse != nil {
 			keepMoreTelling(&lastErr, ht.refuse)
-			m.logAttempt(j, Direct, h.Host, batch, ht.refuse, 0)
+			m.logAttempt(j, Direct, h.Host, batch, ht.refuse, noClock)
 			continue
 		}
-		addrs, err := m.hostAddrs(ctx, h.Host)
+		addrs, err := m.hostAddrs(ctx, h.Host, j.addrs[:0])
 		if err != nil {
 			e := &Error{Command: "connect", Host: h.Host, Err: err}
 			keepMoreTelling(&lastErr, e)
-			m.logAttempt(j, Direct, h.Host, batch, e, 0)
+			m.logAttempt(j, Direct, h.Host, batch, e, noClock)
 			continue
 		}
 		for _, a := range addrs {
@@ -166,14 +165,14 @@ func (m *Mailer) directBatch(ctx context.Context, j *job, sec *destTLS, hosts []
 					dialErr.Host = h.Host
 				}
 				keepMoreTelling(&lastErr, dialErr)
-				m.logAttempt(j, Direct, h.Host, batch, dialErr, 0)
+				m.logAttempt(j, Direct, h.Host, batch, dialErr, noClock)
 				continue
 			}
 			sessions++
 			if e := sec.checkSession(c, ht); e != nil {
 				p.put(c)
 				keepMoreTelling(&lastErr, e)
-				m.logAttempt(j, Direct, h.Host, batch, e, 0)
+				m.logAttempt(j, Direct, h.Host, batch, e, noClock)
 				continue
 			}
 			var done bool
@@ -268,7 +267,7 @@ func (m *Mailer) dialDirectTLS(ctx context.Context, addr netip.Addr, host string
 // transaction. A pooled session that turns out dead before anything could
 // have been accepted is replaced once.
 func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Conn, pooled bool, batch []int, lastErr **Error) (bool, []int) {
-	start := time.Now()
+	start := m.logClock()
 	if batch = j.withoutSMTPUTF8(c, batch, Direct); len(batch) == 0 {
 		p.put(c)
 		return true, nil
@@ -278,7 +277,7 @@ func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Co
 		var e *Error
 		if c, e = p.redial(ctx, c); e != nil {
 			keepMoreTelling(lastErr, e)
-			m.logAttempt(j, Direct, e.Host, batch, e, time.Since(start))
+			m.logAttempt(j, Direct, e.Host, batch, e, start)
 			return false, batch
 		}
 		res, err = j.send(ctx, c, j.tx(batch))
@@ -287,7 +286,7 @@ func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Co
 	if err != nil && !finalForTransaction(err) {
 		e := fromClient(err, nil)
 		keepMoreTelling(lastErr, e)
-		m.logAttempt(j, Direct, c.Host(), batch, e, time.Since(start))
+		m.logAttempt(j, Direct, c.Host(), batch, e, start)
 		rest := make([]int, 0, len(batch))
 		for i, k := range batch {
 			if rcptRefused(res.Rcpts[i].Err) {
@@ -300,7 +299,7 @@ func (m *Mailer) directTx(ctx context.Context, j *job, p *pool, c *smtpclient.Co
 	}
 	j.record(batch, res, c.Host(), Direct)
 	j.setTLS(batch, sessionTLS(c, p.tls))
-	m.logTx(j, Direct, c.Host(), batch, res, err, time.Since(start))
+	m.logTx(j, Direct, c.Host(), batch, res, err, start)
 	return true, nil
 }
 

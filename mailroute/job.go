@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"slices"
 
 	"github.com/mailroute/go-mailroute/internal/message"
@@ -13,7 +15,7 @@ import (
 // job is one destination's share of a Send: its recipients, and where
 // their results go. Only the goroutine delivering the job writes them.
 type job struct {
-	dest *Destination // &destVal for a Send's own jobs
+	dest *Destination // &destVal, or the Send's own (sendCall)
 	// destVal, oneRcpt and oneIndex are allocated with the job: a job's
 	// Destination and, for the common single recipient, its lists.
 	destVal  Destination
@@ -32,6 +34,11 @@ type job struct {
 	oneAccepted [1]string
 	// tlsVal is the destination's TLS policy while deliverDirect runs.
 	tlsVal destTLS
+	// The MX list and one host's addresses while deliverDirect runs, in
+	// arrays of the job for the common few.
+	mxHosts   [2]*net.MX
+	mxRecords [2]net.MX
+	addrs     [4]netip.Addr
 	// jobsOf1 backs the job list of a Send with this job alone.
 	jobsOf1 [1]*job
 	route   Route
@@ -138,11 +145,11 @@ func statusOf(e *Error) Status {
 // the rest of the batch is returned to be sent as usual. When the sender's
 // address needs it, nothing can be sent.
 func (j *job) withoutSMTPUTF8(c *smtpclient.Conn, batch []int, via Via) []int {
+	if !j.utf8 && !slices.ContainsFunc(batch, func(k int) bool { return j.rcpts[k].UTF8 }) {
+		return batch // nothing here needs it (asked first: it costs no lookup)
+	}
 	if _, ok := c.Extension("SMTPUTF8"); ok {
 		return batch
-	}
-	if !j.utf8 && !slices.ContainsFunc(batch, func(k int) bool { return j.rcpts[k].UTF8 }) {
-		return batch // nothing here needs it
 	}
 	refuse := func(k int) {
 		r := j.slot(k)

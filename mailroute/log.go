@@ -41,17 +41,41 @@ func levelOf(e *Error) slog.Level {
 	return slog.LevelWarn
 }
 
+// logClock is the start of an attempt for the log's duration field: the
+// clock is read only when a Logger is configured (twice a message, it is
+// not free).
+func (m *Mailer) logClock() time.Time {
+	if m.cfg.Logger == nil {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+// noClock is logAttempt's start for an attempt that took no time to
+// speak of (a refusal decided before any connection).
+var noClock time.Time
+
+// since is the duration of an attempt that started at start (logClock);
+// 0 when it is zero.
+func since(start time.Time) time.Duration {
+	if start.IsZero() {
+		return 0
+	}
+	return time.Since(start)
+}
+
 // logAttempt logs a failed attempt that did not decide any recipient.
-func (m *Mailer) logAttempt(j *job, via Via, host string, batch []int, e *Error, d time.Duration) {
+// start is from logClock, zero when the attempt took no time to speak of.
+func (m *Mailer) logAttempt(j *job, via Via, host string, batch []int, e *Error, start time.Time) {
 	if !m.cfg.logger().Enabled(context.Background(), levelOf(e)) {
 		return
 	}
 	m.cfg.logger().LogAttrs(context.Background(), levelOf(e), "mailroute: delivery attempt",
-		attrs(j, via, host, len(batch), e, d)...)
+		attrs(j, via, host, len(batch), e, since(start))...)
 }
 
 // logTx logs a transaction that decided its recipients.
-func (m *Mailer) logTx(j *job, via Via, host string, batch []int, res *smtpclient.TxResult, err error, d time.Duration) {
+func (m *Mailer) logTx(j *job, via Via, host string, batch []int, res *smtpclient.TxResult, err error, start time.Time) {
 	var e *Error
 	if err != nil {
 		e = fromClient(err, nil)
@@ -59,6 +83,7 @@ func (m *Mailer) logTx(j *job, via Via, host string, batch []int, res *smtpclien
 	if !m.cfg.logger().Enabled(context.Background(), levelOf(e)) {
 		return // building the fields costs allocations nobody reads
 	}
+	d := since(start)
 	delivered := 0
 	for _, r := range res.Rcpts {
 		if r.Err == nil {

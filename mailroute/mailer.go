@@ -10,6 +10,7 @@ import (
 
 	"github.com/mailroute/go-mailroute/internal/dane"
 	"github.com/mailroute/go-mailroute/internal/dnsname"
+	"github.com/mailroute/go-mailroute/internal/message"
 	"github.com/mailroute/go-mailroute/internal/mx"
 	"github.com/mailroute/go-mailroute/internal/smtpclient"
 )
@@ -46,7 +47,8 @@ type Mailer struct {
 	hostMemo       hostMemo
 	testPolicyPort string
 
-	sends     inflight // the Sends running, for Shutdown
+	sends     inflight            // the Sends running, for Shutdown
+	addrs     message.AddressMemo // envelope addresses parsed lately
 	closeOnce sync.Once
 	closed    chan struct{}
 }

@@ -2,6 +2,7 @@ package mailroute
 
 import (
 	"context"
+	"net"
 	"sort"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/mailroute/go-mailroute/internal/dnsname"
+	"github.com/mailroute/go-mailroute/internal/mx"
 )
 
 // Outcome figures. Every recipient's attempt is counted per provider (or
@@ -101,12 +103,14 @@ type figures struct {
 
 	mu   sync.Mutex
 	rows map[statsKey]*StatsRow
+	// providers remembers providerOf's answers by domain.
+	providers map[string]providerMemo
 }
 
 type statsKey struct{ provider, path string }
 
 func newFigures(mp metric.MeterProvider) *figures {
-	m := &figures{rows: make(map[statsKey]*StatsRow), export: mp != nil}
+	m := &figures{rows: make(map[statsKey]*StatsRow), providers: make(map[string]providerMemo), export: mp != nil}
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
@@ -216,20 +220,61 @@ var catalogue = []Provider{Google, Microsoft, Yahoo, Apple, GMX, Yandex, Zoho, M
 // mailbox domain or of all its MX hosts, else its MX site, else the
 // domain. It never looks anything up: it reads the MX answer delivery (or
 // routing) already cached.
+//
+// The name is remembered per domain along with the MX answer it was made
+// from (the cache hands out the same answer until it changes), so a
+// domain sent to again costs one map lookup, not a walk of the catalogue.
 func (m *Mailer) providerOf(d *Destination) string {
-	for _, p := range catalogue {
-		for _, dom := range p.Domains {
-			if d.Domain == strings.TrimPrefix(dom, ".") || strings.HasPrefix(dom, ".") && strings.HasSuffix(d.Domain, dom) {
-				return p.Name
-			}
-		}
-	}
 	if d.IsLiteral() {
 		return d.Domain
 	}
 	a, ok := d.mxCache().Cached(d.Domain)
-	if !ok || len(a.Hosts) == 0 {
-		return d.Domain
+	if !ok {
+		a = mx.Answer{}
+	}
+	mt := m.figures
+	var first *net.MX
+	if len(a.Hosts) > 0 {
+		first = a.Hosts[0]
+	}
+	mt.mu.Lock()
+	pn, hit := mt.providers[d.Domain]
+	mt.mu.Unlock()
+	if hit && pn.first == first && pn.n == len(a.Hosts) {
+		return pn.name
+	}
+	name := providerName(d.Domain, a)
+	mt.mu.Lock()
+	if len(mt.providers) >= maxProviderMemo {
+		clear(mt.providers) // bounded: a newsletter reaches many domains
+	}
+	mt.providers[d.Domain] = providerMemo{first: first, n: len(a.Hosts), name: name}
+	mt.mu.Unlock()
+	return name
+}
+
+// maxProviderMemo bounds the domains whose provider name is remembered.
+const maxProviderMemo = 4096
+
+// providerMemo is a provider name and the MX answer it was made from.
+type providerMemo struct {
+	first *net.MX // the answer's first host (the cache's own, unshuffled)
+	n     int
+	name  string
+}
+
+// providerName is providerOf without the memo, for a domain name and its
+// cached MX answer (zero when none is cached).
+func providerName(domain string, a mx.Answer) string {
+	for _, p := range catalogue {
+		for _, dom := range p.Domains {
+			if domain == strings.TrimPrefix(dom, ".") || strings.HasPrefix(dom, ".") && strings.HasSuffix(domain, dom) {
+				return p.Name
+			}
+		}
+	}
+	if len(a.Hosts) == 0 {
+		return domain
 	}
 	for _, p := range catalogue {
 		all := true

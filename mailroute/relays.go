@@ -231,7 +231,7 @@ func (m *Mailer) getSession(ctx context.Context, j *job, batch []int) (*smarthos
 			}
 			return s, nil, false, e
 		}
-		m.logAttempt(j, Relayed, s.host, batch, e, 0)
+		m.logAttempt(j, Relayed, s.host, batch, e, noClock)
 		earlier = append(earlier, e)
 		s = s.failover
 	}

@@ -94,7 +94,7 @@ func relayREQUIRETLS(j *job, c *smtpclient.Conn, level TLSProtection) *Error {
 	if !j.requireTLS {
 		return nil
 	}
-	if _, isTLS := c.TLS(); !isTLS || !level.authenticated() {
+	if !c.IsTLS() || !level.authenticated() {
 		return &Error{Command: "MAIL", Host: c.Host(), Err: fmt.Errorf("%w: the relay's TLS is not verified", ErrREQUIRETLS)}
 	}
 	if _, ok := c.Extension("REQUIRETLS"); !ok {

@@ -150,7 +150,7 @@ func authRequired(ce *smtpclient.Error) bool {
 func (m *Mailer) deliverSmarthost(ctx context.Context, j *job) {
 	if j.relay == nil {
 		j.failAll(&Error{Command: "route", Err: ErrNoRelay}, "")
-		m.logAttempt(j, Relayed, "", j.pending(), &Error{Err: ErrNoRelay}, 0)
+		m.logAttempt(j, Relayed, "", j.pending(), &Error{Err: ErrNoRelay}, noClock)
 		return
 	}
 	pending := j.pending()
@@ -162,16 +162,16 @@ func (m *Mailer) deliverSmarthost(ctx context.Context, j *job) {
 }
 
 func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
-	start := time.Now()
+	start := m.logClock()
 	s, c, pooled, e := m.getSession(ctx, j, batch)
 	if e != nil {
 		j.fail(batch, e, s.host)
-		m.logAttempt(j, Relayed, s.host, batch, e, time.Since(start))
+		m.logAttempt(j, Relayed, s.host, batch, e, start)
 		return
 	}
 	if e := relayREQUIRETLS(j, c, s.pool.tls); e != nil {
 		j.fail(batch, e, s.host)
-		m.logAttempt(j, Relayed, s.host, batch, e, time.Since(start))
+		m.logAttempt(j, Relayed, s.host, batch, e, start)
 		s.pool.put(c)
 		return
 	}
@@ -183,7 +183,7 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 	if pooled && redialable(ctx, res, err) {
 		if c, e = s.pool.redial(ctx, c); e != nil {
 			j.fail(batch, e, s.host)
-			m.logAttempt(j, Relayed, s.host, batch, e, time.Since(start))
+			m.logAttempt(j, Relayed, s.host, batch, e, start)
 			return
 		}
 		res, err = j.send(ctx, c, j.tx(batch))
@@ -198,14 +198,14 @@ func (m *Mailer) smarthostBatch(ctx context.Context, j *job, batch []int) {
 			// stay Deferred either way, and the cause is the setup.
 			e := smarthostError(err)
 			j.fail(batch, e, s.host)
-			m.logAttempt(j, Relayed, s.host, batch, e, time.Since(start))
+			m.logAttempt(j, Relayed, s.host, batch, e, start)
 			s.pool.put(c)
 			return
 		}
 	}
 	j.record(batch, res, s.host, Relayed)
 	j.setTLS(batch, sessionTLS(c, s.pool.tls))
-	m.logTx(j, Relayed, s.host, batch, res, err, time.Since(start))
+	m.logTx(j, Relayed, s.host, batch, res, err, start)
 	s.pool.put(c)
 }
 

@@ -33,9 +33,16 @@ type destTLS struct {
 	sts    *stsEntry
 	// requireTLS: the message carries REQUIRETLS (RFC 8689).
 	requireTLS bool
-	// ignore: the message says "TLS-Required: No" (RFC 8689 §5), so
-	// recipient policies are not enforced.
-	ignore bool
+	// j is the job, whose message may say "TLS-Required: No" (RFC 8689
+	// §5): then recipient policies are not enforced. Asked (ignore) only
+	// when a policy would be: the header is not scanned for every message.
+	j *job
+}
+
+// ignore reports whether the message says "TLS-Required: No" and may
+// (without REQUIRETLS) have it honoured.
+func (d *destTLS) ignore() bool {
+	return !d.requireTLS && d.j != nil && d.j.tlsRequiredNo()
 }
 
 // hostTLS is how one MX host is to be reached.
@@ -73,13 +80,13 @@ func (m *Mailer) policyTLS(ctx context.Context, j *job, hosts []*net.MX) (*destT
 	if j.dest.IsLiteral() {
 		return d, hosts, nil
 	}
-	if !d.requireTLS && (m.dane != nil || m.sts != nil) {
-		d.ignore = j.tlsRequiredNo()
+	if m.dane != nil || m.sts != nil {
+		d.j = j
 	}
 	if m.dane != nil {
 		mxs, secure, err := m.dane.LookupMX(ctx, d.domain)
 		switch {
-		case err != nil && !d.ignore:
+		case err != nil && !d.ignore():
 			return nil, nil, &Error{Command: "DNS", Err: fmt.Errorf("DANE: MX lookup of %s through the validating resolver: %w", d.domain, err)}
 		case err == nil && secure:
 			d.daneMX = true
@@ -103,7 +110,7 @@ func (m *Mailer) policyTLS(ctx context.Context, j *job, hosts []*net.MX) (*destT
 func (d *destTLS) host(ctx context.Context, host string) *hostTLS {
 	m := d.m
 	h := d.hostPolicy(ctx, host)
-	if d.ignore && (h.refuse != nil || h.mandatory) {
+	if (h.refuse != nil || h.mandatory) && d.ignore() {
 		// TLS-Required: No: the sender prefers delivery to the
 		// recipient domain's policy (RFC 8689 §5), whatever it says of
 		// this host; the result still says what protected it.
@@ -285,7 +292,7 @@ func (d *destTLS) checkSession(c *smtpclient.Conn, h *hostTLS) *Error {
 // sessionTLS is the protection a session gives: the pool's level, or for
 // opportunistic sessions whether STARTTLS came up.
 func sessionTLS(c *smtpclient.Conn, level TLSProtection) TLSProtection {
-	if _, isTLS := c.TLS(); !isTLS {
+	if !c.IsTLS() {
 		return TLSNone
 	}
 	if level == TLSNone {

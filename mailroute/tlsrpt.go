@@ -137,7 +137,7 @@ func (r *tlsReporter) reportSession(h *hostTLS, c *smtpclient.Conn, err error) {
 		}
 		return // no SMTP session: not a TLS outcome
 	}
-	if _, isTLS := c.TLS(); !isTLS {
+	if !c.IsTLS() {
 		r.failure(h.report, "starttls-not-supported", nil)
 		return
 	}

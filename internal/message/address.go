@@ -292,8 +292,10 @@ func (a *Address) setDomain(domain string) error {
 // brackets of an address literal. (Checked by hand: a failed
 // netip.ParseAddr allocates its error, on the path every domain takes.)
 func looksNumeric(domain string) bool {
-	if strings.Trim(domain, "0123456789.") != "" {
-		return false
+	for i := 0; i < len(domain); i++ {
+		if c := domain[i]; (c < '0' || c > '9') && c != '.' {
+			return false // a letter or hyphen: a name (strings.Trim would build its set per call)
+		}
 	}
 	_, err := netip.ParseAddr(domain)
 	return err == nil

@@ -46,6 +46,7 @@ type Body struct {
 	size     int64
 	eightBit bool
 	closed   atomic.Bool
+	home     *bodyAndCanon // the allocation b lives in, for Release
 }
 
 // readBufPool holds the read buffers of NewBody for readers that cannot
@@ -69,12 +70,15 @@ var readBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 // On error nothing is left behind: no file, no memory held.
 func NewBody(r io.Reader, opts BodyOptions) (*Body, error) {
 	// The state machine escapes (it is handed to r.WriteTo as an
-	// io.Writer), so it shares one allocation with the Body it builds.
+	// io.Writer), so it shares one allocation with the Body it builds,
+	// taken with its memory from what Release handed back when it can be.
 	// Afterwards it is zeroed; its few dozen octets are the cost.
-	bc := new(struct {
-		b Body
-		c canonicalizer
-	})
+	bc, _ := bodyPool.Get().(*bodyAndCanon)
+	if bc == nil {
+		bc = new(bodyAndCanon)
+	}
+	reuse := bc.b.mem[:0] // memory a released Body handed back, if any
+	bc.b = Body{}
 	c := &bc.c
 	*c = canonicalizer{spill: opts.spillOver(), max: opts.MaxSize, tempDir: opts.TempDir, line: 1}
 	if n, ok := remaining(r); ok {
@@ -91,6 +95,8 @@ func NewBody(r io.Reader, opts BodyOptions) (*Body, error) {
 					c.discard()
 					return nil, c.err
 				}
+			case int64(cap(reuse)) >= want && (c.spill < 0 || int64(cap(reuse)) <= c.spill):
+				c.mem = reuse // never more room than the spill limit
 			case c.spill >= 0:
 				c.mem = make([]byte, 0, min(want, c.spill))
 			default:
@@ -108,9 +114,27 @@ func NewBody(r io.Reader, opts BodyOptions) (*Body, error) {
 	}
 	b := &bc.b
 	b.mem, b.file, b.path, b.size, b.eightBit = c.mem, c.file, c.path, c.size, c.eightBit
+	b.home = bc
 	*c = canonicalizer{}
 	return b, nil
 }
+
+// bodyAndCanon is a Body and the state machine that builds it, allocated
+// together: the state machine escapes (it is handed to r.WriteTo as an
+// io.Writer). Released Bodies come back through bodyPool with their
+// memory, so that a process sending message after message allocates
+// neither.
+type bodyAndCanon struct {
+	b Body
+	c canonicalizer
+}
+
+var bodyPool sync.Pool // of *bodyAndCanon
+
+// maxPooled is the largest memory a released Body hands back for reuse:
+// enough for the messages sent back to back, not so much that a rare
+// large one stays held.
+const maxPooled = 256 << 10
 
 // remaining reports how many octets r has left, for the readers whose count
 // is known to be exact.
@@ -212,6 +236,25 @@ func (b *Body) Close() error {
 			err = errors.Join(err, rerr)
 		}
 	}
+	return err
+}
+
+// Release is Close, and then hands the Body's memory back for reuse by a
+// later NewBody. Neither b nor any reader or slice obtained from it may be
+// used afterwards, by anyone: the caller must know that nothing kept them
+// (as Send does when no queue took the message). Calling it twice, or
+// after Close, is a mistake.
+func (b *Body) Release() error {
+	err := b.Close()
+	if b.file != nil || cap(b.mem) > maxPooled {
+		return err
+	}
+	bc := b.home
+	if bc == nil {
+		return err
+	}
+	bc.b = Body{mem: b.mem[:0]}
+	bodyPool.Put(bc)
 	return err
 }
 

@@ -18,6 +18,11 @@ func FuzzNewBody(f *testing.F) {
 		"\r\n.\r", "x\r\n.\r\nMAIL FROM:<evil@x>\r\n", "", "\x00", "ü\xff\r",
 		strings.Repeat("x", 998) + "\r" + strings.Repeat("y", 998),
 		strings.Repeat("x", 999),
+		// Whole canonical input takes scanCanonical's fast path; these
+		// are canonical but for one thing, or just at a limit.
+		"a\r\nb\r\n", "\r\n", "\r\n\r\n", "\n\r\n", "\r\r\n\n", "a\r\n\x00\r\n", "é\r\n",
+		strings.Repeat("x", 998) + "\r\n", strings.Repeat("x", 999) + "\r\n",
+		"a\r\n" + strings.Repeat("y", 999) + "\r\n",
 	} {
 		f.Add([]byte(s), int16(0))
 	}
@@ -31,8 +36,13 @@ func FuzzNewBody(f *testing.F) {
 		defer assertEmptyDir(t, dir)
 		out, err := canon(t, bytes.NewReader(in), opts)
 		one, oneErr := canon(t, iotest.OneByteReader(bytes.NewReader(in)), opts)
-		if (err == nil) != (oneErr == nil) || out != one {
+		if (err == nil) != (oneErr == nil) || out != one || err != nil && err.Error() != oneErr.Error() {
 			t.Fatalf("one-byte reads differ: %q, %v; whole: %q, %v", one, oneErr, out, err)
+		}
+		// The whole input may take the fast path (scanCanonical), the
+		// one-byte reads never do: they must agree on 8-bit content too.
+		if err == nil && eightBitOf(t, in, opts) != eightBitOf(t, []byte(out), BodyOptions{}) {
+			t.Fatalf("EightBit differs between %q and its canonical form", in)
 		}
 		if err != nil {
 			return
@@ -56,4 +66,22 @@ func FuzzNewBody(f *testing.F) {
 			t.Fatalf("not idempotent: %q → %q → %q, %v", in, out, again, err)
 		}
 	})
+}
+
+func eightBitOf(t *testing.T, in []byte, opts BodyOptions) bool {
+	t.Helper()
+	b, err := NewBody(iotest.OneByteReader(bytes.NewReader(in)), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	whole, err := NewBody(bytes.NewReader(in), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer whole.Release()
+	if whole.EightBit() != b.EightBit() {
+		t.Fatalf("EightBit %v whole, %v in one-byte reads, for %q", whole.EightBit(), b.EightBit(), in)
+	}
+	return b.EightBit()
 }

@@ -58,6 +58,19 @@ func (c *canonicalizer) Write(p []byte) (int, error) {
 		return 0, c.err
 	}
 	total := len(p)
+	if !c.pendingCR && c.lineLen == 0 && len(p) <= maxSpan {
+		if lines, eightBit, ok := scanCanonical(p); ok {
+			// Already canonical, as most messages handed over whole
+			// are: checked in a few vectorised passes, copied out once.
+			c.eightBit = c.eightBit || eightBit
+			if !c.emitScanned(p) {
+				return 0, c.err
+			}
+			c.line += lines
+			c.in += int64(len(p))
+			return total, nil
+		}
+	}
 	if c.pendingCR && len(p) > 0 {
 		// A CR ends a line either way: with its LF, or alone (a bare CR,
 		// which becomes CRLF, so "\r\r\n" is two line ends).
@@ -170,19 +183,53 @@ func (c *canonicalizer) finish() error {
 	return nil
 }
 
+// scanCanonical reports whether p is whole canonical lines: it ends in
+// LF, every LF has a CR before it and every CR an LF after it, no NUL, no
+// line longer than MaxLineLength. It also counts the lines and reports an
+// octet of 0x80 or above. Any other input, canonical or not, is left to
+// Write's state machine (ok false), which says what is wrong and where.
+//
+// Every LF with a CR before it, and as many CRs as LFs, means every CR is
+// one of those: so two counts (vectorised) and one IndexByte per line
+// check the line ends, where the state machine makes three calls per line.
+func scanCanonical(p []byte) (lines int64, eightBit, ok bool) {
+	if len(p) == 0 || p[len(p)-1] != '\n' || bytes.IndexByte(p, 0) >= 0 {
+		return 0, false, false
+	}
+	n := bytes.Count(p, crlf[1:])
+	if bytes.Count(p, crlf[:1]) != n {
+		return 0, false, false
+	}
+	for pos := 0; pos < len(p); {
+		i := bytes.IndexByte(p[pos:], '\n')
+		// i == 0: an LF at the start of p or right after another LF.
+		if i == 0 || p[pos+i-1] != '\r' || i-1 > MaxLineLength {
+			return 0, false, false
+		}
+		pos += i + 1
+	}
+	return int64(n), hasHighBit(p), true
+}
+
 // emit appends b to the output, spilling to a file when memory is full.
 func (c *canonicalizer) emit(b []byte) bool {
 	if len(b) == 0 {
 		return true
 	}
+	if !c.eightBit && hasHighBit(b) {
+		c.eightBit = true
+	}
+	return c.emitScanned(b)
+}
+
+// emitScanned is emit for b whose high bits are already counted in
+// c.eightBit.
+func (c *canonicalizer) emitScanned(b []byte) bool {
 	if c.max > 0 && c.size+int64(len(b)) > c.max {
 		c.err = &BodyError{Err: ErrTooLarge, Offset: -1, Limit: c.max}
 		return false
 	}
 	c.size += int64(len(b))
-	if !c.eightBit && hasHighBit(b) {
-		c.eightBit = true
-	}
 	if c.w == nil && len(c.mem)+len(b) > cap(c.mem) && !c.grow(len(b)) {
 		return false
 	}
@@ -253,8 +300,16 @@ func (c *canonicalizer) discard() {
 }
 
 // hasHighBit reports whether any octet of b is 0x80 or above, eight octets
-// at a time.
+// at a time or more.
 func hasHighBit(b []byte) bool {
+	for len(b) >= 32 { // four words per test: fewer branches on long runs
+		w := binary.LittleEndian.Uint64(b) | binary.LittleEndian.Uint64(b[8:]) |
+			binary.LittleEndian.Uint64(b[16:]) | binary.LittleEndian.Uint64(b[24:])
+		if w&0x8080808080808080 != 0 {
+			return true
+		}
+		b = b[32:]
+	}
 	for len(b) >= 8 {
 		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
 			return true

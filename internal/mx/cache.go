@@ -106,12 +106,27 @@ func (c *Cache) Lookup(ctx context.Context, domain string) (Answer, error) {
 	return a.Shuffled(), nil
 }
 
+// LookupInto is Lookup with the copy made in hosts and records when they
+// are long enough (see ShuffledInto): a caller that delivers message after
+// message to one domain keeps them, and allocates nothing.
+func (c *Cache) LookupInto(ctx context.Context, domain string, hosts []*net.MX, records []net.MX) (Answer, error) {
+	a, err := c.Peek(ctx, domain)
+	if err != nil {
+		return Answer{}, err
+	}
+	return a.ShuffledInto(hosts, records), nil
+}
+
 // Shuffled returns a deep copy of a with hosts of equal preference in random
 // order.
-func (a Answer) Shuffled() Answer {
-	var hosts []*net.MX
-	var records []net.MX
-	if len(a.Hosts) == 1 {
+func (a Answer) Shuffled() Answer { return a.ShuffledInto(nil, nil) }
+
+// ShuffledInto is Shuffled with the copy made in hosts and records, the
+// caller's, when both have room for every host; otherwise in new ones.
+func (a Answer) ShuffledInto(hosts []*net.MX, records []net.MX) Answer {
+	if len(a.Hosts) <= len(hosts) && len(a.Hosts) <= len(records) {
+		hosts, records = hosts[:len(a.Hosts)], records[:len(a.Hosts)]
+	} else if len(a.Hosts) == 1 {
 		// One MX host, the common case: one allocation for both.
 		one := new(struct {
 			h [1]*net.MX
@@ -130,8 +145,9 @@ func (a Answer) Shuffled() Answer {
 		for end < len(hosts) && hosts[end].Pref == hosts[start].Pref {
 			end++
 		}
-		group := hosts[start:end]
-		rand.Shuffle(len(group), func(i, j int) { group[i], group[j] = group[j], group[i] })
+		if group := hosts[start:end]; len(group) > 1 {
+			rand.Shuffle(len(group), func(i, j int) { group[i], group[j] = group[j], group[i] })
+		}
 		start = end
 	}
 	return Answer{Hosts: hosts, Implicit: a.Implicit}

@@ -192,7 +192,7 @@ func (c *Conn) handshake(ctx context.Context, cmd string, conf *tls.Config, time
 		return c.ioError(cmd, err, ErrTLSFailed)
 	}
 	c.nc = tc
-	c.r.Reset(tc)
+	c.r.Reset(connReader{c}) // reads now go through TLS; nothing plaintext is kept
 	c.isTLS = true
 	c.tlsState = tc.ConnectionState()
 	return nil

@@ -4,6 +4,7 @@ package smtpclient
 
 import (
 	"errors"
+	"os"
 	"syscall"
 )
 
@@ -25,7 +26,16 @@ func (c *Conn) peekSocket() sockState {
 		c.peek.rc = rc
 		c.peek.fn = c.peekRecv
 	}
-	if err := c.peek.rc.Read(c.peek.fn); err != nil {
+	err := c.peek.rc.Read(c.peek.fn)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The read deadline the last operation left (its context's,
+		// say) has passed while the session sat idle; the poller then
+		// refuses before any system call. That says nothing about the
+		// session: look again under a deadline of now.
+		c.setReadDeadline(c.to.Command)
+		err = c.peek.rc.Read(c.peek.fn)
+	}
+	if err != nil {
 		return sockClosed
 	}
 	switch n, err := c.peek.n, c.peek.err; {
@@ -40,6 +50,6 @@ func (c *Conn) peekSocket() sockState {
 }
 
 func (c *Conn) peekRecv(fd uintptr) bool {
-	c.peek.n, _, c.peek.err = syscall.Recvfrom(int(fd), c.probe[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	c.peek.n, c.peek.err = recvPeek(fd, c.probe[:])
 	return true
 }

@@ -74,7 +74,7 @@ func (c *Conn) quiet() error {
 	if !c.isTLS {
 		return ErrOutOfStep
 	}
-	c.setReadDeadline(tlsSettle)
+	c.rTimeout = tlsSettle // the read below waits no longer
 	_, err := c.r.Peek(1)
 	switch {
 	case err == nil:

@@ -15,35 +15,35 @@ import (
 	"github.com/mailroute/go-mailroute/internal/smtptest"
 )
 
-// countingStore counts the calls a queue round makes to its store.
-type countingStore struct {
+// countingQueue counts the calls a queue round makes to its store.
+type countingQueue struct {
 	*MemoryQueue
 	leases, leased, bodies, updates, releases, quarantines atomic.Int64
 }
 
-func (s *countingStore) Lease(ctx context.Context, req LeaseRequest) ([]*QueuedMessage, error) {
+func (s *countingQueue) Lease(ctx context.Context, req LeaseRequest) ([]*QueuedMessage, error) {
 	msgs, err := s.MemoryQueue.Lease(ctx, req)
 	s.leases.Add(1)
 	s.leased.Add(int64(len(msgs)))
 	return msgs, err
 }
 
-func (s *countingStore) Body(ctx context.Context, id string) (io.ReadCloser, error) {
+func (s *countingQueue) Body(ctx context.Context, id string) (io.ReadCloser, error) {
 	s.bodies.Add(1)
 	return s.MemoryQueue.Body(ctx, id)
 }
 
-func (s *countingStore) Update(ctx context.Context, m *QueuedMessage) error {
+func (s *countingQueue) Update(ctx context.Context, m *QueuedMessage) error {
 	s.updates.Add(1)
 	return s.MemoryQueue.Update(ctx, m)
 }
 
-func (s *countingStore) Release(ctx context.Context, id, token string) error {
+func (s *countingQueue) Release(ctx context.Context, id, token string) error {
 	s.releases.Add(1)
 	return s.MemoryQueue.Release(ctx, id, token)
 }
 
-func (s *countingStore) Quarantine(ctx context.Context, id, token string, reason error) error {
+func (s *countingQueue) Quarantine(ctx context.Context, id, token string, reason error) error {
 	s.quarantines.Add(1)
 	return s.MemoryQueue.Quarantine(ctx, id, token, reason)
 }
@@ -72,7 +72,7 @@ func TestQueueDrainStoreCalls(t *testing.T) {
 	w := newDirectWorld(t)
 	srv := w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{})
 	w.dns.MX("dest.test", "mx.dest.test")
-	st := &countingStore{MemoryQueue: newMemQueue()}
+	st := &countingQueue{MemoryQueue: newMemQueue()}
 	clock, events := newFakeClock(), &eventLog{}
 	m := w.queued(Config{Queue: st, Concurrency: conc, MaxConnsPerHost: 2}, clock, events)
 	enqueueDue(t, st.MemoryQueue, clock.Now(), n, func(i int) string { return fmt.Sprintf("r%d@dest.test", i) })

@@ -46,7 +46,8 @@ func (j *journal) runCheckpoint() {
 }
 
 // checkpointOld waits for the post-commit steps of every record in the
-// rotated generations, makes the files they changed durable, and removes
+// rotated generations, writes the state files left unwritten, makes the
+// files they changed durable, and removes
 // the generations, oldest first. Writers go on appending to the current
 // generation meanwhile.
 func (j *journal) checkpointOld() error {
@@ -58,6 +59,14 @@ func (j *journal) checkpointOld() error {
 	}
 	for _, seg := range old {
 		seg.pending.Wait()
+	}
+	// Every writer of the old generations is done, so every message they
+	// changed is among the unwritten ones now: their state files first,
+	// then one flush makes them durable with everything else. A state
+	// that cannot be written keeps every generation (its message depends
+	// on the journal) until a later checkpoint writes it.
+	if err := j.writeStates(); err != nil {
+		return err
 	}
 	if err := j.flush(); err != nil {
 		return err
@@ -113,7 +122,10 @@ func (j *journal) close() error {
 	all := append(slices.Clone(j.old), j.seg)
 	unclean := j.unclean
 	j.mu.Unlock()
-	err := j.flush()
+	err := j.writeStates()
+	if err == nil {
+		err = j.flush()
+	}
 	if err == nil && unclean {
 		err = errors.New("kept for the next Open: a file step after a commit failed")
 	}

@@ -47,14 +47,14 @@ var syncModes = []struct {
 }{{"group", Options{}}, {"nogroup", Options{NoGroupCommit: true}}}
 
 // enqueueSteps are the steps of an Enqueue whose body goes into the
-// journal (up to journalBodyMax).
+// journal (up to journalBodyMax). Its state file is written by a later
+// checkpoint: those steps are in checkpointSteps.
 var enqueueSteps = []step{
 	{"body create", OpCreate, ".eml", false},
 	{"body write", OpWrite, ".eml", false},
+	{"reserve", OpReserve, reserveName, false},
 	{"journal append", OpAppend, ".log", false},
 	{"journal sync", OpSync, ".log", true},
-	{"state create", OpCreate, ".json", true},
-	{"state write", OpWrite, ".json", true},
 }
 
 // largeEnqueueSteps are those of a body over journalBodyMax: the body is
@@ -167,8 +167,9 @@ func TestEnqueueFaultAtEachStep(t *testing.T) {
 						}
 						in.disarm()
 						if !crash {
-							// Cleaned up at once: nothing of the victim anywhere.
-							if got := files(t, dir, "queue"); !slices.Equal(got, []string{"keep.eml", "keep.json"}) {
+							// Cleaned up at once: nothing of the victim anywhere
+							// (keep's state is written at Close).
+							if got := files(t, dir, "queue"); !slices.Equal(got, []string{"keep.eml"}) {
 								t.Errorf("queue/ = %v after cleanup", got)
 							}
 							if got := files(t, dir, "tmp"); len(got) != 0 {
@@ -219,12 +220,12 @@ func TestEnqueueFaultAtEachStep(t *testing.T) {
 }
 
 // updateSteps are those of an Update, then those of deleting a message
-// (an Update without recipients).
+// (an Update without recipients). An Update's state file is written by a
+// later checkpoint (checkpointSteps); a delete removes a state file only
+// when one was written (the message was loaded by Open, or checkpointed).
 var updateSteps = []step{
 	{"journal append", OpAppend, ".log", false},
 	{"journal sync", OpSync, ".log", true},
-	{"state create", OpCreate, ".json", true},
-	{"state write", OpWrite, ".json", true},
 }
 
 var deleteSteps = []step{
@@ -237,7 +238,9 @@ var deleteSteps = []step{
 // TestUpdateFaultAtEachStep does the same for Update and for deleting a
 // message: Update fails exactly when the fault came before its commit, and
 // after any crash or error the message is in its old state or its new one:
-// the new one exactly when its record was written.
+// the new one exactly when its record was written. Each case runs on a
+// message just enqueued (its state only in the journal) and on one loaded
+// by Open (its state in a file).
 func TestUpdateFaultAtEachStep(t *testing.T) {
 	ctx := context.Background()
 	body := testBody(4096, 3)
@@ -256,65 +259,77 @@ func TestUpdateFaultAtEachStep(t *testing.T) {
 		st := c.step
 		for _, crash := range []bool{false, true} {
 			for _, mode := range syncModes {
-				t.Run(fmt.Sprintf("%s/crash=%v/%s", st.name, crash, mode.name), func(t *testing.T) {
-					dir := t.TempDir()
-					in := &injector{}
-					opts := mode.opts
-					opts.Fault = in.fault
-					s := openT(t, dir, opts)
-					old := testMessage("m", t0, "a@example.com", "b@example.com")
-					enqueueT(t, s, old, body)
-					leased, _ := s.Lease(ctx, t0, 1, time.Minute)
-					upd := leased[0]
-					if c.del {
-						upd.Recipients = nil
-					} else {
-						upd.Recipients = upd.Recipients[1:]
-						upd.Recipients[0].Attempts = 1
+				for _, reopened := range []bool{false, true} {
+					if st.file == ".json" && !reopened {
+						continue // no state file to remove
 					}
-					in.arm(st, crash)
-					err := s.Update(ctx, upd)
-					if !in.reached() {
-						t.Fatal("the step was never reached")
-					}
-					// Once the record is committed, the change is made: a
-					// file step after it is repaired from the journal.
-					if wantErr := !st.committed || st.op == OpSync; wantErr != (err != nil) {
-						t.Errorf("Update = %v, want an error: %v", err, wantErr)
-					}
-					if err != nil {
-						// Nothing changed, the lease included: the holder may
-						// try again.
-						if got := listT(t, s); !reflect.DeepEqual(got, []*Message{clone(old)}) {
-							t.Errorf("after a failed Update: %s", dump(got))
+					t.Run(fmt.Sprintf("%s/crash=%v/%s/reopened=%v", st.name, crash, mode.name, reopened), func(t *testing.T) {
+						dir := t.TempDir()
+						in := &injector{}
+						opts := mode.opts
+						opts.Fault = in.fault
+						s := openT(t, dir, opts)
+						old := testMessage("m", t0, "a@example.com", "b@example.com")
+						enqueueT(t, s, old, body)
+						if reopened {
+							s.Close()
+							s = openT(t, dir, opts)
+							if q := files(t, dir, "queue"); !slices.Equal(q, []string{"m.eml", "m.json"}) {
+								t.Fatalf("queue/ = %v after reopening", q)
+							}
 						}
-					}
-					if crash {
-						s.Close() // a crashed process does not checkpoint
-					}
-					in.disarm()
-					s.Close()
+						leased, _ := s.Lease(ctx, t0, 1, time.Minute)
+						upd := leased[0]
+						if c.del {
+							upd.Recipients = nil
+						} else {
+							upd.Recipients = upd.Recipients[1:]
+							upd.Recipients[0].Attempts = 1
+						}
+						in.arm(st, crash)
+						err := s.Update(ctx, upd)
+						if !in.reached() {
+							t.Fatal("the step was never reached")
+						}
+						// Once the record is committed, the change is made: a
+						// file step after it is repaired from the journal.
+						if wantErr := !st.committed || st.op == OpSync; wantErr != (err != nil) {
+							t.Errorf("Update = %v, want an error: %v", err, wantErr)
+						}
+						if err != nil {
+							// Nothing changed, the lease included: the holder may
+							// try again.
+							if got := listT(t, s); !reflect.DeepEqual(got, []*Message{clone(old)}) {
+								t.Errorf("after a failed Update: %s", dump(got))
+							}
+						}
+						if crash {
+							s.Close() // a crashed process does not checkpoint
+						}
+						in.disarm()
+						s.Close()
 
-					got := listT(t, openT(t, dir, Options{}))
-					oldState, newState := []*Message{clone(old)}, []*Message{clone(upd)}
-					newState[0].Lease = 0
-					if len(upd.Recipients) == 0 {
-						newState = []*Message{}
-					}
-					want := oldState
-					if st.committed && (crash || err == nil) {
-						want = newState
-					}
-					if !reflect.DeepEqual(got, want) {
-						t.Errorf("after reopen: %s\nwant %s", dump(got), dump(want))
-					}
-					if c := files(t, dir, "corrupt"); len(c) != 0 {
-						t.Errorf("damaged entries: %v", c)
-					}
-					if q := files(t, dir, "queue"); len(q) != 2*len(got) {
-						t.Errorf("queue/ = %v for %v", q, ids(got))
-					}
-				})
+						got := listT(t, openT(t, dir, Options{}))
+						oldState, newState := []*Message{clone(old)}, []*Message{clone(upd)}
+						newState[0].Lease = 0
+						if len(upd.Recipients) == 0 {
+							newState = []*Message{}
+						}
+						want := oldState
+						if st.committed && (crash || err == nil) {
+							want = newState
+						}
+						if !reflect.DeepEqual(got, want) {
+							t.Errorf("after reopen: %s\nwant %s", dump(got), dump(want))
+						}
+						if c := files(t, dir, "corrupt"); len(c) != 0 {
+							t.Errorf("damaged entries: %v", c)
+						}
+						if q := files(t, dir, "queue"); len(q) != 2*len(got) {
+							t.Errorf("queue/ = %v for %v", q, ids(got))
+						}
+					})
+				}
 			}
 		}
 	}

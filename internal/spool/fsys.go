@@ -22,10 +22,11 @@ const (
 	OpTruncate                 // cut a failed round off the journal
 	OpRotate                   // create a journal generation; the path is its file
 	OpCheckpoint               // make every file written so far durable (syncfs); the path is the spool directory
+	OpReserve                  // reserve disk space for state files a checkpoint will write; the path is the reserve file
 )
 
 var opNames = [...]string{OpCreate: "create", OpWrite: "write", OpSync: "sync", OpRename: "rename", OpRemove: "remove", OpSyncDir: "syncdir",
-	OpAppend: "append", OpTruncate: "truncate", OpRotate: "rotate", OpCheckpoint: "checkpoint"}
+	OpAppend: "append", OpTruncate: "truncate", OpRotate: "rotate", OpCheckpoint: "checkpoint", OpReserve: "reserve"}
 
 // String is the step's name, e.g. "rename".
 func (o Op) String() string {

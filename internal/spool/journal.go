@@ -40,6 +40,12 @@ type journal struct {
 	noPrealloc bool
 	// flush makes every file the store wrote durable: syncfs on Linux.
 	flush func() error
+	// writeStates writes the state file of every message whose latest
+	// state is only in the journal, before a checkpoint's flush.
+	writeStates func() error
+	// res holds the room for those state files; a round takes what its
+	// records need before it is written (see reserve.go).
+	res *reserve
 
 	run chan struct{} // token: held by the member writing a round, or by a rotation
 
@@ -82,6 +88,7 @@ type jround struct {
 	buf  []byte
 	ids  []string
 	n    int
+	room int64 // reserve the round's records need (see reserve.go)
 	done chan struct{}
 	err  error
 	seg  *segment // where the round was written, set by its runner
@@ -121,6 +128,8 @@ func (s *Store) newJournal(dir string, noGroup bool) *journal {
 		run:     make(chan struct{}, 1),
 	}
 	j.flush = func() error { return s.flushAll(j) }
+	j.writeStates = s.writeStates
+	j.res = &s.res
 	j.checkpoint = func() { j.runCheckpoint() }
 	return j
 }
@@ -169,24 +178,27 @@ func (j *journal) create(gen uint64) (*segment, error) {
 // Done on the ticket when its post-commit file steps are over, also when
 // append fails.
 func (j *journal) append(rec []byte, id string) (ticket, error) {
-	return j.join(rec, id).wait()
+	return j.join(rec, id, 0).wait()
 }
 
 // joined is a record handed to the journal whose commit has not been
 // waited for.
 type joined struct {
-	j   *journal
-	r   *jround // nil: not joined (no group commit, or closed)
-	rec []byte
-	id  string
+	j    *journal
+	r    *jround // nil: not joined (no group commit, or closed)
+	rec  []byte
+	id   string
+	room int64
 }
 
 // join hands rec to the round being formed and returns at once, so the
 // caller can do other work (write a file) while the round fills and runs;
 // wait then commits it. Without group commit the record is only held.
-func (j *journal) join(rec []byte, id string) joined {
+// room is the reserve its round must take first for a state file left to
+// a checkpoint (see reserve.go); a round that cannot have it fails.
+func (j *journal) join(rec []byte, id string, room int64) joined {
 	if j.noGroup {
-		return joined{j: j, rec: rec, id: id}
+		return joined{j: j, rec: rec, id: id, room: room}
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -201,6 +213,7 @@ func (j *journal) join(rec []byte, id string) joined {
 	r.buf = append(r.buf, rec...)
 	r.ids = append(r.ids, id)
 	r.n++
+	r.room += room
 	return joined{j: j, r: r}
 }
 
@@ -217,7 +230,7 @@ func (p joined) wait() (ticket, error) {
 			<-j.run
 			return ticket{}, ErrClosed
 		}
-		r = &jround{done: make(chan struct{}), buf: p.rec, ids: []string{p.id}, n: 1}
+		r = &jround{done: make(chan struct{}), buf: p.rec, ids: []string{p.id}, n: 1, room: p.room}
 	} else {
 		if r == nil {
 			return ticket{}, ErrClosed
@@ -264,6 +277,12 @@ func (j *journal) write(r *jround) {
 	r.seg = seg
 	j.mu.Unlock()
 
+	// The room for the states the records leave to a checkpoint first: a
+	// round that cannot have it is not written at all.
+	if err := j.res.take(r.room); err != nil {
+		r.err = fmt.Errorf("journal: %w", err)
+		return
+	}
 	start := seg.size
 	err := j.fs.check(OpAppend, seg.path)
 	if err == nil {
@@ -275,6 +294,7 @@ func (j *journal) write(r *jround) {
 	}
 	if err != nil {
 		r.err = fmt.Errorf("journal: %w", err)
+		j.res.give(r.room)
 		seg.alloc = start // the zeros after the round go too
 		if terr := j.truncate(seg, start); terr != nil {
 			j.log.Error("spool: cannot cut a failed append off the journal; what it held may be replayed at the next Open",

@@ -271,10 +271,22 @@ func (s *Store) quarantineLeased(e *entry, id string, lease uint64, reason error
 		return fmt.Errorf("%w: %s", ErrLeaseLost, id)
 	}
 	e.gone = true
+	unwritten, stateFile, m, info := e.unwritten, e.stateFile, e.msg, e.body
+	s.markUnwrittenLocked(e, false)
 	s.unschedule(e)
 	delete(s.entries, id)
 	s.mu.Unlock()
-	s.quarantine(id, reason)
+	var state []byte
+	if unwritten {
+		// Never written, or older on disk: the state goes aside from
+		// memory. If it cannot even be encoded, what is on disk goes.
+		state, _ = encodeState(m, info)
+	}
+	if state != nil {
+		s.quarantineUnwritten(id, state, stateFile, reason)
+	} else {
+		s.quarantine(id, reason)
+	}
 	// The files are in corrupt/; a tombstone keeps the journal from
 	// bringing them back at the next Open. Without it (the journal fails
 	// too) the message may come back, and be checked again.

@@ -63,22 +63,24 @@ func (s *Store) recover() error {
 			quarantined++
 			continue
 		}
-		e := &entry{msg: m, body: info, due: due(m), idx: -1}
+		e := &entry{msg: m, body: info, due: due(m), idx: -1, stateFile: true}
 		s.entries[id] = e
 		s.schedule(e)
 		loaded++
 	}
 	for id := range bodies {
-		if states[id] {
+		if states[id] || s.keptForJournal(id) {
 			continue
 		}
-		// The crash came before the state's rename (Enqueue) or after the
-		// state's removal (delete): either way the message does not exist.
+		// Neither a state file nor a journal record the replay could not
+		// apply: the Enqueue was never committed (or was taken back), or
+		// the message was deleted. Either way it does not exist.
 		orphans++
 		if err := s.fs.remove(s.bodyPath(id)); err != nil {
 			s.log.Error("spool: cannot remove a body without state", "id", id, "err", err)
 		}
 	}
+	s.replayLive = nil
 	if len(tmp) > 0 || quarantined > 0 || orphans > 0 {
 		s.syncAfterRecovery()
 	}

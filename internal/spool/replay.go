@@ -140,6 +140,14 @@ func (s *Store) replay() (uint64, error) {
 		if err != nil {
 			s.log.Error("spool: cannot apply the journal to a message; the journal is kept for the next Open", "id", id, "err", err)
 			keep = true
+			if !state[id].gone {
+				// Its state may exist nowhere but in the journal: the scan
+				// must not take its body for an orphan.
+				if s.replayLive == nil {
+					s.replayLive = map[string]bool{}
+				}
+				s.replayLive[id] = true
+			}
 		}
 	}
 	last := segs[len(segs)-1].gen

@@ -3,6 +3,7 @@ package spool
 import (
 	"container/heap"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -51,6 +52,7 @@ type Store struct {
 	group *groupSync // nil without group commit
 	j     *journal
 	lock  *os.File // the open lock file, whose descriptor holds the flock
+	res   reserve  // room for the state files left to checkpoints
 
 	// ops counts the calls that touch files, so Close can wait for them.
 	ops sync.WaitGroup
@@ -65,6 +67,13 @@ type Store struct {
 	leased   entryHeap // leased: by end of lease
 	leaseSeq uint64
 	opened   []Quarantined // quarantined by Open, until TakeQuarantined
+	// unwritten holds the live entries whose latest state is committed in
+	// the journal but not in a state file yet; a checkpoint writes them
+	// (see writeStates) before it drops a generation.
+	unwritten map[*entry]struct{}
+	// replayLive holds, during Open, the messages the journal says are
+	// live, so the scan never removes their bodies as orphans.
+	replayLive map[string]bool
 }
 
 // Quarantined is an entry Open moved to corrupt/.
@@ -96,6 +105,14 @@ type entry struct {
 	leaseUntil time.Time // end of the current lease; zero when not leased
 	lease      uint64    // the last lease granted, to recognise stale Updates
 	gone       bool      // deleted or quarantined
+	// unwritten: the latest state is only in the journal and in msg; the
+	// state file is missing or older (see Store.unwritten).
+	unwritten bool
+	// stateFile: a state file exists in queue/ (maybe an older state), so
+	// a delete or quarantine has one to remove.
+	stateFile bool
+	// room is the reserve held for the unwritten state (see reserve.go).
+	room int64
 
 	heap *entryHeap // the heap holding it, nil when in none
 	idx  int        // index in heap
@@ -126,6 +143,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		fs:         fsys{noSync: opts.NoSync, fault: opts.Fault},
 		log:        opts.Logger,
 		entries:    make(map[string]*entry),
+		unwritten:  make(map[*entry]struct{}),
 		leased:     entryHeap{byLease: true},
 	}
 	if s.log == nil {
@@ -147,6 +165,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.lock = lock
+	s.res.fs = &s.fs
+	if err := s.res.open(filepath.Join(dir, reserveName)); err != nil {
+		s.unlock()
+		return nil, fmt.Errorf("spool: %w", err)
+	}
 	gen, err := s.replay()
 	if err == nil {
 		err = s.recover()
@@ -155,6 +178,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		err = s.j.start(gen + 1)
 	}
 	if err != nil {
+		s.res.close()
 		s.unlock()
 		return nil, err
 	}
@@ -204,6 +228,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	s.ops.Wait()
 	err := s.j.close()
+	s.res.close()
 	if uerr := s.unlock(); err == nil {
 		err = uerr
 	}

@@ -60,67 +60,64 @@ func (s *Store) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
 	s.entries[c.ID] = e
 	s.mu.Unlock()
 
-	info, err := s.writeNew(ctx, c, body)
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err != nil {
+	if err := s.writeNew(ctx, e, c, body); err != nil {
+		s.mu.Lock()
 		delete(s.entries, c.ID)
+		s.mu.Unlock()
 		return fmt.Errorf("spool: enqueue %s: %w", c.ID, err)
 	}
-	e.msg, e.body, e.due = c, info, due(c)
-	s.schedule(e)
 	return nil
 }
 
-// writeNew stores a new message. A small body goes into the journal with
-// the state, and both files are written in queue/ without fsync: the body
-// while the record is committed, the state after. Until a checkpoint
-// makes them durable the journal holds what they must contain, and Open
-// rewrites any that a crash left missing or short before it looks at
-// queue/, so no temporary file and rename are needed. A large body is
-// streamed to its file, fsynced and renamed, and the queue directory
-// fsynced, before the state's record is committed. On an error it removes
-// what it wrote.
-func (s *Store) writeNew(ctx context.Context, m *Message, body io.Reader) (bodyInfo, error) {
+// writeNew stores a new message and, once it is committed, hands it to
+// commitNew (entry e). A small body goes into the journal with the state,
+// and only the body file is written in queue/, without fsync, while the
+// record is committed; the state file is left to a checkpoint (see
+// lazystate.go). Until a checkpoint makes the body durable the journal
+// holds what it must contain, and Open rewrites the files that a crash
+// left missing or short before it looks at queue/, so no temporary file
+// and rename are needed. A large body is streamed to its file, fsynced and
+// renamed, and the queue directory fsynced, before the state's record is
+// committed. On an error it removes what it wrote.
+func (s *Store) writeNew(ctx context.Context, e *entry, m *Message, body io.Reader) error {
 	buf, err := io.ReadAll(io.LimitReader(ctxReader{ctx, body}, journalBodyMax+1))
 	if err != nil {
-		return bodyInfo{}, err
+		return err
 	}
 	if len(buf) > journalBodyMax {
-		return s.writeLarge(ctx, m, io.MultiReader(bytes.NewReader(buf), body))
+		return s.writeLarge(ctx, e, m, io.MultiReader(bytes.NewReader(buf), body))
 	}
 	info := bodyInfo{size: int64(len(buf)), crc: crc32.Checksum(buf, castagnoli)}
 	state, err := encodeState(m, info)
 	if err != nil {
-		return info, err
+		return err
 	}
 	// The body file is written while the record's round fills and runs:
-	// a body without a state is nothing to Open (an orphan, removed), so
-	// it may appear before the commit; the state, the commit record of
-	// queue/, only after.
-	p := s.j.join(appendRecord(nil, recBody, m.ID, state, buf), m.ID)
+	// a body that neither a state file nor the journal names is nothing to
+	// Open (an orphan, removed), so it may appear before the commit.
+	room := stateRoom(len(state))
+	p := s.j.join(appendRecord(nil, recBody, m.ID, state, buf), m.ID, room)
 	berr := s.fs.writeFile(s.bodyPath(m.ID), buf)
 	t, err := p.wait()
 	defer t.Done()
 	if err != nil {
 		s.removeDebris(m.ID)
-		return info, err
+		return err
 	}
-	err = berr
-	if err == nil {
-		err = s.fs.writeFile(s.statePath(m.ID), state)
-	}
-	if err != nil {
+	if berr != nil {
+		s.res.give(room)
 		s.undoCommitted(m.ID)
+		return berr
 	}
-	return info, err
+	s.commitNew(e, m, info, room)
+	return nil
 }
 
 // writeLarge stores a message whose body is too large for the journal:
 // the body the way it always was (fsync, rename, directory fsync, shared
-// by group commit), then the state like an Update.
-func (s *Store) writeLarge(ctx context.Context, m *Message, body io.Reader) (bodyInfo, error) {
+// by group commit), then its state record, then the state file, without
+// fsync (next to a large body's own fsync, one more file is cheap).
+func (s *Store) writeLarge(ctx context.Context, e *entry, m *Message, body io.Reader) error {
 	var info bodyInfo
 	err := s.commitFile(s.bodyPath(m.ID), func(w io.Writer) error {
 		h := crc32.New(castagnoli)
@@ -129,7 +126,7 @@ func (s *Store) writeLarge(ctx context.Context, m *Message, body io.Reader) (bod
 		return err
 	})
 	if err != nil {
-		return info, err // renaming is commitFile's last step: nothing is in queue/
+		return err // renaming is commitFile's last step: nothing is in queue/
 	}
 	err = s.syncQueue()
 	var state []byte
@@ -138,19 +135,20 @@ func (s *Store) writeLarge(ctx context.Context, m *Message, body io.Reader) (bod
 	}
 	if err != nil {
 		s.removeDebris(m.ID)
-		return info, err
+		return err
 	}
 	t, err := s.j.append(appendRecord(nil, recState, m.ID, state, nil), m.ID)
 	defer t.Done()
 	if err != nil {
 		s.removeDebris(m.ID)
-		return info, err
+		return err
 	}
 	if err := s.fs.writeFile(s.statePath(m.ID), state); err != nil {
 		s.undoCommitted(m.ID)
-		return info, err
+		return err
 	}
-	return info, nil
+	s.commitNew(e, m, info, 0)
+	return nil
 }
 
 // undoCommitted takes back an Enqueue whose record was committed but
@@ -187,18 +185,19 @@ func (s *Store) removeDebris(id string) {
 
 // Update replaces the stored state of m.ID with m (sender, recipients,
 // Meta; the body never changes) durably, and ends the message's lease:
-// the new state's journal record is committed, then the state file
-// rewritten (without fsync; see writeNew). With no recipients left the message, state and
-// body, is deleted: a tombstone is committed, then the files are removed.
+// the new state's journal record is committed; the state file is
+// rewritten by the next checkpoint (see lazystate.go). With no recipients
+// left the message, state and body, is deleted: a tombstone is committed,
+// then the files are removed.
 //
 // Update returns ErrNotFound for a message that is not queued (deleted, or
 // quarantined by Body), and ErrLeaseLost when m came from a Lease that no
 // longer holds the message: it was released, already ended by an Update,
 // or expired and was granted again (the newer holder's Update wins). On an
 // error nothing changes, the lease included, and the caller may retry or
-// Release. Once the record is committed Update returns nil even when a
-// file step after it fails: the journal holds the change, and the store
-// keeps the journal until the next Open has applied it (logged at Error).
+// Release. Once the record is committed Update returns nil: the
+// journal holds the change, and no generation holding it is dropped before
+// a checkpoint has written the state file.
 func (s *Store) Update(ctx context.Context, m *Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -254,16 +253,16 @@ func (s *Store) Update(ctx context.Context, m *Message) error {
 		s.mu.Unlock()
 		return fmt.Errorf("spool: update %s: %w", c.ID, err)
 	}
-	// Committed: the store follows the journal.
+	// Committed: the store follows the journal. The state file is left
+	// to a checkpoint, which finds the entry among the unwritten ones (it
+	// waits for this ticket before it looks). It needs no reserve of its
+	// own: a message without a state file holds the room its Enqueue
+	// reserved, and one with a file has it rewritten in place.
 	s.mu.Lock()
 	e.msg, e.due, e.leaseUntil, e.lease = c, due(c), time.Time{}, 0
+	s.markUnwrittenLocked(e, true)
 	s.schedule(e)
 	s.mu.Unlock()
-	// Rewritten in place: a crash halfway leaves a short file, which the
-	// journal's record repairs at Open.
-	if err := s.fs.writeFile(s.statePath(c.ID), state); err != nil {
-		s.j.markUnclean(fmt.Errorf("update %s: %w", c.ID, err))
-	}
 	return nil
 }
 
@@ -283,8 +282,16 @@ func (s *Store) remove(e *entry, id string) error {
 	}
 	s.mu.Lock()
 	e.gone = true
+	s.markUnwrittenLocked(e, false)
+	// The state first, as removeDebris does; most messages are deleted
+	// before a checkpoint wrote one.
+	var paths []string
+	if e.stateFile {
+		paths = append(paths, s.statePath(id))
+	}
+	paths = append(paths, s.bodyPath(id))
 	s.mu.Unlock()
-	for _, p := range []string{s.statePath(id), s.bodyPath(id)} {
+	for _, p := range paths {
 		if err := s.fs.remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			s.j.markUnclean(fmt.Errorf("delete %s: %w", id, err))
 		}

@@ -138,10 +138,13 @@ func TestCheckpoint(t *testing.T) {
 }
 
 // checkpointSteps are the steps of a checkpoint: rotating to a new
-// generation, syncfs, removing the old generation and making that durable.
+// generation, writing the state files left unwritten, syncfs, removing the
+// old generation and making that durable.
 var checkpointSteps = []step{
 	{"rotate", OpRotate, ".log", false},
 	{"new generation's sync", OpSyncDir, journalSub, false},
+	{"state create", OpCreate, ".json", false},
+	{"state write", OpWrite, ".json", false},
 	{"syncfs", OpCheckpoint, "", false},
 	{"drop generation", OpRemove, ".log", false},
 }

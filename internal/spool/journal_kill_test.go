@@ -10,8 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -87,6 +90,92 @@ func TestJournalKill(t *testing.T) {
 	}
 }
 
+// TestJournalKillLazyState kills the child at the moments the lazy state
+// files add, asked for by the child itself: after many operations with no
+// checkpoint at all (every state only in the journal, a body file each),
+// and in the middle of a checkpoint's state writes (some written, some
+// not, the generation not dropped yet) while the writers go on. After each
+// kill the store must hold exactly what was acknowledged.
+func TestJournalKillLazyState(t *testing.T) {
+	if os.Getenv("SPOOL_KILL_CHILD") != "" {
+		t.Skip("in the child")
+	}
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	for _, at := range []string{"unwritten", "states"} {
+		t.Run(at, func(t *testing.T) {
+			dir := t.TempDir()
+			spool := filepath.Join(dir, "spool")
+			base := &model{msgs: map[string]*Message{}, bodies: map[string][]byte{}}
+			for run := range 4 {
+				after := 50 + rand.IntN(300) // operations
+				if at == "states" {
+					after = 2 + rand.IntN(8) // state files into the checkpoint
+				}
+				acks := filepath.Join(dir, fmt.Sprintf("acks-%d", run))
+				cmd := exec.Command(os.Args[0], "-test.run=^TestJournalKillChild$", "-test.count=1")
+				cmd.Env = append(os.Environ(), "SPOOL_KILL_CHILD=1", "KILL_DIR="+spool, "KILL_ACKS="+acks,
+					"KILL_RUN="+strconv.Itoa(run), "KILL_AT="+at, "KILL_AFTER="+strconv.Itoa(after))
+				var out bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &out, &out
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				deadline := time.Now().Add(30 * time.Second)
+				for {
+					b, _ := os.ReadFile(acks)
+					if bytes.Contains(b, []byte("K - -\n")) {
+						break
+					}
+					if time.Now().After(deadline) {
+						cmd.Process.Kill()
+						cmd.Wait()
+						t.Fatalf("run %d: the child never asked for the kill\n%s", run, out.String())
+					}
+					time.Sleep(time.Millisecond)
+				}
+				cmd.Process.Signal(syscall.SIGKILL)
+				if err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+					t.Fatalf("child ended before the kill: %v\n%s", err, out.String())
+				}
+				q := files(t, spool, queueSub)
+				// This run's messages (earlier runs' were checkpointed by
+				// the Close after their check).
+				states := countExt(slices.DeleteFunc(slices.Clone(q), func(name string) bool {
+					return !strings.HasPrefix(name, fmt.Sprintf("r%d-", run))
+				}), extState)
+				if at == "unwritten" && states != 0 {
+					t.Fatalf("run %d: queue/ holds %d state files of this run without a checkpoint", run, states)
+				}
+				if at == "states" && len(files(t, spool, journalSub)) < 2 {
+					t.Fatalf("run %d: killed in a checkpoint, but journal/ = %v", run, files(t, spool, journalSub))
+				}
+
+				acked, ifApplied, n := replayAcks(t, base, acks)
+				s := openT(t, spool, Options{})
+				err := acked.holds(t, s)
+				switch {
+				case err == nil:
+					base = acked
+				case ifApplied != nil && ifApplied.holds(t, s) == nil:
+					base = ifApplied
+				default:
+					t.Fatalf("run %d, %d operations acknowledged: %v", run, n, err)
+				}
+				if c := files(t, spool, corruptSub); len(c) != 0 {
+					t.Fatalf("run %d: corrupt/ = %v", run, c)
+				}
+				t.Logf("run %d: %d operations acknowledged before the kill, %d messages queued, %d state files were on disk",
+					run, n, len(listT(t, s)), states)
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // replayAcks applies a child's acknowledgements to a copy of base, and
 // returns also the model with its operation in flight applied.
 func replayAcks(t *testing.T, base *model, path string) (acked, ifApplied *model, n int) {
@@ -148,21 +237,50 @@ func TestJournalKillChild(t *testing.T) {
 		t.Skip("run by TestJournalKill")
 	}
 	ctx := context.Background()
-	s, err := Open(os.Getenv("KILL_DIR"), Options{segmentMax: killSegmentMax})
-	if err != nil {
-		t.Fatal(err)
-	}
 	acks, err := os.OpenFile(os.Getenv("KILL_ACKS"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var mu sync.Mutex // the checkpoint's goroutine writes the kill line
+	line := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(acks, format, args...)
+	}
+	// With KILL_AT, the child asks for the kill at a chosen moment by
+	// writing a "K" line (see TestJournalKillLazyState).
+	opts := Options{segmentMax: killSegmentMax}
+	killAfter, _ := strconv.Atoi(os.Getenv("KILL_AFTER"))
+	switch os.Getenv("KILL_AT") {
+	case "unwritten": // no checkpoint: every state is only in the journal
+		opts.segmentMax = 0
+	case "states": // in the middle of a checkpoint's state writes
+		var states atomic.Int64
+		at := int64(killAfter)
+		opts.Fault = func(op Op, path string) error {
+			if op == OpCreate && filepath.Ext(path) == extState && states.Add(1) == at {
+				line("K - -\n")
+				time.Sleep(time.Minute) // the checkpoint stops here; the writers go on
+			}
+			return nil
+		}
+		killAfter = -1 // not by operations
+	}
+	s, err := Open(os.Getenv("KILL_DIR"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	run := os.Getenv("KILL_RUN")
+	ops := 0
 	do := func(op, id string, f func() error) {
-		fmt.Fprintf(acks, "B %s %s\n", op, id)
+		line("B %s %s\n", op, id)
 		if err := f(); err != nil {
 			t.Fatalf("%s %s: %v", op, id, err)
 		}
-		fmt.Fprintf(acks, "A %s %s\n", op, id)
+		line("A %s %s\n", op, id)
+		if ops++; ops == killAfter {
+			line("K - -\n")
+		}
 	}
 	for i := 0; ; i++ {
 		id := fmt.Sprintf("r%s-%05d", run, i)

@@ -10,14 +10,20 @@
 // # Layout
 //
 //	dir/lock                   flock(2) held while a Store is open (one process)
+//	dir/reserve                disk space held for the state files checkpoints will write
 //	dir/journal/<gen>.log      the write-ahead journal, one file per generation
 //	dir/queue/<id>.eml         the canonical message body, written once
-//	dir/queue/<id>.json        the state: envelope, recipients, retry bookkeeping
+//	dir/queue/<id>.json        the state: envelope, recipients, retry bookkeeping;
+//	                           written lazily, by a checkpoint (see below)
 //	dir/tmp/                   files being written; anything here at Open is debris
 //	dir/corrupt/               entries (and journal segments) found damaged, moved aside
 //
 // Body and state sit in one directory so that one directory fsync makes both
-// renames durable.
+// renames durable. A message whose body is in the journal has, until the
+// checkpoint after its Enqueue, only its body file: its state lives in the
+// journal and in the store's memory. Creating a file costs far more than an
+// append, and most messages are delivered, and their body removed, before
+// that checkpoint, so most never get a state file.
 //
 // # Commit protocol
 //
@@ -36,38 +42,55 @@
 // Only when its record is committed does a call return nil:
 //
 //   - Enqueue (small body) writes the body to queue/<id>.eml, without
-//     fsync, while its record's round fills and runs; after the commit it
-//     writes queue/<id>.json, without fsync. A body file without a state
-//     is an orphan that Open removes.
+//     fsync, while its record's round fills and runs, and writes no state
+//     file: the entry's state is marked as not on disk. A body file that
+//     neither a state file nor the journal names is an orphan that Open
+//     removes.
 //   - Enqueue (large body) writes the body to tmp/, fsyncs it, renames it
 //     into queue/ and fsyncs queue/ (shared by group commit), as before the
 //     journal existed; then its state record is committed and the state
 //     file written, without fsync.
-//   - Update commits its state record, then rewrites queue/<id>.json in
-//     place, without fsync.
-//   - Deleting a message commits a tombstone, then removes its files,
-//     without a directory fsync.
+//   - Update commits its state record and marks the entry's state as not
+//     on disk; it writes no file.
+//   - Deleting a message commits a tombstone, then removes its body and
+//     its state file if one was written, without a directory fsync.
 //
 // On an error before the commit nothing changes (an Enqueue removes what
 // it wrote); a file step that fails after an Enqueue's commit is taken back
 // with a tombstone.
 //
-// Files written without fsync are made durable by a checkpoint: when a
-// generation passes 64 MiB (and at Close) the journal rotates to a new
-// one, waits for the writers whose records are in the old one to finish
-// their file steps, makes every file durable with one syncfs(2) (outside
-// Linux: an fsync of each file the generation names, then of the
-// directories), and only then removes the old generation. Writers go on
-// appending to the new generation meanwhile. A file step that fails after
-// its commit (a state that cannot be rewritten, a file that cannot be
-// removed) keeps every generation until the next Open has replayed it.
+// Files written without fsync, and the states written by none, are made
+// durable by a checkpoint: when a generation passes 64 MiB (and at Close)
+// the journal rotates to a new one and waits for the writers whose records
+// are in the old one to finish their file steps. Then it writes the state
+// file of every live message whose latest state is not on disk (from the
+// store's copy, encoded as by Enqueue, in place, without fsync), makes
+// every file durable with one syncfs(2) (outside Linux: an fsync of each
+// file the generation names, then of the directories), and only then
+// removes the old generation. Writers go on appending to the new
+// generation meanwhile. A state that cannot be written (EIO, ENOSPC) fails
+// the checkpoint, logged at Error: every generation stays, the store goes
+// on, and the next checkpoint writes it. A file step that fails after its
+// commit (a file that cannot be removed) keeps every generation until the
+// next Open has replayed it.
+//
+// On a full disk those state files still need room, or the checkpoint
+// could not drop the journal that holds the space: so the round that
+// commits a record whose state is left unwritten first reserves a block
+// per state in dir/reserve (fallocate(2); not outside Linux), and fails
+// with ENOSPC, before the commit, when it cannot. A checkpoint empties the
+// reserve before it writes the states into the room.
+//
+// A message quarantined while its latest state is not on disk has that
+// state written into corrupt/ from memory, beside its body.
 //
 // Open replays the journal before it scans queue/: every generation in
 // order, the last record of a message winning. A tombstone removes the
 // message's files; a state record rewrites a missing or different state
 // file; a record's body rewrites a missing or different body file. So a
-// file torn or lost in a crash before its checkpoint is repaired before
-// anything reads it. Then one syncfs makes the result durable and the
+// state never written, or a file torn or lost in a crash before its
+// checkpoint, is in place before anything reads it; a body whose state the
+// replay could not write is kept (not an orphan) for the next Open. Then one syncfs makes the result durable and the
 // replayed generations are removed. A torn tail (a last append cut short,
 // which was never acknowledged) is ignored with a log line at Info; damage
 // before the tail is logged at Warn and the segment copied to corrupt/:

@@ -16,7 +16,8 @@ import (
 const maxStateSize = 16 << 20
 
 // recover loads the queue directory at Open: committed messages are
-// loaded, unfinished writes and bodies without a state removed, damaged
+// loaded, unfinished writes and orphan bodies (no state file, and no
+// journal record that replay failed to write) removed, damaged
 // entries quarantined. Only a directory that cannot be read is an error;
 // anything wrong with one entry is logged and handled, so a bad file can
 // never keep the process from starting.

@@ -132,7 +132,8 @@ const (
 // Open opens the spool in dir, creating dir (mode 0700) and its
 // subdirectories as needed, and loads every message in it. Damaged entries
 // are moved to dir/corrupt/ and logged, unfinished writes and bodies
-// without a state are removed; none of these makes Open fail. Open fails
+// that neither a state file nor the journal names are removed; none of
+// these makes Open fail. Open fails
 // when the directories cannot be created or read, or with ErrLocked when
 // another Store has dir open.
 func Open(dir string, opts Options) (*Store, error) {

@@ -23,8 +23,10 @@ import (
 //	go test -run '^$' -bench 'BenchmarkEnqueue8$' -benchtime 3000x -count 5 ./internal/spool/
 //
 // The nosync case is the same work without any fsync: what the files
-// themselves cost on this machine (two files created per message), a
-// ceiling the fsync'd store cannot pass whatever the journal does. Its
+// themselves cost on this machine (one file created per message, its body;
+// the state files are written by Close's checkpoint, counted in
+// with-close-msgs/s), a ceiling the fsync'd store cannot pass whatever the
+// journal does. Its
 // ceiling column is the same log ceiling, measured beside it.
 func BenchmarkEnqueue8(b *testing.B) {
 	b.Run("group", func(b *testing.B) { benchEnqueue8(b, Options{}) })

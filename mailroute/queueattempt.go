@@ -69,6 +69,9 @@ func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, due []int
 	jobs := q.jobs(qm, due, rcpts, body, res)
 	deadline := time.Now().Add(budget)
 	actx, cancel := context.WithDeadlineCause(ctx, deadline, errAttemptCutOff)
+	if qm.RequireTLS {
+		actx = WithREQUIRETLS(actx) // as it was on Send: see runJobs
+	}
 	q.m.runJobs(actx, jobs)
 	// By the clock as well as Err: a connection's deadline (the same
 	// instant) can fire before the context's own timer marks it done.

@@ -186,10 +186,11 @@ func (s *Store) removeDebris(id string) {
 }
 
 // Update replaces the stored state of m.ID with m (sender, recipients,
-// Meta; the body never changes) durably, and ends the message's lease:
-// the new state's journal record is committed, then the state file
-// rewritten (without fsync; see writeNew). With no recipients left the message, state and
-// body, is deleted: a tombstone is committed, then the files are removed.
+// Meta; the body and RequireTLS never change) durably, and ends the
+// message's lease: the new state's journal record is committed, then the
+// state file rewritten (without fsync; see writeNew). With no recipients
+// left the message, state and body, is deleted: a tombstone is committed,
+// then the files are removed.
 //
 // Update returns ErrNotFound for a message that is not queued (deleted, or
 // quarantined by Body), and ErrLeaseLost when m came from a Lease that no
@@ -236,6 +237,7 @@ func (s *Store) Update(ctx context.Context, m *Message) error {
 	// state that is being replaced.
 	s.unschedule(e)
 	info := e.body
+	c.RequireTLS = e.msg.RequireTLS // set by Enqueue for good
 	s.mu.Unlock()
 
 	if len(c.Recipients) == 0 {

@@ -43,7 +43,13 @@ var migrations = []string{
 	// a row in it.
 	`CREATE INDEX mailroute_message_due ON mailroute_message (next_attempt, job_id);
 	DROP INDEX river_job_mailroute_due;`,
+	// 4: the REQUIRETLS mark (mailroute.QueuedMessage.RequireTLS), which
+	// Enqueue stores and nothing changes; the messages queued before it
+	// had none.
+	requireTLSMigration,
 }
+
+const requireTLSMigration = `ALTER TABLE mailroute_message ADD COLUMN require_tls boolean NOT NULL DEFAULT false;`
 
 // Migrate brings the database to the schema this package needs: River's
 // migrations first (rivermigrate, up to the latest, each version in its own

@@ -21,7 +21,8 @@
 // Store.Queue, "mailroute" by default) and one row of the table
 // mailroute_message, joined by the job's ID: the envelope sender, the
 // creation time, the recipients with their attempts, next attempt and last
-// error (jsonb), the lease, and the canonical body (bytea, once per message
+// error (jsonb), the REQUIRETLS mark (require_tls, set by Enqueue and never
+// changed), the lease, and the canonical body (bytea, once per message
 // whatever its number of recipients; PostgreSQL compresses large values).
 // Bodies are limited to Store.MaxBodySize, 64 MiB by default (PostgreSQL's
 // own limit for one value is 1 GiB); a body is held in memory while it is

@@ -167,3 +167,30 @@ func TestStateSweepRateLimited(t *testing.T) {
 		t.Fatalf("PutState, an interval later, did not sweep: %d files", n)
 	}
 }
+
+// A sweep that read an entry expired, and finds it renewed by a PutState
+// when it comes to remove it, leaves the new value.
+func TestStateSweepSparesRenewedEntry(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := openT(t, dir, Options{NoSync: true})
+	s.gc.wg.Wait()
+	now := time.Now()
+	if err := s.PutState(ctx, "ns", "k", []byte("old"), now.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	path := s.statePathFor("ns", "k")
+	e, err := readStateFile(path)
+	if err != nil || !s.expiredStateFile(path, e, now) {
+		t.Fatalf("the sweep's first read: %+v, %v", e, err)
+	}
+	if err := s.PutState(ctx, "ns", "k", []byte("fresh"), now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := s.removeExpiredState(path, now); removed || err != nil {
+		t.Fatalf("removed %v, %v", removed, err)
+	}
+	if v, ok, err := s.GetState(ctx, "ns", "k", now); err != nil || !ok || string(v) != "fresh" {
+		t.Fatalf("after the sweep: %q, %v, %v", v, ok, err)
+	}
+}

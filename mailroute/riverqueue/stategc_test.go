@@ -194,3 +194,50 @@ func TestMigrateRebuildsInvalidStateIndex(t *testing.T) {
 		t.Errorf("after Migrate the index is valid=%v unique=%v", valid, unique)
 	}
 }
+
+// A sweep that meets a row being renewed — a PutState's upsert not yet
+// committed — leaves it: the renewed value is there once both are done.
+func TestStateSweepSparesRowBeingRenewed(t *testing.T) {
+	s, pool := newStore(t)
+	riverqueue.HoldSweeps(s)
+	ctx := context.Background()
+	now := time.Now()
+	if err := s.PutState(ctx, "ns", "k", []byte("old"), now.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `INSERT INTO mailroute_state (queue, namespace, key, value, expires)
+		VALUES ($1, 'ns', 'k', 'fresh', $2)
+		ON CONFLICT (queue, namespace, key) DO UPDATE SET value = excluded.value, expires = excluded.expires`,
+		riverqueue.DefaultQueue, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := riverqueue.SweepState(ctx, s, now)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(200 * time.Millisecond):
+		// Waiting for the row: let the renewal commit, then the sweep
+		// must see the new expiry.
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx.Commit(ctx)
+	if v, ok, err := s.GetState(ctx, "ns", "k", now); err != nil || !ok || string(v) != "fresh" {
+		t.Fatalf("after the sweep: %q, %v, %v; want the renewed value", v, ok, err)
+	}
+}

@@ -28,65 +28,101 @@ func (q *queueRuntime) attemptBudget(qm *QueuedMessage) time.Duration {
 	return left - left/10
 }
 
-// attempt tries a queued message's due recipients (indexes into
-// qm.Recipients, decided by the round) once and records the outcome. It
-// reports false, leaving the lease to the caller, when no recipient was due
-// or nothing could be tried; true when it ended the lease (Update, Release
-// or Quarantine). sent, when not nil, is called once the delivery is over
-// (and a destination that pushed back is held) and before the outcome is
-// recorded, so the caller can start the next delivery while the store
-// makes this one's outcome durable.
-func (q *queueRuntime) attempt(ctx context.Context, qm *QueuedMessage, due []int, sent func()) bool {
+// prepared is a leased message read back, checked and ready to deliver.
+type prepared struct {
+	qm   *QueuedMessage
+	due  []int // indexes into qm.Recipients, decided by the round
+	body *message.Body
+	// waited: the message waited in its lane behind others, so the holds
+	// are checked again when its delivery starts.
+	waited bool
+}
+
+// prepare reads a leased message back for an attempt at its due
+// recipients: its state checked as Send checks its input (quarantined
+// when wrong) and its body opened and checked. The round prepares a
+// destination's next message while the current one is on the wire. It
+// returns nil when there is nothing to deliver, with ended reporting
+// whether the lease was ended (a quarantine); false leaves the lease to
+// the caller, when no recipient was due or the body could not be read.
+func (q *queueRuntime) prepare(ctx context.Context, qm *QueuedMessage, due []int) (p *prepared, ended bool) {
 	if err := checkQueued(qm); err != nil {
-		return q.quarantine(ctx, qm, err)
+		return nil, q.quarantine(ctx, qm, err)
 	}
 	if len(due) == 0 {
-		return false
+		return nil, false
 	}
-	budget := q.attemptBudget(qm)
-	if budget <= 0 {
-		return false // the lease is as good as over: not a moment to start
+	if q.attemptBudget(qm) <= 0 {
+		return nil, false // the lease is as good as over: not a moment to start
 	}
 	body, err := q.openBody(ctx, qm.ID)
 	switch {
 	case errors.Is(err, ErrCorrupt): // the store quarantined it
 		q.reportQuarantine(qm, err)
-		return true
+		return nil, true
 	case errors.Is(err, errBadBody):
-		return q.quarantine(ctx, qm, err)
+		return nil, q.quarantine(ctx, qm, err)
 	case err != nil:
 		// Unreadable for now (the store's I/O): keep the recipients.
 		q.m.cfg.logger().Error("mailroute: queue: body", "id", qm.ID, "error", err)
-		return false
+		return nil, false
 	}
-	defer body.Close()
+	return &prepared{qm: qm, due: due, body: body}, false
+}
 
+// deliver tries a prepared message's due recipients once, within the
+// lease, and closes its body. It returns the outcome, which the caller
+// must save (outcome.save records it and ends the lease): the delivery is
+// over and its session back in the pool, so the caller can start the next
+// delivery while the store makes this one durable. It returns nil, leaving
+// the lease to the caller, when the lease has no time left for an attempt.
+func (q *queueRuntime) deliver(ctx context.Context, p *prepared) *outcome {
+	defer p.body.Close()
+	qm, due := p.qm, p.due
+	budget := q.attemptBudget(qm)
+	if budget <= 0 {
+		return nil
+	}
 	rcpts := make([]message.Address, len(due))
 	for k, i := range due {
 		rcpts[k], _ = message.ParseAddress(qm.Recipients[i].Rcpt) // checked by checkQueued
 	}
-	res := &Result{Recipients: make([]RecipientResult, len(due))}
-	jobs := q.jobs(qm, due, rcpts, body, res)
+	out := &outcome{q: q, ctx: ctx, qm: qm, due: due, budget: budget}
+	out.res.Recipients = make([]RecipientResult, len(due))
+	jobs := q.jobs(qm, due, rcpts, p.body, &out.res)
 	deadline := time.Now().Add(budget)
 	actx, cancel := context.WithDeadlineCause(ctx, deadline, errAttemptCutOff)
 	q.m.runJobs(actx, jobs)
 	// By the clock as well as Err: a connection's deadline (the same
 	// instant) can fire before the context's own timer marks it done.
-	ended := time.Now()
-	stopped := ctx.Err() != nil
-	if dl, ok := ctx.Deadline(); ok && !ended.Before(dl) {
-		stopped = true
+	finished := time.Now()
+	out.stopped = ctx.Err() != nil
+	if dl, ok := ctx.Deadline(); ok && !finished.Before(dl) {
+		out.stopped = true
 	}
-	cutOff := !stopped && !ended.Before(deadline)
+	out.cutOff = !out.stopped && !finished.Before(deadline)
 	cancel()
-	// The holds first: the slot sent frees is leased again at once, and
-	// the next lease must not go to a destination that just pushed back.
-	q.holdThrottled(qm, due, res, stopped)
-	if sent != nil {
-		sent()
-	}
-	q.record(ctx, qm, due, res, budget, stopped, cutOff)
-	return true
+	// The holds now, not when the outcome is saved: the caller starts the
+	// next delivery at once, and it must not go to a destination that
+	// just pushed back.
+	q.holdThrottled(qm, due, &out.res, out.stopped)
+	return out
+}
+
+// outcome is a delivery made under a lease and not yet recorded.
+type outcome struct {
+	q               *queueRuntime
+	ctx             context.Context
+	qm              *QueuedMessage
+	due             []int
+	res             Result
+	budget          time.Duration
+	stopped, cutOff bool
+}
+
+// save records the outcome in the store, ending the lease, and reports it.
+func (o *outcome) save() {
+	o.q.record(o.ctx, o.qm, o.due, &o.res, o.budget, o.stopped, o.cutOff)
 }
 
 // errBadBody marks a stored body that the Mailer refuses to send.

@@ -95,7 +95,7 @@ func (q *queueRuntime) start() {
 		defer q.stopped.Done()
 		t := time.NewTicker(q.poll)
 		defer t.Stop()
-		q.round(q.run, "", false)
+		q.drainRound(q.run, "", false, q.wake)
 		close(q.firstRound)
 		for {
 			select {
@@ -104,7 +104,7 @@ func (q *queueRuntime) start() {
 			case <-q.wake:
 			case <-t.C:
 			}
-			q.round(q.run, "", false)
+			q.drainRound(q.run, "", false, q.wake)
 		}
 	}()
 }
@@ -132,111 +132,6 @@ func (q *queueRuntime) poke() {
 	}
 }
 
-// round leases the messages due now (all of them when flushing) and
-// attempts them, Config.Concurrency at a time, until none is left. A
-// message with nothing to try (its destination held back) stays leased
-// until the round ends, so that the next lease reaches the others; so does
-// a message a flush already tried, so that a flush tries each message once.
-// A flush leases like a worker, so it never gets a message that a worker
-// or another instance is attempting: those are left to their holder.
-func (q *queueRuntime) round(ctx context.Context, domain string, flush bool) {
-	batch := q.m.cfg.concurrency()
-	var (
-		held  []*QueuedMessage // leases kept until the round ends
-		heldM sync.Mutex
-	)
-	tried := make(map[string]bool)
-	q.reportStoreQuarantines()
-	defer func() {
-		for _, qm := range held {
-			if err := q.store.Release(context.WithoutCancel(ctx), qm.ID, qm.Lease); err != nil {
-				q.m.cfg.logger().Error("mailroute: queue: release", "id", qm.ID, "error", err)
-			}
-		}
-	}()
-	// Attempts run as a pipeline, not in waves: a slot that frees up is
-	// refilled by the next lease at once, so one slow attempt does not
-	// hold up the others. A slot is freed when the delivery is over, not
-	// when its outcome is durable: the store's fsync (milliseconds, shared
-	// by group commit) then overlaps the next deliveries instead of
-	// idling a slot. Up to queueRecordingFactor times batch outcomes wait
-	// for the store at once, so that many share each fsync; a delivery
-	// that finds them all waiting keeps its slot until one is done, so the
-	// store's pace holds the deliveries back.
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	freed := make(chan struct{}, batch)
-	recording := make(chan struct{}, queueRecordingFactor*batch)
-	inFlight := 0
-	for ctx.Err() == nil {
-		now := q.now()
-		req := LeaseRequest{Now: now, Max: batch - inFlight, Duration: q.lease}
-		if flush {
-			req.DueBy = now.Add(100 * 365 * 24 * time.Hour) // whatever the schedule
-		}
-		msgs, err := q.store.Lease(ctx, req)
-		if err != nil {
-			q.m.cfg.logger().Error("mailroute: queue: lease", "error", err)
-			return
-		}
-		// Which recipients are due is decided for the whole lease before
-		// any of its attempts starts: a destination that pushes back on
-		// one attempt holds back the next leases, not the siblings that
-		// were leased with it and run beside it (whether a sibling had
-		// already looked at the holds would otherwise be up to the
-		// scheduler).
-		due := make([][]int, len(msgs))
-		for i, qm := range msgs {
-			due[i] = q.dueRecipients(qm, now, domain, flush)
-		}
-		for i, qm := range msgs {
-			if flush && tried[qm.ID] {
-				heldM.Lock()
-				held = append(held, qm)
-				heldM.Unlock()
-				continue
-			}
-			tried[qm.ID] = true
-			inFlight++
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				recorded := false
-				sent := func() {
-					recording <- struct{}{}
-					recorded = true
-					freed <- struct{}{}
-				}
-				if !q.attempt(ctx, qm, due[i], sent) {
-					heldM.Lock()
-					held = append(held, qm)
-					heldM.Unlock()
-				}
-				if recorded {
-					<-recording
-				} else {
-					freed <- struct{}{}
-				}
-			}()
-		}
-		if inFlight == 0 {
-			return // nothing leased, nothing running: the round is over
-		}
-		// Wait for a free slot (and for at least one, when the lease came
-		// back empty while attempts run: they may leave more due work).
-		<-freed
-		inFlight--
-		for drained := false; !drained; {
-			select {
-			case <-freed:
-				inFlight--
-			default:
-				drained = true
-			}
-		}
-	}
-}
-
 // dueRecipients returns the indexes of qm's recipients to be tried in
 // this round.
 func (q *queueRuntime) dueRecipients(qm *QueuedMessage, now time.Time, domain string, flush bool) []int {
@@ -249,6 +144,37 @@ func (q *queueRuntime) dueRecipients(qm *QueuedMessage, now time.Time, domain st
 	return due
 }
 
+// notHeld returns the recipients of due whose destination is not held
+// back now: a message that waited in its lane checks again what was
+// decided when it was leased.
+func (q *queueRuntime) notHeld(qm *QueuedMessage, due []int) []int {
+	now := q.now()
+	var out []int
+	for k, i := range due {
+		if q.heldBack(domainOf(qm.Recipients[i].Rcpt), now) {
+			if out == nil {
+				out = append(make([]int, 0, len(due)), due[:k]...)
+			}
+			continue
+		}
+		if out != nil {
+			out = append(out, i)
+		}
+	}
+	if out == nil {
+		return due // none held: the common case, without a copy
+	}
+	return out
+}
+
+// heldBack reports whether a destination is held back at now.
+func (q *queueRuntime) heldBack(domain string, now time.Time) bool {
+	q.holdMu.Lock()
+	hold := q.holds[domain]
+	q.holdMu.Unlock()
+	return hold.After(now)
+}
+
 // due reports whether a queued recipient is to be tried in this round.
 func (q *queueRuntime) due(r *QueuedRecipient, now time.Time, domain string, flush bool) bool {
 	d := domainOf(r.Rcpt)
@@ -258,10 +184,7 @@ func (q *queueRuntime) due(r *QueuedRecipient, now time.Time, domain string, flu
 	if r.NextAttempt.After(now) {
 		return false
 	}
-	q.holdMu.Lock()
-	hold := q.holds[d]
-	q.holdMu.Unlock()
-	return !hold.After(now)
+	return !q.heldBack(d, now)
 }
 
 func domainOf(rcpt string) string {

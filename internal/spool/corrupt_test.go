@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -152,5 +154,65 @@ func TestBodyChecksum(t *testing.T) {
 	}
 	if !bytes.Equal(bodyT(t, s2, "ok"), body) {
 		t.Error("the undamaged body changed")
+	}
+}
+
+// TestBodyDamageWhileOpen damages a body file behind an open store, where
+// only Body's own check can see it, for a body read whole into memory and
+// for one over journalBodyMax returned as its file: each damage must be
+// refused with ErrCorrupt naming it and the message quarantined, and an
+// undamaged body returned exactly.
+func TestBodyDamageWhileOpen(t *testing.T) {
+	damages := []struct {
+		name   string
+		damage func(b []byte) []byte
+		want   string // in the error; "" for no damage
+	}{
+		{"none", func(b []byte) []byte { return b }, ""},
+		{"bit flipped", func(b []byte) []byte { b[len(b)/2] ^= 0x20; return b }, "checksum"},
+		{"one octet short", func(b []byte) []byte { return b[:len(b)-1] }, "state says"},
+		{"one octet long", func(b []byte) []byte { return append(b, '\n') }, "state says"},
+		{"empty", func(b []byte) []byte { return nil }, "state says"},
+	}
+	for _, size := range []int{4096, journalBodyMax, journalBodyMax + 4096} {
+		for _, d := range damages {
+			t.Run(fmt.Sprintf("%d/%s", size, d.name), func(t *testing.T) {
+				ctx := context.Background()
+				dir := t.TempDir()
+				s := openT(t, dir, Options{})
+				defer s.Close()
+				body := testBody(size, 7)
+				enqueueT(t, s, testMessage("m", t0, "a@example.com"), body)
+				p := filepath.Join(dir, "queue", "m.eml")
+				b, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, d.damage(b), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				rc, err := s.Body(ctx, "m")
+				if d.want == "" {
+					if err != nil {
+						t.Fatalf("Body = %v", err)
+					}
+					got, err := io.ReadAll(rc)
+					rc.Close()
+					if err != nil || !bytes.Equal(got, body) {
+						t.Fatalf("Body read %d octets (%v), want the %d enqueued", len(got), err, len(body))
+					}
+					return
+				}
+				if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), d.want) {
+					t.Fatalf("Body = %v, want ErrCorrupt with %q", err, d.want)
+				}
+				if _, err := s.Body(ctx, "m"); !errors.Is(err, ErrNotFound) {
+					t.Errorf("Body after the quarantine = %v, want ErrNotFound", err)
+				}
+				if got := files(t, dir, "corrupt"); !slices.Equal(got, []string{"m.eml", "m.json"}) {
+					t.Errorf("corrupt/ = %v", got)
+				}
+			})
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"cmp"
 	"container/heap"
 	"context"
@@ -11,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -138,7 +140,14 @@ func (s *Store) List(ctx context.Context) ([]*Message, error) {
 // it): a damaged body is not sent but moved with its state to corrupt/,
 // the message leaves the queue and the error wraps ErrCorrupt. An unknown
 // id gives ErrNotFound.
-func (s *Store) Body(ctx context.Context, id string) (*os.File, error) {
+//
+// A body of at most journalBodyMax (the bodies the journal holds, which
+// are most mail) is read whole in one pass and handed back from memory,
+// its file already closed: checking it and then reading it again through
+// the file would cost a second pass, a seek and the file held open while
+// the message is on the wire. A larger one is checked through a pooled
+// buffer and returned as the open file, rewound.
+func (s *Store) Body(ctx context.Context, id string) (io.ReadCloser, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -159,11 +168,18 @@ func (s *Store) Body(ctx context.Context, id string) (*os.File, error) {
 	f, err := os.Open(s.bodyPath(id))
 	switch {
 	case err == nil:
-		err = checkBody(ctx, f, id, want)
-		if err == nil {
-			return f, nil
+		var rc io.ReadCloser
+		if want.size <= journalBodyMax {
+			rc, err = readSmallBody(ctx, f, id, want)
+			f.Close()
+		} else if err = checkBody(ctx, f, id, want); err == nil {
+			rc = f
+		} else {
+			f.Close()
 		}
-		f.Close()
+		if err == nil {
+			return rc, nil
+		}
 		if !errors.Is(err, ErrCorrupt) { // a read error or ctx: the body may be fine
 			return nil, fmt.Errorf("spool: body of %s: %w", id, err)
 		}
@@ -178,11 +194,44 @@ func (s *Store) Body(ctx context.Context, id string) (*os.File, error) {
 	return nil, err
 }
 
+// readSmallBody reads f, which the state says holds want.size octets,
+// whole into memory and checks it like checkBody: one octet more than the
+// state says is read for, so that a longer file is caught too.
+func readSmallBody(ctx context.Context, f *os.File, id string, want bodyInfo) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, want.size+1)
+	n, err := io.ReadFull(f, buf)
+	switch {
+	case err == nil: // the file goes on past what the state says
+		size := int64(n)
+		if fi, serr := f.Stat(); serr == nil {
+			size = fi.Size()
+		}
+		return nil, fmt.Errorf("%w: %s: body is %d bytes, state says %d", ErrCorrupt, id, size, want.size)
+	case err != io.EOF && err != io.ErrUnexpectedEOF:
+		return nil, err
+	case int64(n) != want.size:
+		return nil, fmt.Errorf("%w: %s: body is %d bytes, state says %d", ErrCorrupt, id, n, want.size)
+	}
+	if got := crc32.Checksum(buf[:n], castagnoli); got != want.crc {
+		return nil, fmt.Errorf("%w: %s: body checksum %08x, state says %08x", ErrCorrupt, id, got, want.crc)
+	}
+	return io.NopCloser(bytes.NewReader(buf[:n])), nil
+}
+
+// checkBuf holds the buffers checkBody reads large bodies through, so that
+// a queue draining large messages does not allocate one per message.
+var checkBuf = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // checkBody reads f through, compares size and CRC-32C with want (a
 // mismatch wraps ErrCorrupt), and rewinds it.
 func checkBody(ctx context.Context, f *os.File, id string, want bodyInfo) error {
 	h := crc32.New(castagnoli)
-	n, err := io.Copy(h, ctxReader{ctx, f})
+	bp := checkBuf.Get().(*[]byte)
+	n, err := io.CopyBuffer(h, ctxReader{ctx, f}, *bp)
+	checkBuf.Put(bp)
 	if err != nil {
 		return err
 	}

@@ -115,11 +115,11 @@ func TestMigrateConcurrentAndIdempotent(t *testing.T) {
 	}
 	var v int
 	// Version 2 added mailroute_state (state.go), 3 the claim's index.
-	if err := pool.QueryRow(ctx, `SELECT max(version) FROM mailroute_migration`).Scan(&v); err != nil || v != 3 {
+	if err := pool.QueryRow(ctx, `SELECT max(version) FROM mailroute_migration`).Scan(&v); err != nil || v != 4 {
 		t.Errorf("version %d, %v", v, err)
 	}
 	var n int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM mailroute_migration`).Scan(&n); err != nil || n != 3 {
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM mailroute_migration`).Scan(&n); err != nil || n != 4 {
 		t.Errorf("%d migration rows, %v: a migration ran twice or not at all", n, err)
 	}
 }

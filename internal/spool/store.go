@@ -65,6 +65,8 @@ type Store struct {
 	leased   entryHeap // leased: by end of lease
 	leaseSeq uint64
 	opened   []Quarantined // quarantined by Open, until TakeQuarantined
+
+	gc stateGC // removes expired state entries (stategc.go)
 }
 
 // Quarantined is an entry Open moved to corrupt/.
@@ -158,6 +160,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.unlock()
 		return nil, err
 	}
+	s.startStateGC()
 	return s, nil
 }
 
@@ -203,6 +206,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	s.ops.Wait()
+	s.stopStateGC()
 	err := s.j.close()
 	if uerr := s.unlock(); err == nil {
 		err = uerr

@@ -46,11 +46,11 @@ func TestREQUIRETLSBatchAndMigration(t *testing.T) {
 		t.Fatalf("marks after EnqueueBatch: %v", got)
 	}
 
-	// Back to the schema of version 3, with the unmarked messages in it,
+	// Back to the schema of version 4, with the unmarked messages in it,
 	// as a database queued by the version before the mark; then upgrade.
 	if _, err := pool.Exec(ctx, `DELETE FROM river_job WHERE id = (SELECT job_id FROM mailroute_message WHERE require_tls);
 		ALTER TABLE mailroute_message DROP COLUMN require_tls;
-		DELETE FROM mailroute_migration WHERE version = 4`); err != nil {
+		DELETE FROM mailroute_migration WHERE version = 5`); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Migrate(ctx); err != nil {

@@ -77,11 +77,16 @@ type Store struct {
 	// ClientID names this instance in River's attempted_by and in the
 	// message's leased_by. "": host name, process ID and a random suffix.
 	ClientID string
-	// Logger receives River's log lines (migrations). nil: none.
+	// Logger receives River's log lines (migrations) and the failures of
+	// the sweep of expired state rows. nil: none.
 	Logger *slog.Logger
 
 	bodies   bodyCache
 	outcomes outcomeBatcher
+
+	sweepMu   sync.Mutex // guards the two below (stategc.go)
+	sweeping  bool       // a sweep of expired state rows is running
+	sweepLast time.Time  // when the last one started
 
 	notifyMu    sync.Mutex
 	notifying   bool // a caller is sending notifyCommitted's notification

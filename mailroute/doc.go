@@ -113,8 +113,12 @@
 // relay only with [FallbackPolicy].OnTLSPolicy. DANE relies on the AD
 // bit of a validating resolver the user runs ([DirectOptions].DANEResolver);
 // MTA-STS policies are cached for their max_age in the queue when it is a
-// [StateStore]. [WithREQUIRETLS] marks a message for RFC 8689; the TLS
-// outcome of every policy is counted for RFC 8460 reports ([Mailer.TLSReport]).
+// [StateStore]. [WithREQUIRETLS] marks a message for RFC 8689: it goes
+// only over authenticated TLS to a server offering REQUIRETLS, and its
+// deferred recipients are queued with the mark ([QueuedMessage].RequireTLS),
+// so every retry is held to the same rules until it is delivered or given
+// up. The TLS outcome of every policy is counted for RFC 8460 reports
+// ([Mailer.TLSReport]).
 // Sends count in memory only; every minute and at Close the counts are
 // saved in that StateStore, each instance under keys of its own, so a
 // report adds up every Mailer sharing the store and the runs before a

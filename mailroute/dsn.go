@@ -33,6 +33,14 @@ func (m *Mailer) sendDSN(ctx context.Context, qm *QueuedMessage, bounces []bounc
 	if !m.cfg.DSN || qm.From == "" {
 		return
 	}
+	if qm.RequireTLS {
+		// The notification goes without REQUIRETLS (the sender's domain
+		// need not offer it, and a notification that cannot arrive tells
+		// nobody anything), so it is redacted as RFC 8689 §4.4 asks:
+		// the header of a message its sender wanted protected is not
+		// returned over a path that may not be.
+		headers = nil
+	}
 	msg := m.composeDSN(qm, bounces, headers, now)
 	ctx = context.WithoutCancel(ctx)
 	if _, err := m.send(ctx, "", []string{qm.From}, bytes.NewReader(msg), m.relay); err != nil {

@@ -100,7 +100,7 @@ func New(cfg Config) (*Mailer, error) {
 		TemporaryTTL: cfg.MXCacheTemporaryTTL,
 		Context:      m.sends.ctx, // Shutdown stops the lookups in flight
 	}
-	m.state = stateStoreOf(cfg.Queue)
+	m.state = stateStoreOf(cfg.Queue, cfg.now)
 	m.learn = newLearner(m)
 	m.figures = newFigures(cfg.MeterProvider)
 	m.initTLSPolicy()

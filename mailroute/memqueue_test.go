@@ -151,6 +151,7 @@ func (q *MemoryQueue) Update(ctx context.Context, m *QueuedMessage) error {
 	}
 	c := cloneQueued(m)
 	c.Lease, c.LeaseUntil = "", time.Time{}
+	c.RequireTLS = e.m.RequireTLS // set by Enqueue for good (QueueStore's contract)
 	e.m, e.token, e.until = *c, "", time.Time{}
 	return nil
 }

@@ -126,6 +126,13 @@ type QueuedMessage struct {
 	From       string // the reverse-path; "" is the null sender
 	Created    time.Time
 	Recipients []QueuedRecipient
+	// RequireTLS: the message was sent under WithREQUIRETLS (RFC 8689), so
+	// every retry goes as that mark demands — only over authenticated TLS
+	// to a server offering REQUIRETLS, with the MAIL parameter — and a
+	// recipient no such hop takes is deferred with ErrREQUIRETLS until
+	// RetryPolicy.MaxAge gives it up. Stores keep it as Enqueue stored
+	// it: Update does not change it, so no copy can drop the mark.
+	RequireTLS bool
 	// Lease is the token of the lease this copy came with, set by
 	// QueueStore.Lease and presented to Update, Release and Quarantine;
 	// "" on copies from List. Stores choose its form.

@@ -92,6 +92,9 @@ func (q *queueRuntime) deliver(ctx context.Context, p *prepared) *outcome {
 	jobs := q.jobs(qm, due, rcpts, p.body, &out.res)
 	deadline := time.Now().Add(budget)
 	actx, cancel := context.WithDeadlineCause(ctx, deadline, errAttemptCutOff)
+	if qm.RequireTLS {
+		actx = WithREQUIRETLS(actx) // as it was on Send: see runJobs
+	}
 	q.m.runJobs(actx, jobs)
 	// By the clock as well as Err: a connection's deadline (the same
 	// instant) can fire before the context's own timer marks it done.

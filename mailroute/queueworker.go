@@ -284,7 +284,7 @@ func (q *queueRuntime) hold(domain string, t time.Time) {
 // stay Deferred with the store's error joined to theirs.
 func (q *queueRuntime) enqueueDeferred(ctx context.Context, from string, res *Result, body *message.Body) {
 	now := q.now()
-	qm := &QueuedMessage{From: from, Created: now}
+	qm := &QueuedMessage{From: from, Created: now, RequireTLS: requiresTLS(ctx)}
 	var idx []int
 	for i, r := range res.Recipients {
 		if r.Status != Deferred {
@@ -348,7 +348,8 @@ func (m *Mailer) emit(ev Event) {
 // the queue's workers deliver it, at once and then on the RetryPolicy's
 // schedule. For mail that must never be lost even if the process dies
 // during delivery: Send attempts first and queues only what failed.
-// Addresses and body are checked as by Send.
+// Addresses and body are checked as by Send; a ctx from WithREQUIRETLS
+// queues the message with that mark (QueuedMessage.RequireTLS).
 func (m *Mailer) Enqueue(ctx context.Context, from string, to []string, msg io.Reader) (id string, err error) {
 	if m.queue == nil {
 		return "", ErrNoQueue
@@ -368,7 +369,7 @@ func (m *Mailer) Enqueue(ctx context.Context, from string, to []string, msg io.R
 	}
 	defer body.Close()
 	now := m.queue.now()
-	qm := &QueuedMessage{From: env.from, Created: now}
+	qm := &QueuedMessage{From: env.from, Created: now, RequireTLS: requiresTLS(ctx)}
 	for _, a := range env.rcpts {
 		qm.Recipients = append(qm.Recipients, QueuedRecipient{Rcpt: a.String(), Queued: now, NextAttempt: now})
 	}

@@ -18,10 +18,15 @@ type requireTLSKey struct{}
 // host, or the relay by its configured name — to a server that offers
 // REQUIRETLS, with the REQUIRETLS MAIL parameter so that the next hops
 // honour it too. Where no such hop exists the recipient is deferred with
-// ErrREQUIRETLS, never sent otherwise; a message with the mark is not put
-// in Config.Queue (the mark is not stored there), so its deferred
-// recipients are the caller's to retry. A "TLS-Required: No" header field
-// in such a message is ignored (RFC 8689 §5).
+// ErrREQUIRETLS, never sent otherwise. With a Config.Queue the deferred
+// recipients are queued with the mark (QueuedMessage.RequireTLS): every
+// retry is held to the same rules, and a recipient still without such a
+// hop when RetryPolicy.MaxAge ends is given up (EventGaveUp with
+// ErrREQUIRETLS; with Config.DSN, a notification that leaves out the
+// message's header, as RFC 8689 §4.4 asks of one sent without
+// REQUIRETLS). Mailer.Enqueue with such a context queues the message
+// with the mark. A "TLS-Required: No" header field in such a message is
+// ignored (RFC 8689 §5).
 func WithREQUIRETLS(ctx context.Context) context.Context {
 	return context.WithValue(ctx, requireTLSKey{}, true)
 }

@@ -78,13 +78,11 @@ func (m *Mailer) send(ctx context.Context, from string, to []string, msg io.Read
 
 	res := newResult(len(env.rcpts))
 	jobs := m.groupEnv(&env, body, res, &sc.job, &call.dest)
-	reqTLS := requiresTLS(ctx)
 	for _, j := range jobs {
 		j.relay = relay
-		j.requireTLS = reqTLS
 	}
 	m.runJobs(ctx, jobs)
-	if m.queue != nil && !reqTLS {
+	if m.queue != nil {
 		handedOver = true
 		m.queue.enqueueDeferred(ctx, env.from, res, body)
 	} else {
@@ -259,6 +257,13 @@ func (m *Mailer) readBody(msg io.Reader) (*message.Body, error) {
 // runs on the caller's goroutine: most Sends have one destination, and a
 // goroutine per message costs more than the rest of the bookkeeping.
 func (m *Mailer) runJobs(ctx context.Context, jobs []*job) {
+	// The REQUIRETLS mark comes with the context, a Send's or a queued
+	// attempt's alike, so both go through the same checks.
+	if requiresTLS(ctx) {
+		for _, j := range jobs {
+			j.requireTLS = true
+		}
+	}
 	if len(jobs) == 1 {
 		m.deliver(ctx, jobs[0])
 		return

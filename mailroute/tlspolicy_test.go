@@ -403,7 +403,8 @@ func TestMTASTSCache(t *testing.T) {
 
 // REQUIRETLS (RFC 8689) on both paths: only over DANE, MTA-STS or the
 // verified relay, only to a server that offers it, with the MAIL
-// parameter; otherwise deferred, and never queued.
+// parameter; otherwise deferred into the queue, with the mark (the
+// retries: TestREQUIRETLSQueued).
 func TestREQUIRETLS(t *testing.T) {
 	for _, tt := range []struct {
 		name      string
@@ -416,10 +417,10 @@ func TestREQUIRETLS(t *testing.T) {
 		at        string // "mx", "relay", ""
 	}{
 		{"MTA-STS to a server offering it", true, "sts", false, false, Delivered, TLSMTASTS, "mx"},
-		{"MTA-STS to a server not offering it", false, "sts", false, false, Deferred, TLSNone, ""},
-		{"no policy: opportunistic TLS is not enough", true, "", false, false, Deferred, TLSNone, ""},
+		{"MTA-STS to a server not offering it", false, "sts", false, false, Queued, TLSNone, ""},
+		{"no policy: opportunistic TLS is not enough", true, "", false, false, Queued, TLSNone, ""},
 		{"no policy, the verified relay offering it", true, "", true, true, Delivered, TLSRelay, "relay"},
-		{"no policy, the relay not offering it", true, "", true, false, Deferred, TLSNone, ""},
+		{"no policy, the relay not offering it", true, "", true, false, Queued, TLSNone, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			w := newTLSWorld(t)
@@ -461,8 +462,15 @@ func TestREQUIRETLS(t *testing.T) {
 			if tt.at != "mx" && len(mx.Messages()) != 0 {
 				t.Error("the MX got the message")
 			}
-			if n := m.queueLen(t); n != 0 {
-				t.Errorf("%d queued: the REQUIRETLS mark would be lost in the queue", n)
+			list, err := m.QueueList(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[bool]int{true: 1, false: 0}[tt.status == Queued]; len(list) != want {
+				t.Fatalf("%d messages queued, want %d", len(list), want)
+			}
+			if len(list) == 1 && !list[0].RequireTLS {
+				t.Error("queued without the REQUIRETLS mark")
 			}
 		})
 	}

@@ -39,25 +39,18 @@ const rptFlushInterval = time.Minute
 
 // rptStoreKeep is how long a day's counts are kept after the day ends:
 // long enough for a report sent the day after, or a few days late after
-// an outage. Past it, sweep deletes the day's entries.
+// an outage. An entry expires then (rptExpires), and the store removes
+// it, whichever instance wrote it (StateStore).
 const rptStoreKeep = 3 * 24 * time.Hour
-
-// rptStoreGrace is how much longer than rptStoreKeep an entry's expiry
-// lies. Neither the spool nor the River store deletes expired entries,
-// and an expired entry is no longer listed, so sweep must find an entry
-// while it is still live: the grace leaves a month of restarts for some
-// instance to sweep it. Only an application stopped for that long leaves
-// entries behind.
-const rptStoreGrace = 30 * 24 * time.Hour
-
-// rptSweepEvery is how often sweep runs.
-const rptSweepEvery = time.Hour
 
 // dayEnd is the end of a day since the Unix epoch.
 func dayEnd(day int64) time.Time { return time.Unix((day+1)*86400, 0) }
 
+// rptExpires is the expiry of the entries of day: the end of its keep.
+func rptExpires(day int64) time.Time { return dayEnd(day).Add(rptStoreKeep) }
+
 // rptDayKept reports whether the counts of day are still kept at now.
-func rptDayKept(day int64, now time.Time) bool { return now.Before(dayEnd(day).Add(rptStoreKeep)) }
+func rptDayKept(day int64, now time.Time) bool { return now.Before(rptExpires(day)) }
 
 // rptMaxFailures caps the failure details kept per policy, so that an
 // entry stays far below the StateStore's 64 KiB per value (a detail holds
@@ -335,8 +328,7 @@ func decodeRpt(value []byte) (rptDayKey, rptDayAgg, error) {
 
 // startTLSRPT sets up the saving of TLS-RPT counts for New: in the
 // queue's store when it keeps state. Without one, counts stay in memory:
-// the Mailer's in-memory StateStore would only hold a second copy, and it
-// never deletes what expired.
+// the Mailer's in-memory StateStore would only hold a second copy.
 func (m *Mailer) startTLSRPT() {
 	st, _ := m.cfg.Queue.(StateStore)
 	m.tlsrpt.start(st, m.cfg.logger(), m.cfg.tlsrptFlush, m.closed)
@@ -352,49 +344,20 @@ func (r *tlsReporter) start(store StateStore, log *slog.Logger, interval time.Du
 	if store == nil {
 		return // counts live in memory only
 	}
-	sweepEvery := max(1, int(rptSweepEvery/interval))
 	go func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
-		for ticks := 1; ; ticks++ {
+		for {
 			select {
 			case <-done:
 				return
 			case <-t.C:
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				r.flush(ctx)
-				if ticks%sweepEvery == 0 {
-					r.sweep(ctx)
-				}
 				cancel()
 			}
 		}
 	}()
-}
-
-// sweep deletes the entries, of any instance, of days no longer kept: the
-// stores never delete expired entries themselves (see rptStoreGrace).
-// Instances sweeping at once delete the same entries, which is harmless;
-// no instance writes a day that old any more (unsaved counts are dropped
-// after rptKeep, well within rptStoreKeep).
-func (r *tlsReporter) sweep(ctx context.Context) {
-	now := r.now()
-	all, err := r.store.ListState(ctx, rptNamespace, now)
-	if err != nil {
-		r.log.Warn("mailroute: TLS-RPT: old counts not swept", "err", err)
-		return
-	}
-	for key := range all {
-		day, _, ok := parseRptKey(key)
-		t, err := time.Parse("2006-01-02", day)
-		if ok && err == nil && rptDayKept(t.Unix()/86400, now) {
-			continue
-		}
-		if err := r.store.DeleteState(ctx, rptNamespace, key); err != nil {
-			r.log.Warn("mailroute: TLS-RPT: old counts not swept", "key", key, "err", err)
-			return
-		}
-	}
 }
 
 // rptTaken is the part of one in-memory bucket a flush saves: subtracted
@@ -442,8 +405,7 @@ func (r *tlsReporter) flush(ctx context.Context) error {
 	for dk, agg := range next {
 		value, err := encodeRpt(dk, agg)
 		if err == nil {
-			expires := dayEnd(dk.day).Add(rptStoreKeep + rptStoreGrace)
-			err = r.store.PutState(ctx, rptNamespace, rptKey(dk.day, r.instance, dk.domain), value, expires)
+			err = r.store.PutState(ctx, rptNamespace, rptKey(dk.day, r.instance, dk.domain), value, rptExpires(dk.day))
 		}
 		if err != nil {
 			r.log.Error("mailroute: TLS-RPT counts not saved; kept in memory for the next try",

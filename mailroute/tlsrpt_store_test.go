@@ -318,16 +318,22 @@ func TestTLSReportFlushesPeriodically(t *testing.T) {
 
 // Entries of days past rptStoreKeep are swept, whichever instance wrote
 // them, and never reported, even before the sweep; younger ones stay.
+// The sweep is the store's own: an entry expires at the end of its day's
+// keep, and the store removes what has expired.
 func TestTLSReportSweep(t *testing.T) {
 	w, clock := rptWorld(t) // 2026-11-28 12:00
 	store := &countingStore{MemoryQueue: newMemQueue()}
+	store.MemoryQueue.memoryState.now = clock.Now // the store sweeps by the test's clock
 	a := w.rptMailer(store, clock, time.Hour)
 	ctx := context.Background()
 	entry := func(day string) []byte {
 		return []byte(`{"v":1,"day":"` + day + `","domain":"dest.test","policies":[{"type":"sts","domain":"dest.test","ok":4}]}`)
 	}
 	old, kept := "2026-11-24/0123456789abcdef/dest.test", "2026-11-25/0123456789abcdef/dest.test"
-	for key, day := range map[string]string{old: "2026-11-24", kept: "2026-11-25"} {
+	days := map[string]string{old: "2026-11-24", kept: "2026-11-25"}
+	// Still held with a later expiry, as an earlier version wrote them:
+	// the day past the keep is not reported all the same.
+	for key, day := range days {
 		store.MemoryQueue.PutState(ctx, rptNamespace, key, entry(day), clock.Now().Add(30*24*time.Hour))
 	}
 	if r := a.TLSReport("dest.test", TLSReportOptions{Day: time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)}); r != nil {
@@ -336,19 +342,43 @@ func TestTLSReportSweep(t *testing.T) {
 	if r := a.TLSReport("dest.test", TLSReportOptions{Day: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}); r == nil || r.Policies[0].Summary.Successful != 4 {
 		t.Errorf("a day still kept: %+v", r)
 	}
-	store.take()
-	a.tlsrpt.sweep(ctx)
-	if calls := store.take(); strings.Join(calls, ",") != "list,delete "+old {
-		t.Errorf("sweep: %v", calls)
+
+	// As this version writes them, and as the Mailer's flush does.
+	for key, day := range days {
+		d, _ := time.Parse("2006-01-02", day)
+		store.MemoryQueue.PutState(ctx, rptNamespace, key, entry(day), rptExpires(d.Unix()/86400))
 	}
+	sendBoth(t, a, 1)
+	if err := a.tlsrpt.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	today := clock.Now().Unix() / 86400
 	all, _ := store.MemoryQueue.ListState(ctx, rptNamespace, clock.Now())
-	if _, ok := all[kept]; len(all) != 1 || !ok {
-		t.Errorf("left after the sweep: %v", all)
+	for key := range all {
+		if key == kept {
+			continue
+		}
+		if _, ok, _ := store.MemoryQueue.GetState(ctx, rptNamespace, key, rptExpires(today).Add(-time.Nanosecond)); !ok {
+			t.Errorf("%s: gone before the end of its keep", key)
+		}
+		if _, ok, _ := store.MemoryQueue.GetState(ctx, rptNamespace, key, rptExpires(today)); ok {
+			t.Errorf("%s: kept past the end of its keep", key)
+		}
+	}
+	store.MemoryQueue.memoryState.mu.Lock()
+	store.MemoryQueue.memoryState.sweepLocked(clock.Now())
+	left := store.MemoryQueue.memoryState.ns[rptNamespace]
+	_, keptLeft := left[kept]
+	_, oldLeft := left[old]
+	n := len(left)
+	store.MemoryQueue.memoryState.mu.Unlock()
+	if oldLeft || !keptLeft || n != 3 { // kept, and today's two
+		t.Errorf("left after the sweep: old %v, kept %v, %d entries", oldLeft, keptLeft, n)
 	}
 }
 
 // Without a queue that keeps state, counts stay in the Mailer: nothing is
-// saved in its in-memory StateStore, which never deletes.
+// saved in its in-memory StateStore, which would only hold a second copy.
 func TestTLSReportWithoutStore(t *testing.T) {
 	w, clock := rptWorld(t)
 	a := w.mailer(Config{now: clock.Now, MaxConnsPerHost: 1}, false)

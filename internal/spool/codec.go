@@ -11,8 +11,16 @@ import (
 )
 
 // formatVersion is the state file format. A file with another version is
-// quarantined rather than guessed at.
-const formatVersion = 1
+// quarantined rather than guessed at. Version 2 is version 1 with
+// "require_tls": true, and only a message with that mark is written in it:
+// every other state stays readable by the versions of this package that
+// know only version 1, and those quarantine a marked message rather than
+// ignore a field they do not know and send it without the protection it
+// asked for.
+const (
+	formatVersion           = 1
+	formatVersionRequireTLS = 2
+)
 
 // castagnoli is CRC-32C, hardware-accelerated on amd64 and arm64: cheap
 // enough to check every state and every body sent.
@@ -41,6 +49,7 @@ type state struct {
 	Created    time.Time         `json:"created"`
 	Recipients []stateRecipient  `json:"recipients"`
 	Meta       map[string]string `json:"meta,omitempty"`
+	RequireTLS bool              `json:"require_tls,omitempty"`
 	BodySize   int64             `json:"body_size"`
 	BodyCRC32C uint32            `json:"body_crc32c"`
 }
@@ -62,7 +71,7 @@ type bodyInfo struct {
 
 // encodeState returns the state file's bytes for m and its body.
 func encodeState(m *Message, b bodyInfo) ([]byte, error) {
-	s := state{ID: m.ID, From: m.From, Created: m.Created, Meta: m.Meta, BodySize: b.size, BodyCRC32C: b.crc}
+	s := state{ID: m.ID, From: m.From, Created: m.Created, Meta: m.Meta, RequireTLS: m.RequireTLS, BodySize: b.size, BodyCRC32C: b.crc}
 	s.Recipients = make([]stateRecipient, len(m.Recipients))
 	for i, r := range m.Recipients {
 		s.Recipients[i] = stateRecipient(r)
@@ -73,7 +82,11 @@ func encodeState(m *Message, b bodyInfo) ([]byte, error) {
 	}
 	var buf bytes.Buffer
 	buf.Grow(len(payload) + 64)
-	fmt.Fprintf(&buf, `{"version":%d,"crc32c":"%08x","payload":`, formatVersion, crc32.Checksum(payload, castagnoli))
+	version := formatVersion
+	if m.RequireTLS {
+		version = formatVersionRequireTLS
+	}
+	fmt.Fprintf(&buf, `{"version":%d,"crc32c":"%08x","payload":`, version, crc32.Checksum(payload, castagnoli))
 	buf.Write(payload)
 	buf.WriteString("}\n")
 	return buf.Bytes(), nil
@@ -89,8 +102,8 @@ func decodeState(data []byte) (*Message, bodyInfo, error) {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return nil, bodyInfo{}, fmt.Errorf("%w: %v", errBadState, err)
 	}
-	if f.Version != formatVersion {
-		return nil, bodyInfo{}, fmt.Errorf("%w: format version %d, want %d", errBadState, f.Version, formatVersion)
+	if f.Version != formatVersion && f.Version != formatVersionRequireTLS {
+		return nil, bodyInfo{}, fmt.Errorf("%w: format version %d, want %d or %d", errBadState, f.Version, formatVersion, formatVersionRequireTLS)
 	}
 	want, err := strconv.ParseUint(f.CRC32C, 16, 32)
 	if err != nil || len(f.CRC32C) != 8 {
@@ -103,7 +116,13 @@ func decodeState(data []byte) (*Message, bodyInfo, error) {
 	if err := json.Unmarshal(f.Payload, &s); err != nil {
 		return nil, bodyInfo{}, fmt.Errorf("%w: payload: %v", errBadState, err)
 	}
-	m := &Message{ID: s.ID, From: s.From, Created: s.Created, Meta: s.Meta}
+	// The version and the mark go together (see formatVersion): a state
+	// where they disagree was not written by this package, and neither
+	// reading of it can be trusted.
+	if s.RequireTLS != (f.Version == formatVersionRequireTLS) {
+		return nil, bodyInfo{}, fmt.Errorf("%w: format version %d with require_tls %v", errBadState, f.Version, s.RequireTLS)
+	}
+	m := &Message{ID: s.ID, From: s.From, Created: s.Created, Meta: s.Meta, RequireTLS: s.RequireTLS}
 	m.Recipients = make([]Recipient, len(s.Recipients))
 	for i, r := range s.Recipients {
 		m.Recipients[i] = Recipient(r)

@@ -15,6 +15,12 @@ func FuzzDecodeState(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(good)
+	m.RequireTLS = true
+	marked, err := encodeState(m, bodyInfo{size: 123, crc: 0xdeadbeef})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(marked)
 	f.Add(good[:len(good)/2])
 	f.Add([]byte(`{"version":1,"crc32c":"00000000","payload":{}}`))
 	f.Add([]byte(`{"version":1,"crc32c":"zz","payload":null}`))

@@ -99,7 +99,10 @@
 // # Detecting damage
 //
 // A state file is JSON with a format version and a CRC-32C of its payload,
-// so a truncated or bit-flipped state is recognised rather than trusted. The
+// so a truncated or bit-flipped state is recognised rather than trusted
+// (version 2, only for a message with the REQUIRETLS mark, so that a
+// version of this package that does not know the mark refuses the file
+// instead of dropping the mark). The
 // state records the body's size and CRC-32C: Open compares the size (a crash
 // can leave a short body on file systems that reorder data and metadata) and
 // Body compares the checksum before the bytes go out. A damaged entry, its

@@ -87,6 +87,12 @@ func TestReplay(t *testing.T) {
 	a2.Recipients[0].Attempts = 1
 	b1 := testMessage("b", t0, "z@example.com")
 	c1 := testMessage("c", t0, "w@example.com")
+	// A REQUIRETLS message: its journal records carry the mark.
+	r1 := testMessage("r", t0, "x@example.com", "y@example.com")
+	r1.RequireTLS = true
+	r2 := clone(r1)
+	r2.Recipients = r2.Recipients[1:]
+	r2.Recipients[0].Attempts = 1
 
 	type files map[string][]byte // queue/ before Open; nil value: absent
 	cases := []struct {
@@ -103,6 +109,17 @@ func TestReplay(t *testing.T) {
 		segs:   [][]byte{segmentOf(t, jrec{kind: recBody, m: a1, body: bodyA})},
 		want:   []*Message{a1},
 		bodies: map[string][]byte{"a": bodyA},
+	}, {
+		name:   "a marked message's files are written with the mark",
+		segs:   [][]byte{segmentOf(t, jrec{kind: recBody, m: r1, body: bodyA})},
+		want:   []*Message{r1},
+		bodies: map[string][]byte{"r": bodyA},
+	}, {
+		name:   "a marked message's state after body",
+		segs:   [][]byte{segmentOf(t, jrec{kind: recBody, m: r1, body: bodyA}, jrec{kind: recState, m: r2, body: bodyA})},
+		queue:  files{"r.json": stateBytes(t, r1, bodyA)},
+		want:   []*Message{r2},
+		bodies: map[string][]byte{"r": bodyA},
 	}, {
 		name:   "state after body",
 		segs:   [][]byte{segmentOf(t, jrec{kind: recBody, m: a1, body: bodyA}, jrec{kind: recState, m: a2, body: bodyA})},

@@ -38,6 +38,12 @@ type Message struct {
 	// Meta is small extra state the queue keeps, such as the Message-ID it
 	// must keep stable across retries. It is stored as is.
 	Meta map[string]string
+	// RequireTLS marks a message that may go only as RFC 8689 REQUIRETLS
+	// allows. It is stored by Enqueue and never changed by Update, so that
+	// no copy of the message can drop it; a state file with it is written
+	// in format version 2, which an older version of this package
+	// quarantines instead of reading it without the mark.
+	RequireTLS bool
 
 	// Lease identifies the Lease that returned this copy, so that Update,
 	// ReleaseLease and Quarantine can refuse a holder whose lease was

@@ -24,7 +24,8 @@ import (
 // be longer than a file name may). Each entry is written like a queue state
 // (temporary file, fsync, rename, directory fsync), so a crash leaves the
 // old value or the new one, never a torn one; an unreadable entry is
-// treated as missing and replaced by the next write.
+// treated as missing and replaced by the next write. Expired entries are
+// removed by a sweep (stategc.go).
 const stateSub = "state"
 
 // stateSeq numbers temporary state files.
@@ -79,6 +80,7 @@ func (s *Store) PutState(ctx context.Context, namespace, key string, value []byt
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	s.maybeSweepState()
 	data, err := json.Marshal(stateEntry{Namespace: namespace, Key: key, Value: value, Expires: expires})
 	if err != nil {
 		return err
@@ -103,7 +105,12 @@ func (s *Store) PutState(ctx context.Context, namespace, key string, value []byt
 		err = cerr
 	}
 	if err == nil {
+		// Under the entry's lock, so that a sweep that read the expired
+		// value this replaces cannot remove the new one.
+		l := s.gc.lockFor(final)
+		l.Lock()
 		err = s.fs.rename(tmp, final)
+		l.Unlock()
 	}
 	if err != nil {
 		os.Remove(tmp)
@@ -131,9 +138,10 @@ func (s *Store) DeleteState(ctx context.Context, namespace, key string) error {
 }
 
 // ListState returns the entries of a namespace that have not expired at
-// now, by key. Expired entries are left for PutState to replace; they are
-// a few hundred bytes each.
+// now, by key. Expired entries are skipped here and removed by the sweep
+// (stategc.go).
 func (s *Store) ListState(ctx context.Context, namespace string, now time.Time) (map[string][]byte, error) {
+	s.maybeSweepState()
 	ents, err := os.ReadDir(s.stateDir())
 	if errors.Is(err, fs.ErrNotExist) {
 		return map[string][]byte{}, nil

@@ -74,6 +74,8 @@ type Store struct {
 	// replayLive holds, during Open, the messages the journal says are
 	// live, so the scan never removes their bodies as orphans.
 	replayLive map[string]bool
+
+	gc stateGC // removes expired state entries (stategc.go)
 }
 
 // Quarantined is an entry Open moved to corrupt/.
@@ -183,6 +185,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.unlock()
 		return nil, err
 	}
+	s.startStateGC()
 	return s, nil
 }
 
@@ -228,6 +231,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	s.ops.Wait()
+	s.stopStateGC()
 	err := s.j.close()
 	s.res.close()
 	if uerr := s.unlock(); err == nil {

@@ -184,9 +184,9 @@ func (s *Store) removeDebris(id string) {
 }
 
 // Update replaces the stored state of m.ID with m (sender, recipients,
-// Meta; the body never changes) durably, and ends the message's lease:
-// the new state's journal record is committed; the state file is
-// rewritten by the next checkpoint (see lazystate.go). With no recipients
+// Meta; the body and RequireTLS never change) durably, and ends the
+// message's lease: the new state's journal record is committed; the state
+// file is rewritten by the next checkpoint (see lazystate.go). With no recipients
 // left the message, state and body, is deleted: a tombstone is committed,
 // then the files are removed.
 //
@@ -235,6 +235,7 @@ func (s *Store) Update(ctx context.Context, m *Message) error {
 	// state that is being replaced.
 	s.unschedule(e)
 	info := e.body
+	c.RequireTLS = e.msg.RequireTLS // set by Enqueue for good
 	s.mu.Unlock()
 
 	if len(c.Recipients) == 0 {

@@ -15,7 +15,8 @@
 // lease tokens: a re-lease fences the old token, which then changes
 // nothing by Update, Release or Quarantine, and a token is spent once its
 // lease ended; Update that reschedules, keeps some recipients or deletes;
-// Quarantine; concurrent leasers that never get the same message), then
+// Quarantine; the REQUIRETLS mark kept through Lease, Update and List;
+// concurrent leasers that never get the same message), then
 // through a real Mailer against a loopback MX (a Flush during a worker's
 // attempt that leaves it to the worker, retry after a deferral, fallback
 // to the relay after RetryPolicy.FallbackAfter deferred direct
@@ -66,6 +67,7 @@ func Run(t *testing.T, newStore func(t *testing.T) mailroute.QueueStore) {
 	t.Run("TokensEndWithTheLease", func(t *testing.T) { testTokensEnd(t, newStore(t)) })
 	t.Run("FlushLeasesOnlyUnleased", func(t *testing.T) { testFlushLease(t, newStore(t)) })
 	t.Run("Quarantine", func(t *testing.T) { testQuarantine(t, newStore(t)) })
+	t.Run("RequireTLSMark", func(t *testing.T) { testRequireTLSMark(t, newStore(t)) })
 	t.Run("ConcurrentLeasers", func(t *testing.T) {
 		s := newStore(t)
 		testConcurrentLeasers(t, s, s)

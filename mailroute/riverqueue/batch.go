@@ -132,10 +132,10 @@ func (s *Store) enqueueBatchTx(ctx context.Context, tx pgx.Tx, batch []BatchMess
 			created = now
 		}
 		r := rows[i]
-		copyRows[i] = []any{ids[i], job.ID, m.From, created, r.rcpts, r.next, int64(len(r.body)), r.body}
+		copyRows[i] = []any{ids[i], job.ID, m.From, created, r.rcpts, r.next, int64(len(r.body)), r.body, m.RequireTLS}
 	}
 	_, err = tx.CopyFrom(ctx, pgx.Identifier{"mailroute_message"},
-		[]string{"id", "job_id", "sender", "created_at", "recipients", "next_attempt", "body_size", "body"},
+		[]string{"id", "job_id", "sender", "created_at", "recipients", "next_attempt", "body_size", "body", "require_tls"},
 		pgx.CopyFromRows(copyRows))
 	if err != nil {
 		var pe *pgconn.PgError

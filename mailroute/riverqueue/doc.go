@@ -21,7 +21,8 @@
 // Store.Queue, "mailroute" by default) and one row of the table
 // mailroute_message, joined by the job's ID: the envelope sender, the
 // creation time, the recipients with their attempts, next attempt and last
-// error (jsonb), the lease, and the canonical body (bytea, once per message
+// error (jsonb), the REQUIRETLS mark (require_tls, set by Enqueue and never
+// changed), the lease, and the canonical body (bytea, once per message
 // whatever its number of recipients; PostgreSQL compresses large values).
 // Bodies are limited to Store.MaxBodySize, 64 MiB by default (PostgreSQL's
 // own limit for one value is 1 GiB); a body is held in memory while it is
@@ -144,9 +145,21 @@
 //
 // Nothing happens at import or at first use. Store.Migrate applies River's
 // migrations (rivermigrate, line "main") and then this package's own
-// (table mailroute_message and the claim's indexes, mailroute_state, the
-// version in mailroute_migration) under a session advisory lock, so five replicas
-// starting at once may all call it; River's versions run one transaction
-// each (PostgreSQL does not let a new enum value be used in the transaction
-// that adds it), the store's in one. It is idempotent.
+// (table mailroute_message and the claim's indexes, mailroute_state and
+// its index on expiry, the version in mailroute_migration) under a
+// session advisory lock, so five replicas starting at once may all call
+// it; River's versions run one transaction each (PostgreSQL does not let
+// a new enum value be used in the transaction that adds it), and so do
+// the store's, except an index built CONCURRENTLY on a table that may
+// already be large and in use (mailroute_state's), which runs outside
+// one. It is idempotent.
+//
+// # State
+//
+// Each Store deletes its queue's expired mailroute_state rows, at most
+// every five minutes, in the background of a PutState or ListState: up to
+// 1,000 rows per DELETE, found through the index on expiry, until a batch
+// comes back short. Concurrent sweeps by other instances skip each other's
+// rows; a row renewed since the sweep found it stays. A failed sweep is
+// logged (Store.Logger) and changes nothing.
 package riverqueue

@@ -21,9 +21,11 @@ import (
 // body is limited to Store.MaxBodySize.
 //
 // It does not add Date or Message-ID nor sign with DKIM: that takes a
-// Mailer's configuration. With a Mailer at hand, prefer
-// mailer.Enqueue(WithTx(ctx, tx), from, to, msg), which does everything
-// Send does.
+// Mailer's configuration, and it queues without the REQUIRETLS mark. With
+// a Mailer at hand, prefer mailer.Enqueue(WithTx(ctx, tx), from, to, msg),
+// which does everything Send does and keeps the mark of a ctx from
+// mailroute.WithREQUIRETLS; EnqueueMessageTx stores
+// QueuedMessage.RequireTLS as given.
 func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, from string, to []string, msg io.Reader) (id string, err error) {
 	if err := s.init(); err != nil {
 		return "", err

@@ -54,7 +54,7 @@ UPDATE mailroute_message m
 SET lease = m.lease + 1, leased_by = $5, lease_until = $4
 FROM job WHERE m.job_id = job.id
 RETURNING m.id, m.sender, m.created_at, m.recipients, m.lease, m.next_attempt,
-	CASE WHEN m.body_size <= $7 THEN m.body END`
+	CASE WHEN m.body_size <= $7 THEN m.body END, m.require_tls`
 
 // Lease implements mailroute.QueueStore: it claims up to max messages due
 // at req.DueBy for req.Duration (Store.LeaseTimeout, when set, instead),
@@ -96,7 +96,7 @@ func (s *Store) Lease(ctx context.Context, req mailroute.LeaseRequest) ([]*mailr
 			rcpts []byte
 			gen   int64
 		)
-		if err := rows.Scan(&m.ID, &m.From, &m.Created, &rcpts, &gen, &l.next, &l.body); err != nil {
+		if err := rows.Scan(&m.ID, &m.From, &m.Created, &rcpts, &gen, &l.next, &l.body, &m.RequireTLS); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("riverqueue: lease: %w", err)
 		}

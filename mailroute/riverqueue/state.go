@@ -14,7 +14,8 @@ import (
 // stateMigration makes the table of what the Mailers on this database
 // learn — routes learned from refusals, MTA-STS policies — so that every
 // instance shares them and a restart keeps them. Entries belong to the
-// store's queue, like its mail.
+// store's queue, like its mail. Expired rows are deleted by a sweep
+// (stategc.go).
 const stateMigration = `CREATE TABLE mailroute_state (
 		queue     text NOT NULL,
 		namespace text NOT NULL,
@@ -51,6 +52,7 @@ func (s *Store) PutState(ctx context.Context, namespace, key string, value []byt
 	if s.Pool == nil {
 		return errNoPool
 	}
+	s.maybeSweepState()
 	if value == nil {
 		value = []byte{}
 	}
@@ -81,6 +83,7 @@ func (s *Store) ListState(ctx context.Context, namespace string, now time.Time) 
 	if s.Pool == nil {
 		return nil, errNoPool
 	}
+	s.maybeSweepState()
 	rows, err := s.Pool.Query(ctx, `SELECT key, value FROM mailroute_state
 		WHERE queue = $1 AND namespace = $2 AND expires > $3`, s.queue(), namespace, now)
 	if err != nil {

@@ -77,11 +77,16 @@ type Store struct {
 	// ClientID names this instance in River's attempted_by and in the
 	// message's leased_by. "": host name, process ID and a random suffix.
 	ClientID string
-	// Logger receives River's log lines (migrations). nil: none.
+	// Logger receives River's log lines (migrations) and the failures of
+	// the sweep of expired state rows. nil: none.
 	Logger *slog.Logger
 
 	bodies   bodyCache
 	outcomes outcomeBatcher
+
+	sweepMu   sync.Mutex // guards the two below (stategc.go)
+	sweeping  bool       // a sweep of expired state rows is running
+	sweepLast time.Time  // when the last one started
 
 	notifyMu    sync.Mutex
 	notifying   bool // a caller is sending notifyCommitted's notification
@@ -259,11 +264,11 @@ func (s *Store) enqueueTx(ctx context.Context, tx pgx.Tx, m *mailroute.QueuedMes
 	// wakes the instances' Notify at commit, in one statement (River's own
 	// comes once a day: see riverNotifyCooldown).
 	_, err = tx.Exec(ctx, `WITH ins AS (INSERT INTO mailroute_message
-		(id, job_id, sender, created_at, recipients, next_attempt, body_size, body)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING 1)
+		(id, job_id, sender, created_at, recipients, next_attempt, body_size, body, require_tls)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $11) RETURNING 1)
 		SELECT pg_notify(current_schema() || '.`+insertTopic+`', $9::text)
 		FROM ins WHERE $10::boolean`,
-		id, res.Job.ID, m.From, created, rcpts, next, len(data), data, insertPayload(s.queue()), notify && due)
+		id, res.Job.ID, m.From, created, rcpts, next, len(data), data, insertPayload(s.queue()), notify && due, m.RequireTLS)
 	if err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" { // unique_violation
@@ -301,7 +306,7 @@ func (s *Store) List(ctx context.Context) ([]*mailroute.QueuedMessage, error) {
 	if err := s.init(); err != nil {
 		return nil, err
 	}
-	rows, err := s.Pool.Query(ctx, `SELECT m.id, m.sender, m.created_at, m.recipients
+	rows, err := s.Pool.Query(ctx, `SELECT m.id, m.sender, m.created_at, m.recipients, m.require_tls
 		FROM mailroute_message m JOIN river_job j ON j.id = m.job_id
 		WHERE j.queue = $1 AND j.state <> 'discarded' ORDER BY m.created_at, m.job_id`, s.queue())
 	if err != nil {
@@ -364,13 +369,13 @@ func decodeRecipients(b []byte) ([]mailroute.QueuedRecipient, error) {
 	return out, nil
 }
 
-// scanMessage reads id, sender, created_at, recipients.
+// scanMessage reads id, sender, created_at, recipients, require_tls.
 func scanMessage(row pgx.Row) (*mailroute.QueuedMessage, error) {
 	var (
 		m     mailroute.QueuedMessage
 		rcpts []byte
 	)
-	if err := row.Scan(&m.ID, &m.From, &m.Created, &rcpts); err != nil {
+	if err := row.Scan(&m.ID, &m.From, &m.Created, &rcpts, &m.RequireTLS); err != nil {
 		return nil, fmt.Errorf("riverqueue: %w", err)
 	}
 	var err error

@@ -114,12 +114,13 @@ func TestMigrateConcurrentAndIdempotent(t *testing.T) {
 		t.Fatalf("Migrate again: %v", err)
 	}
 	var v int
-	// Version 2 added mailroute_state (state.go), 3 the claim's index.
-	if err := pool.QueryRow(ctx, `SELECT max(version) FROM mailroute_migration`).Scan(&v); err != nil || v != 3 {
+	// Version 2 added mailroute_state (state.go), 3 the claim's index, 4
+	// the expired state's index, 5 the REQUIRETLS mark.
+	if err := pool.QueryRow(ctx, `SELECT max(version) FROM mailroute_migration`).Scan(&v); err != nil || v != 5 {
 		t.Errorf("version %d, %v", v, err)
 	}
 	var n int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM mailroute_migration`).Scan(&n); err != nil || n != 3 {
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM mailroute_migration`).Scan(&n); err != nil || n != 5 {
 		t.Errorf("%d migration rows, %v: a migration ran twice or not at all", n, err)
 	}
 }

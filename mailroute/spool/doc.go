@@ -20,7 +20,8 @@
 //	Dir/queue/<id>.eml    the message body as it will be sent, written once
 //	Dir/queue/<id>.json   the envelope, recipients and retry bookkeeping,
 //	                      with a CRC-32C of itself and of the body
-//	Dir/state/            what the Mailer learned
+//	Dir/state/            what the Mailer learned; expired entries are
+//	                      removed at open and then at most hourly
 //	Dir/tmp/              files being written; anything here at open is debris
 //	Dir/corrupt/          entries found damaged, kept for an operator
 package spool

@@ -201,7 +201,8 @@ func (s *Store) Close() error {
 }
 
 func toSpool(m *mailroute.QueuedMessage) *dirspool.Message {
-	sm := &dirspool.Message{ID: m.ID, From: m.From, Created: m.Created, Recipients: make([]dirspool.Recipient, len(m.Recipients))}
+	sm := &dirspool.Message{ID: m.ID, From: m.From, Created: m.Created, RequireTLS: m.RequireTLS,
+		Recipients: make([]dirspool.Recipient, len(m.Recipients))}
 	for i, r := range m.Recipients {
 		sm.Recipients[i] = dirspool.Recipient{
 			Rcpt: r.Rcpt, Attempts: r.Attempts, DirectAttempts: r.DirectAttempts,
@@ -214,7 +215,8 @@ func toSpool(m *mailroute.QueuedMessage) *dirspool.Message {
 func fromSpoolAll(msgs []*dirspool.Message) []*mailroute.QueuedMessage {
 	out := make([]*mailroute.QueuedMessage, len(msgs))
 	for i, sm := range msgs {
-		m := &mailroute.QueuedMessage{ID: sm.ID, From: sm.From, Created: sm.Created, Recipients: make([]mailroute.QueuedRecipient, len(sm.Recipients))}
+		m := &mailroute.QueuedMessage{ID: sm.ID, From: sm.From, Created: sm.Created, RequireTLS: sm.RequireTLS,
+			Recipients: make([]mailroute.QueuedRecipient, len(sm.Recipients))}
 		for k, r := range sm.Recipients {
 			m.Recipients[k] = mailroute.QueuedRecipient{
 				Rcpt: r.Rcpt, Attempts: r.Attempts, DirectAttempts: r.DirectAttempts,

@@ -94,8 +94,9 @@ func newInstance(t *testing.T, name string, pool *pgxpool.Pool, dnsAddr string, 
 // recipient is delivered exactly once.
 func TestTwoInstancesShareTheQueue(t *testing.T) {
 	const (
-		n     = 300
-		lease = 3 * time.Second
+		n       = 300
+		lease   = 3 * time.Second
+		stallAt = 30
 	)
 	pool := newDB(t)
 	if err := (&riverqueue.Store{Pool: pool}).Migrate(context.Background()); err != nil {
@@ -104,7 +105,7 @@ func TestTwoInstancesShareTheQueue(t *testing.T) {
 	var (
 		mu      sync.Mutex
 		tries   = map[string]int{}
-		stallA  atomic.Bool
+		dataA   atomic.Int64 // DATA commands of a so far
 		stalled = make(chan struct{}, 100)
 		unstall = make(chan struct{})
 	)
@@ -121,7 +122,12 @@ func TestTwoInstancesShareTheQueue(t *testing.T) {
 			return nil
 		},
 		DataPolicy: func(m *smtptest.Message) *smtp.SMTPError {
-			if m.Helo == "a.test" && stallA.Load() {
+			// a's stallAt-th DATA and every one after it stall: a
+			// is killed in the middle of its share of the work, however
+			// the two instances' leases happened to split the queue (a
+			// wait for a third of all mail could find a with nothing
+			// leased any more).
+			if m.Helo == "a.test" && dataA.Add(1) >= stallAt {
 				stalled <- struct{}{}
 				<-unstall // until a is dead; then refuse
 				return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "too late"}
@@ -197,13 +203,11 @@ func TestTwoInstancesShareTheQueue(t *testing.T) {
 		}
 	}
 
-	// Kill a mid-delivery, once both have delivered some.
-	waitFor("a third of the mail", 60*time.Second, func() bool { return len(sink.Messages()) >= n/3 && byA() > 0 })
-	stallA.Store(true)
+	// Kill a mid-delivery, at its stallAt-th message.
 	select {
 	case <-stalled:
-	case <-time.After(20 * time.Second):
-		t.Fatal("a never reached the end of DATA again")
+	case <-time.After(60 * time.Second):
+		t.Fatalf("a never reached the end of DATA %d times (%d)", stallAt, dataA.Load())
 	}
 	// Everything the sink accepted from a is recorded in the queue (its
 	// delivered event comes after its Update), so the kill loses no

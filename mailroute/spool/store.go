@@ -18,8 +18,10 @@ import (
 // nothing to install. Every change is durable when its method returns: it
 // is a record in a write-ahead journal (Dir/journal), fdatasynced before
 // the method returns, and concurrent writes share one fdatasync (group
-// commit). The message files in Dir/queue are written beside it and made
-// durable in the background by checkpoints; a store opened after a crash
+// commit). A message's body file in Dir/queue is written beside its
+// record; its state file is written by the next checkpoint, which makes
+// every file durable before it drops the journal that covered them (a
+// message delivered before then never gets one); a store opened after a crash
 // replays the journal first. So a crash or a kill loses nothing that was
 // acknowledged; entries found unreadable or truncated at start are moved
 // to Dir/corrupt with a log line.

@@ -3,23 +3,15 @@
 package spool_test
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/mailroute/go-mailroute/mailroute"
-	"github.com/mailroute/go-mailroute/mailroute/mailtest"
-	"github.com/mailroute/go-mailroute/mailroute/spool"
 )
 
 // TestCrashInCheckpoint kills the Store's process in the middle of the
@@ -37,16 +29,7 @@ func TestCrashInCheckpoint(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	sink, err := mailtest.NewServer(mailtest.Options{Refuse: func(string) *mailtest.Reply {
-		if rand.IntN(3) == 0 {
-			return &mailtest.Reply{Code: 451, Enhanced: [3]int{4, 3, 0}, Message: "try again"}
-		}
-		return nil
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sink.Close()
+	sink := newCrashSink(t, nil)
 	dir := t.TempDir()
 	const total = 200
 	child := func(mode string, upTo int) *exec.Cmd {
@@ -105,16 +88,9 @@ func TestCrashInCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatalf("final run: %v\n%s", err, out)
 	}
-	seen := make(map[int]bool)
-	re := regexp.MustCompile(`Subject: ckpt-(\d+)\r\n`)
-	for _, m := range sink.Messages() {
-		if sub := re.FindSubmatch(m.Data); sub != nil {
-			n, _ := strconv.Atoi(string(sub[1]))
-			seen[n] = true
-		}
-	}
+	seen := deliveries(sink, "ckpt")
 	for n := range total {
-		if !seen[n] {
+		if seen[n] == 0 {
 			t.Errorf("message %d was acknowledged and never delivered", n)
 		}
 	}
@@ -131,62 +107,14 @@ func TestCrashCheckpointChild(t *testing.T) {
 	}
 	ctx := context.Background()
 	dir := os.Getenv("CRASH_DIR")
-	port, _ := strconv.Atoi(os.Getenv("CRASH_PORT"))
 	upTo, _ := strconv.Atoi(os.Getenv("CRASH_UPTO"))
-	store := &spool.Store{Dir: filepath.Join(dir, "spool")}
-	m, err := mailroute.New(mailroute.Config{
-		Hostname: "mail.sender.test",
-		Resolver: &mailtest.Resolver{
-			MX:    map[string][]string{"sink.test": {"mx.sink.test"}},
-			Hosts: map[string][]string{"mx.sink.test": {"127.0.0.1"}},
-		},
-		Router: mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Direct}},
-		Direct: mailroute.DirectOptions{Port: port},
-		Queue:  store,
-		Retry:  mailroute.RetryPolicy{FirstRetry: 20 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Jitter: -1},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	progress := filepath.Join(dir, "acked")
-	acked := make(map[int]bool)
-	if f, err := os.Open(progress); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if n, err := strconv.Atoi(sc.Text()); err == nil {
-				acked[n] = true
-			}
-		}
-		f.Close()
-	}
-	log, err := os.OpenFile(progress, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for n := range upTo {
-		if acked[n] {
-			continue
-		}
-		body := fmt.Sprintf("From: a@sender.test\r\nTo: c%d@sink.test\r\nSubject: ckpt-%d\r\n\r\nmessage %d\r\n", n, n, n)
-		if _, err := m.Enqueue(ctx, "a@sender.test", []string{fmt.Sprintf("c%d@sink.test", n)}, strings.NewReader(body)); err != nil {
-			t.Fatalf("enqueue %d: %v", n, err)
-		}
-		fmt.Fprintf(log, "%d\n", n)
-		log.Sync()
-	}
+	m, store := newCrashMailer(t)
+	enqueueUnacked(t, m, "ckpt", upTo)
 	if os.Getenv("CRASH_MODE") == "deliver" {
-		for {
-			list, err := m.QueueList(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(list) == 0 {
-				m.Close()
-				store.Close()
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitQueueEmpty(t, m)
+		m.Close()
+		store.Close()
+		return
 	}
 	m.Close() // no delivery from here on: what is queued stays queued
 	list, err := store.List(ctx)

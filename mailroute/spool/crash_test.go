@@ -1,24 +1,16 @@
 package spool_test
 
 import (
-	"bufio"
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/mailroute/go-mailroute/mailroute"
-	"github.com/mailroute/go-mailroute/mailroute/mailtest"
-	"github.com/mailroute/go-mailroute/mailroute/spool"
 )
 
 const crashMessages = 500
@@ -36,17 +28,7 @@ func TestCrashRecovery(t *testing.T) {
 		t.Skip("-short")
 	}
 	var refused atomic.Int64
-	sink, err := mailtest.NewServer(mailtest.Options{Refuse: func(string) *mailtest.Reply {
-		if rand.IntN(3) == 0 {
-			refused.Add(1)
-			return &mailtest.Reply{Code: 451, Enhanced: [3]int{4, 3, 0}, Message: "try again"}
-		}
-		return nil
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sink.Close()
+	sink := newCrashSink(t, &refused)
 	dir := t.TempDir()
 
 	child := func() *exec.Cmd {
@@ -72,14 +54,7 @@ func TestCrashRecovery(t *testing.T) {
 		t.Fatalf("final run: %v\n%s", err, out)
 	}
 
-	seen := make(map[int]int)
-	re := regexp.MustCompile(`Subject: msg-(\d+)\r\n`)
-	for _, m := range sink.Messages() {
-		if sub := re.FindSubmatch(m.Data); sub != nil {
-			n, _ := strconv.Atoi(string(sub[1]))
-			seen[n]++
-		}
-	}
+	seen := deliveries(sink, "msg")
 	missing, dups := 0, 0
 	for n := range crashMessages {
 		switch c := seen[n]; {
@@ -122,61 +97,9 @@ func TestCrashChild(t *testing.T) {
 	if os.Getenv("MAILROUTE_CRASH_CHILD") == "" {
 		t.Skip("run by TestCrashRecovery")
 	}
-	dir := os.Getenv("CRASH_DIR")
-	port, _ := strconv.Atoi(os.Getenv("CRASH_PORT"))
-	store := &spool.Store{Dir: filepath.Join(dir, "spool")}
+	m, store := newCrashMailer(t)
 	defer store.Close()
-	m, err := mailroute.New(mailroute.Config{
-		Hostname: "mail.sender.test",
-		Resolver: &mailtest.Resolver{
-			MX:    map[string][]string{"sink.test": {"mx.sink.test"}},
-			Hosts: map[string][]string{"mx.sink.test": {"127.0.0.1"}},
-		},
-		Router: mailroute.Rules{{Domains: []string{"*"}, Via: mailroute.Direct}},
-		Direct: mailroute.DirectOptions{Port: port},
-		Queue:  store,
-		Retry:  mailroute.RetryPolicy{FirstRetry: 20 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Jitter: -1},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer m.Close()
-
-	progress := filepath.Join(dir, "acked")
-	acked := make(map[int]bool)
-	if f, err := os.Open(progress); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if n, err := strconv.Atoi(sc.Text()); err == nil {
-				acked[n] = true
-			}
-		}
-		f.Close()
-	}
-	log, err := os.OpenFile(progress, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close()
-	for n := range crashMessages {
-		if acked[n] {
-			continue
-		}
-		body := fmt.Sprintf("From: a@sender.test\r\nTo: u%d@sink.test\r\nSubject: msg-%d\r\n\r\nmessage %d\r\n", n, n, n)
-		if _, err := m.Enqueue(context.Background(), "a@sender.test", []string{fmt.Sprintf("u%d@sink.test", n)}, strings.NewReader(body)); err != nil {
-			t.Fatalf("enqueue %d: %v", n, err)
-		}
-		fmt.Fprintf(log, "%d\n", n) // acknowledged: the application may forget it
-		log.Sync()
-	}
-	for {
-		list, err := m.QueueList(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(list) == 0 {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	enqueueUnacked(t, m, "msg", crashMessages)
+	waitQueueEmpty(t, m)
 }

@@ -69,24 +69,9 @@ func TestJournalKill(t *testing.T) {
 			t.Fatalf("child ended before the kill: %v\n%s", err, out.String())
 		}
 
-		acked, ifApplied, n := replayAcks(t, base, acks)
-		s := openT(t, spool, Options{})
-		err := acked.holds(t, s)
-		switch {
-		case err == nil:
-			base = acked
-		case ifApplied != nil && ifApplied.holds(t, s) == nil:
-			base = ifApplied
-		default:
-			t.Fatalf("run %d, %d operations acknowledged: %v", run, n, err)
-		}
-		if c := files(t, spool, corruptSub); len(c) != 0 {
-			t.Fatalf("run %d: corrupt/ = %v", run, c)
-		}
-		t.Logf("run %d: %d operations acknowledged before the kill, %d messages queued", run, n, len(listT(t, s)))
-		if err := s.Close(); err != nil {
-			t.Fatal(err)
-		}
+		var n, queued int
+		base, n, queued = checkAfterKill(t, spool, base, acks, run)
+		t.Logf("run %d: %d operations acknowledged before the kill, %d messages queued", run, n, queued)
 	}
 }
 
@@ -152,28 +137,41 @@ func TestJournalKillLazyState(t *testing.T) {
 					t.Fatalf("run %d: killed in a checkpoint, but journal/ = %v", run, files(t, spool, journalSub))
 				}
 
-				acked, ifApplied, n := replayAcks(t, base, acks)
-				s := openT(t, spool, Options{})
-				err := acked.holds(t, s)
-				switch {
-				case err == nil:
-					base = acked
-				case ifApplied != nil && ifApplied.holds(t, s) == nil:
-					base = ifApplied
-				default:
-					t.Fatalf("run %d, %d operations acknowledged: %v", run, n, err)
-				}
-				if c := files(t, spool, corruptSub); len(c) != 0 {
-					t.Fatalf("run %d: corrupt/ = %v", run, c)
-				}
+				var n, queued int
+				base, n, queued = checkAfterKill(t, spool, base, acks, run)
 				t.Logf("run %d: %d operations acknowledged before the kill, %d messages queued, %d state files were on disk",
-					run, n, len(listT(t, s)), states)
-				if err := s.Close(); err != nil {
-					t.Fatal(err)
-				}
+					run, n, queued, states)
 			}
 		})
 	}
+}
+
+// checkAfterKill opens the spool a killed child left and checks that it
+// holds exactly what the child had acknowledged on top of base (or that
+// and the one operation in flight at the kill), with nothing quarantined;
+// it returns the model the next run builds on, how many operations were
+// acknowledged and how many messages are queued.
+func checkAfterKill(t *testing.T, spool string, base *model, acks string, run int) (next *model, n, queued int) {
+	t.Helper()
+	acked, ifApplied, n := replayAcks(t, base, acks)
+	s := openT(t, spool, Options{})
+	err := acked.holds(t, s)
+	switch {
+	case err == nil:
+		next = acked
+	case ifApplied != nil && ifApplied.holds(t, s) == nil:
+		next = ifApplied
+	default:
+		t.Fatalf("run %d, %d operations acknowledged: %v", run, n, err)
+	}
+	if c := files(t, spool, corruptSub); len(c) != 0 {
+		t.Fatalf("run %d: corrupt/ = %v", run, c)
+	}
+	queued = len(listT(t, s))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return next, n, queued
 }
 
 // replayAcks applies a child's acknowledgements to a copy of base, and

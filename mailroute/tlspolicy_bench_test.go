@@ -3,14 +3,10 @@ package mailroute
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/hex"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -36,9 +32,7 @@ func BenchmarkTLSPolicy(b *testing.B) {
 	dns.Host("mx.dest.test", "127.0.0.1").Host("mta-sts.sts.test", "127.0.0.1")
 	dns.MX("plain.test", "mx.dest.test").MX("sts.test", "mx.dest.test").MX("dane.test", "mx.dest.test")
 	dns.Add(`_mta-sts.sts.test. TXT "v=STSv1; id=1;"`)
-	leaf, _ := x509.ParseCertificate(conf.Certificates[0].Certificate[0])
-	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-	dns.Add("_" + strconv.Itoa(srv.Port()) + "._tcp.mx.dest.test. TLSA 3 1 1 " + hex.EncodeToString(sum[:]))
+	dns.TLSA("mx.dest.test", srv.Port(), 3, conf.Certificates[0])
 	dns.Secure("dane.test").Secure("mx.dest.test")
 	web := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")

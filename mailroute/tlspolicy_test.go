@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"net"
@@ -85,12 +84,7 @@ func (w *tlsWorld) fetched(domain string) int {
 // tlsa publishes a DANE-EE SPKI SHA-256 record for the certificate of a
 // server configuration, at the world's port.
 func (w *tlsWorld) tlsa(host string, conf *tls.Config, usage int) {
-	leaf, err := x509.ParseCertificate(conf.Certificates[0].Certificate[0])
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-	w.dns.Add("_" + strconv.Itoa(w.port) + "._tcp." + host + ". TLSA " + strconv.Itoa(usage) + " 1 1 " + hex.EncodeToString(sum[:]))
+	w.dns.TLSA(host, w.port, usage, conf.Certificates[0])
 }
 
 func (w *tlsWorld) mailer(cfg Config, dane bool) *Mailer {

@@ -6,6 +6,10 @@
 package dnstest
 
 import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"strings"
@@ -274,4 +278,17 @@ func (s *Server) answer(m *dns.Msg, name string, qtype uint16) {
 		m.Answer = append(m.Answer, dns.Copy(cname))
 		name = strings.ToLower(cname.Target)
 	}
+}
+
+// TLSA publishes, for host's port, a TLSA record of the given usage (3,
+// DANE-EE, or 2, DANE-TA) with selector 1 and matching type 1: the
+// SHA-256 of the public key of cert's first certificate. It panics when
+// that certificate cannot be parsed, as Add does on a malformed record.
+func (s *Server) TLSA(host string, port, usage int, cert tls.Certificate) *Server {
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		panic(fmt.Sprintf("dnstest: TLSA for %s: %v", host, err))
+	}
+	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	return s.Add(fmt.Sprintf("_%d._tcp.%s. TLSA %d 1 1 %s", port, strings.TrimSuffix(host, "."), usage, hex.EncodeToString(sum[:])))
 }

@@ -2,10 +2,6 @@ package riverqueue_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/hex"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,46 +9,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mailroute/go-mailroute/internal/danetest"
 	"github.com/mailroute/go-mailroute/internal/dnstest"
-	"github.com/mailroute/go-mailroute/internal/smtptest"
-	"github.com/mailroute/go-mailroute/internal/testpki"
 	"github.com/mailroute/go-mailroute/mailroute"
 	"github.com/mailroute/go-mailroute/mailroute/riverqueue"
 )
-
-// daneMX starts loopback TLS servers for two DANE domains: good.test,
-// whose TLSA record matches its MX's key, and bad.test, whose does not.
-// It returns the DNS server and the servers' port.
-func daneMX(t *testing.T) (*dnstest.Server, int) {
-	ca := testpki.New(t)
-	goodConf := ca.ServerConfig("mx.good.test")
-	good := smtptest.Start(t, smtptest.Options{Listen: "127.0.0.1:0", Domain: "mx.good.test", TLS: goodConf})
-	smtptest.Start(t, smtptest.Options{Listen: "127.0.0.2:" + strconv.Itoa(good.Port()), Domain: "mx.bad.test", TLS: ca.ServerConfig("mx.bad.test")})
-	dns, err := dnstest.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dns.Close() })
-	for _, d := range []struct {
-		domain, ip string
-		key        *tls.Config
-	}{
-		{"good.test", "127.0.0.1", goodConf},
-		{"bad.test", "127.0.0.2", ca.ServerConfig("mx.bad.test")}, // another key than the server's
-	} {
-		host := "mx." + d.domain
-		dns.Host(host, d.ip)
-		dns.MX(d.domain, host)
-		dns.Secure(d.domain)
-		leaf, err := x509.ParseCertificate(d.key.Certificates[0].Certificate[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-		dns.Add("_" + strconv.Itoa(good.Port()) + "._tcp." + host + ". TLSA 3 1 1 " + hex.EncodeToString(sum[:]))
-	}
-	return dns, good.Port()
-}
 
 func rptInstance(t *testing.T, name string, pool *pgxpool.Pool, dns *dnstest.Server, port int) *mailroute.Mailer {
 	t.Helper()
@@ -94,7 +55,7 @@ func TestTLSReportAddsUpInstances(t *testing.T) {
 	if err := (&riverqueue.Store{Pool: pool}).Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	dns, port := daneMX(t)
+	dns, port := danetest.Pair(t)
 	a := rptInstance(t, "a.sender.test", pool, dns, port)
 	b := rptInstance(t, "b.sender.test", pool, dns, port)
 	for i, m := range []*mailroute.Mailer{a, b, b} {

@@ -1,19 +1,13 @@
 package spool_test
 
 import (
-	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mailroute/go-mailroute/internal/danetest"
 	"github.com/mailroute/go-mailroute/internal/dnstest"
-	"github.com/mailroute/go-mailroute/internal/smtptest"
-	"github.com/mailroute/go-mailroute/internal/testpki"
 	"github.com/mailroute/go-mailroute/mailroute"
 	"github.com/mailroute/go-mailroute/mailroute/spool"
 )
@@ -26,35 +20,8 @@ type daneWorld struct {
 }
 
 func newDANEWorld(t *testing.T) *daneWorld {
-	ca := testpki.New(t)
-	goodConf := ca.ServerConfig("mx.good.test")
-	good := smtptest.Start(t, smtptest.Options{Listen: "127.0.0.1:0", Domain: "mx.good.test", TLS: goodConf})
-	smtptest.Start(t, smtptest.Options{Listen: "127.0.0.2:" + strconv.Itoa(good.Port()), Domain: "mx.bad.test", TLS: ca.ServerConfig("mx.bad.test")})
-	dns, err := dnstest.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dns.Close() })
-	w := &daneWorld{dns: dns, port: good.Port()}
-	for _, d := range []struct {
-		domain, ip string
-		key        *tls.Config
-	}{
-		{"good.test", "127.0.0.1", goodConf},
-		{"bad.test", "127.0.0.2", ca.ServerConfig("mx.bad.test")}, // another key than the server's
-	} {
-		host := "mx." + d.domain
-		dns.Host(host, d.ip)
-		dns.MX(d.domain, host)
-		dns.Secure(d.domain)
-		leaf, err := x509.ParseCertificate(d.key.Certificates[0].Certificate[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-		dns.Add("_" + strconv.Itoa(w.port) + "._tcp." + host + ". TLSA 3 1 1 " + hex.EncodeToString(sum[:]))
-	}
-	return w
+	dns, port := danetest.Pair(t)
+	return &daneWorld{dns: dns, port: port}
 }
 
 func (w *daneWorld) mailer(t *testing.T, store mailroute.QueueStore) *mailroute.Mailer {

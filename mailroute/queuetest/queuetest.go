@@ -24,7 +24,9 @@
 // Mailer's clock is the real one. [RunShared] adds what a store shared by
 // several instances promises: two Store values on one backend lease
 // exclusively, flush included, and a take-over by one fences the other's
-// token.
+// token. [RunReopen] checks, through a Mailer, what a durable store keeps
+// across a restart: a REQUIRETLS message's mark, so that its retries stay
+// under it.
 //
 // newStore is called once per subtest and must return an empty store of
 // its own; it registers its own cleanup with t.

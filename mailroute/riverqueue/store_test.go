@@ -29,6 +29,12 @@ func TestSharedConformance(t *testing.T) {
 	})
 }
 
+// What a restarted instance finds: a new Store value on the database.
+func TestReopenConformance(t *testing.T) {
+	s, pool := newStore(t)
+	queuetest.RunReopen(t, s, func() mailroute.QueueStore { return &riverqueue.Store{Pool: pool} })
+}
+
 func TestSkipsWithoutPeers(t *testing.T) {
 	t.Setenv("MAILROUTE_PEERS", "")
 	ran := false

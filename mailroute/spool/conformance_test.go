@@ -19,6 +19,21 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// What a restarted process finds: a second Store on the directory, after
+// the first is closed.
+func TestReopenConformance(t *testing.T) {
+	dir := t.TempDir()
+	s := &spool.Store{Dir: dir, NoSync: true}
+	queuetest.RunReopen(t, s, func() mailroute.QueueStore {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s2 := &spool.Store{Dir: dir, NoSync: true}
+		t.Cleanup(func() { s2.Close() })
+		return s2
+	})
+}
+
 // The state survives a restart: a second Store on the directory, after
 // the first is closed, sees the same entries.
 func TestStateContract(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -87,20 +86,11 @@ func BenchmarkDrainInterleaved(b *testing.B) {
 		return d
 	}
 	send := func(prefix string) time.Duration {
-		var next atomic.Int64
-		var wg sync.WaitGroup
 		start := time.Now()
-		for range 8 {
-			wg.Go(func() {
-				for i := next.Add(1); i <= block; i = next.Add(1) {
-					if _, err := sender.Send(ctx, "app@sender.test", []string{fmt.Sprintf("%s%d@dest.test", prefix, i)}, bytes.NewReader(benchBody)); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
+		each(b, block, 8, func(i int64) error {
+			_, err := sender.Send(ctx, "app@sender.test", []string{fmt.Sprintf("%s%d@dest.test", prefix, i)}, bytes.NewReader(benchBody))
+			return err
+		})
 		return time.Since(start)
 	}
 

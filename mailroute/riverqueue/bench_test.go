@@ -82,21 +82,11 @@ func BenchmarkEnqueue(b *testing.B) {
 	b.Run("single-8", func(b *testing.B) {
 		s, _ := newStore(b)
 		ctx := context.Background()
-		var next atomic.Int64
 		b.ResetTimer()
 		start := time.Now()
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Go(func() {
-				for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
-					if err := s.Enqueue(ctx, benchMessage(fmt.Sprintf("s%d@dest.test", i), time.Now()), bytes.NewReader(benchBody)); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
+		each(b, int64(b.N), 8, func(i int64) error {
+			return s.Enqueue(ctx, benchMessage(fmt.Sprintf("s%d@dest.test", i), time.Now()), bytes.NewReader(benchBody))
+		})
 		reportRate(b, b.N, time.Since(start))
 	})
 	b.Run("batch-1000", func(b *testing.B) {
@@ -323,21 +313,30 @@ func BenchmarkDrain(b *testing.B) {
 		}
 		defer m.Close()
 		ctx := context.Background()
-		var next atomic.Int64
 		b.ResetTimer()
 		start := time.Now()
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Go(func() {
-				for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
-					if _, err := m.Send(ctx, "app@sender.test", []string{fmt.Sprintf("x%d@dest.test", i)}, bytes.NewReader(benchBody)); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
+		each(b, int64(b.N), 8, func(i int64) error {
+			_, err := m.Send(ctx, "app@sender.test", []string{fmt.Sprintf("x%d@dest.test", i)}, bytes.NewReader(benchBody))
+			return err
+		})
 		reportRate(b, b.N, time.Since(start))
 	})
+}
+
+// each calls f with 1 to n from par goroutines, each number once, and
+// reports f's errors; it returns when every call has.
+func each(b *testing.B, n int64, par int, f func(i int64) error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range par {
+		wg.Go(func() {
+			for i := next.Add(1); i <= n; i = next.Add(1) {
+				if err := f(i); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

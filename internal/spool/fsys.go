@@ -66,20 +66,14 @@ func (f *fsys) create(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 }
 
-func (f *fsys) sync(file *os.File) error {
-	if err := f.check(OpSync, file.Name()); err != nil {
-		return err
-	}
-	if f.noSync {
-		return nil
-	}
-	f.syncs.Add(1)
-	return file.Sync()
-}
+func (f *fsys) sync(file *os.File) error { return f.syncWith(file, (*os.File).Sync) }
 
 // datasync is sync for the journal: fdatasync where there is one, which
 // skips the inode's timestamps. The path the hook sees is the file's.
-func (f *fsys) datasync(file *os.File) error {
+func (f *fsys) datasync(file *os.File) error { return f.syncWith(file, fdatasync) }
+
+// syncWith runs the hook for OpSync, then sync unless fsync is off.
+func (f *fsys) syncWith(file *os.File, sync func(*os.File) error) error {
 	if err := f.check(OpSync, file.Name()); err != nil {
 		return err
 	}
@@ -87,7 +81,7 @@ func (f *fsys) datasync(file *os.File) error {
 		return nil
 	}
 	f.syncs.Add(1)
-	return fdatasync(file)
+	return sync(file)
 }
 
 // writeFile creates path, writes data to it and closes it, without

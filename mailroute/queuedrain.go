@@ -26,20 +26,12 @@ import (
 // destination's lane, so that a destination whose sessions are all busy
 // does not hold up the others.
 
-const (
-	// laneRunners is how many goroutines attempt one destination's
-	// messages at once, per connection the destination allows
-	// (Config.MaxConnsPerHost): one each, like one Send caller per
-	// session, so that no session changes hands between transactions.
-	laneRunners = 1
-	// queueLeaseAhead times Config.Concurrency is the most messages a
-	// round holds leased: attempts in progress plus the next ones, ready
-	// in their lanes. A message's lease runs while it waits there; one
-	// that waited until too little of it is left for an attempt (see
-	// attemptBudget) is not tried, and its lease is released when the
-	// round ends.
-	queueLeaseAhead = 2
-)
+// queueLeaseAhead times Config.Concurrency is the most messages a round
+// holds leased: attempts in progress plus the next ones, ready in their
+// lanes. A message's lease runs while it waits there; one that waited
+// until too little of it is left for an attempt (see attemptBudget) is
+// not tried, and its lease is released when the round ends.
+const queueLeaseAhead = 2
 
 // round leases the messages due now (all of them when flushing) and
 // attempts them until none is left, Config.Concurrency at a time. A
@@ -69,7 +61,7 @@ func (q *queueRuntime) drainRound(ctx context.Context, domain string, flush bool
 		flush:     flush,
 		poked:     wake,
 		window:    queueLeaseAhead * conc,
-		perLane:   laneRunners * q.m.cfg.maxConnsPerHost(),
+		perLane:   q.m.cfg.maxConnsPerHost(),
 		lanes:     make(map[string]*lane),
 		signal:    make(chan struct{}, 1),
 		running:   make(chan struct{}, conc),
@@ -93,18 +85,14 @@ func (q *queueRuntime) drainRound(ctx context.Context, domain string, flush bool
 			q.m.cfg.logger().Error("mailroute: queue: lease", "error", err)
 			return
 		}
-		due := make([][]int, len(msgs))
-		for i, qm := range msgs {
-			due[i] = q.dueRecipients(qm, now, domain, flush)
-		}
 		batch := make([]leased, 0, len(msgs))
-		for i, qm := range msgs {
+		for _, qm := range msgs {
 			if flush && tried[qm.ID] {
 				d.keep(qm)
 				continue
 			}
 			tried[qm.ID] = true
-			batch = append(batch, leased{qm, due[i]})
+			batch = append(batch, leased{qm, q.dueRecipients(qm, now, domain, flush)})
 		}
 		d.dispatch(batch)
 		if d.afterLease(len(msgs) < max) {
@@ -115,12 +103,16 @@ func (q *queueRuntime) drainRound(ctx context.Context, domain string, flush bool
 
 // drain is one round's state: its leased messages, by destination.
 type drain struct {
-	q       *queueRuntime
-	ctx     context.Context
-	flush   bool
-	poked   <-chan struct{} // new mail may be due (Enqueue, QueueNotifier)
-	window  int             // the most messages leased and not yet delivered
-	perLane int             // the most goroutines attempting one destination's mail
+	q      *queueRuntime
+	ctx    context.Context
+	flush  bool
+	poked  <-chan struct{} // new mail may be due (Enqueue, QueueNotifier)
+	window int             // the most messages leased and not yet delivered
+	// perLane is the most goroutines attempting one destination's mail:
+	// one per connection it allows (Config.MaxConnsPerHost), like one
+	// Send caller per session, so that no session changes hands between
+	// transactions.
+	perLane int
 
 	mu       sync.Mutex
 	inFlight int  // leased, given to a lane, delivery not over

@@ -152,6 +152,7 @@ type Conn struct {
 	to   Timeouts
 
 	ext      map[string]string // EHLO keywords, upper-case → parameters
+	offers   offers            // what of ext every message needs, see setExtensions
 	helo     bool              // the server only spoke HELO
 	isTLS    bool
 	tlsState tls.ConnectionState
@@ -420,8 +421,18 @@ func (c *Conn) Extension(name string) (param string, ok bool) {
 }
 
 // MaxSize returns the SIZE the server advertised (RFC 1870); 0 = none.
-func (c *Conn) MaxSize() int64 {
-	p, ok := c.ext["SIZE"]
+func (c *Conn) MaxSize() int64 { return c.offers.maxSize }
+
+// offers is what the server advertised that each message needs.
+type offers struct {
+	pipelining, chunking, size, eightBit, smtputf8 bool
+	maxSize                                        int64 // SIZE's parameter; 0 = none
+}
+
+// parseMaxSize reads the parameter of SIZE: 0 when absent or not a
+// number.
+func parseMaxSize(ext map[string]string) int64 {
+	p, ok := ext["SIZE"]
 	if !ok {
 		return 0
 	}

@@ -109,17 +109,32 @@ func (c *Conn) hello(name string) error {
 			return c.unexpected("HELO", rep, nil)
 		}
 		c.helo = true
-		c.ext = map[string]string{}
-		c.limitRcp = 0
+		c.setExtensions(map[string]string{})
 		return nil
 	}
 	if rep.Code != 250 {
 		return c.unexpected("EHLO", rep, nil)
 	}
 	c.helo = false
-	c.ext = parseEHLO(rep)
-	c.limitRcp = rcptMax(c.ext["LIMITS"])
+	c.setExtensions(parseEHLO(rep))
 	return nil
+}
+
+// setExtensions records what EHLO advertised, and apart from the map the
+// few facts every message asks for, so that a Send costs no map lookup
+// and no SIZE parse.
+func (c *Conn) setExtensions(ext map[string]string) {
+	c.ext = ext
+	c.limitRcp = rcptMax(ext["LIMITS"])
+	has := func(k string) bool { _, ok := ext[k]; return ok }
+	c.offers = offers{
+		pipelining: has("PIPELINING"),
+		chunking:   has("CHUNKING"),
+		size:       has("SIZE"),
+		eightBit:   has("8BITMIME"),
+		smtputf8:   has("SMTPUTF8"),
+		maxSize:    parseMaxSize(ext),
+	}
 }
 
 // parseEHLO maps each keyword line after the first (the server's name) to

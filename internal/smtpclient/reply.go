@@ -92,6 +92,12 @@ func readReply(r *bufio.Reader, scratch []byte, texts *replyTexts) (Reply, []byt
 			}
 			return Reply{}, msg, err
 		}
+		raw := line
+		if n == 0 && texts != nil {
+			if rep, ok := texts.reply(raw); ok {
+				return rep, msg, nil
+			}
+		}
 		line = line[:len(line)-1]
 		if len(line) > 0 && line[len(line)-1] == '\r' {
 			line = line[:len(line)-1]
@@ -120,6 +126,12 @@ func readReply(r *bufio.Reader, scratch []byte, texts *replyTexts) (Reply, []byt
 			}
 			msg = append(msg, '\n')
 		}
+		if last && n == 0 && texts != nil {
+			// A reply of one line: remembered whole, its text a part of
+			// the line's string (one allocation, as the text alone).
+			rep.Message = texts.remember(raw, text, rep)
+			return rep, msg, nil
+		}
 		msg = append(msg, text...)
 		if last {
 			break
@@ -140,9 +152,48 @@ func readReply(r *bufio.Reader, scratch []byte, texts *replyTexts) (Reply, []byt
 // ("2.0.0 Ok", "2.1.5 Ok", "2.0.0 OK: queued"), so a text equal to one seen
 // before reuses its string instead of allocating a copy: most replies then
 // cost no allocation at all. Only equal bytes are ever shared.
+//
+// Replies of one line, nearly all of them, are remembered whole: a line
+// equal, octet for octet and line end included, to one parsed before is
+// that reply again, without parsing it (code, separator and enhanced
+// code) a second time.
 type replyTexts struct {
 	s    [4]string
 	next int
+
+	lines    [4]seenLine
+	nextLine int
+}
+
+// seenLine is one reply line as it arrived, with the reply it gave.
+type seenLine struct {
+	raw string
+	rep Reply
+}
+
+// reply returns the reply of a line equal to raw seen before.
+func (t *replyTexts) reply(raw []byte) (Reply, bool) {
+	for i := range t.lines {
+		if l := &t.lines[i]; l.raw == string(raw) && l.raw != "" { // compared without converting
+			return l.rep, true
+		}
+	}
+	return Reply{}, false
+}
+
+// remember keeps raw, a whole reply of one line, and rep, parsed from it,
+// with text (a part of raw) as its message; it returns the message.
+func (t *replyTexts) remember(raw, text []byte, rep Reply) string {
+	s := string(raw)
+	if len(text) > 0 {
+		// text is raw[k:k+len(text)]: slices taken from the front only,
+		// so what lies beyond text's end is raw's beyond.
+		k := cap(raw) - cap(text)
+		rep.Message = s[k : k+len(text)]
+	}
+	t.lines[t.nextLine] = seenLine{raw: s, rep: rep}
+	t.nextLine = (t.nextLine + 1) % len(t.lines)
+	return rep.Message
 }
 
 // text returns msg as a string, a remembered one when equal.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"strconv"
-	"strings"
 )
 
 // Tx is one message to send: an envelope and a canonical body.
@@ -230,7 +229,7 @@ func (c *Conn) precheck(ctx context.Context, tx *Tx) error {
 		}
 	}
 	if tx.SMTPUTF8 {
-		if _, ok := c.ext["SMTPUTF8"]; !ok {
+		if !c.offers.smtputf8 {
 			return c.localError("MAIL", true, ErrSMTPUTF8Unsupported,
 				"the message needs SMTPUTF8 (internationalized addresses or headers) and "+c.host+" does not offer it")
 		}
@@ -246,9 +245,19 @@ func (c *Conn) precheck(ctx context.Context, tx *Tx) error {
 
 // validPath is defence in depth: the caller validated the address, but
 // nothing that could break out of "<...>" or the command line is written.
+// A table, not strings.ContainsAny, which builds its set on every call:
+// this runs for every address of every message.
 func validPath(s string) bool {
-	return !strings.ContainsAny(s, "\r\n\x00<>")
+	for i := 0; i < len(s); i++ {
+		if pathStop[s[i]] {
+			return false
+		}
+	}
+	return true
 }
+
+// pathStop marks the octets validPath refuses.
+var pathStop = [256]bool{'\r': true, '\n': true, 0: true, '<': true, '>': true}
 
 // bodySource hands out the body once per transaction.
 type bodySource struct {

@@ -37,7 +37,7 @@ type txn struct {
 // pipelined after the RCPTs instead of DATA; with split as well, the MAIL
 // and RCPT replies are read before the chunk is written.
 func (c *Conn) transaction(tx *Tx, res *TxResult, chunk []int, hasRest bool, body *bodySource, bdat, split bool) ([]int, int, bool, error) {
-	_, pipelined := c.ext["PIPELINING"]
+	pipelined := c.offers.pipelining
 	t := txn{c: c, tx: tx, res: res, chunk: chunk, accepted: c.accBuf[:0]}
 	defer func() { c.accBuf = t.accepted[:0] }()
 
@@ -208,9 +208,7 @@ func (c *Conn) useBDAT(tx *Tx) bool {
 	if c.noChunk || tx.Size <= 0 || tx.Size > maxChunk {
 		return false
 	}
-	_, chunking := c.ext["CHUNKING"]
-	_, pipelining := c.ext["PIPELINING"]
-	return chunking && pipelining
+	return c.offers.chunking && c.offers.pipelining
 }
 
 // endBDAT ends a pipelined transaction with "BDAT <size> LAST" and the
@@ -345,7 +343,7 @@ func (c *Conn) writeMail(tx *Tx) {
 	c.w.WriteString(tx.From)
 	c.w.WriteByte('>')
 	if tx.EightBit {
-		if _, ok := c.ext["8BITMIME"]; ok {
+		if c.offers.eightBit {
 			c.w.WriteString(" BODY=8BITMIME")
 		}
 		// Without 8BITMIME RFC 6152 asks for a downgrade to 7 bit; the
@@ -357,7 +355,7 @@ func (c *Conn) writeMail(tx *Tx) {
 	if tx.REQUIRETLS {
 		c.w.WriteString(" REQUIRETLS")
 	}
-	if _, ok := c.ext["SIZE"]; ok && tx.Size > 0 {
+	if c.offers.size && tx.Size > 0 {
 		c.w.WriteString(" SIZE=")
 		c.w.Write(strconv.AppendInt(c.w.AvailableBuffer(), tx.Size, 10))
 	}

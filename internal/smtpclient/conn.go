@@ -158,6 +158,11 @@ type Conn struct {
 	tlsState tls.ConnectionState
 	usable   bool
 	closed   bool
+	tcp      bool // raw is a *net.TCPConn
+	// drained: the last read from the connection, since the last write,
+	// returned less than it asked for, so the socket had nothing more
+	// queued at that moment (see quietAfterReply).
+	drained  bool
 	limitRcp int  // LIMITS RCPTMAX (RFC 9422); 0 = none
 	noChunk  bool // Config.NoChunking
 
@@ -201,6 +206,7 @@ type connWriter struct{ c *Conn }
 
 func (w connWriter) Write(p []byte) (int, error) {
 	w.c.setWriteDeadline(w.c.wTimeout)
+	w.c.drained = false // replies to what goes out now come after any read so far
 	return w.c.nc.Write(p)
 }
 
@@ -211,7 +217,11 @@ type connReader struct{ c *Conn }
 
 func (r connReader) Read(p []byte) (int, error) {
 	r.c.setReadDeadline(r.c.rTimeout)
-	return r.c.nc.Read(p)
+	n, err := r.c.nc.Read(p)
+	// See quietAfterReply. Only a plaintext TCP connection: a TLS read
+	// returns one record, whatever else is queued.
+	r.c.drained = shortReadDrains && n < len(p) && err == nil && r.c.tcp && !r.c.isTLS
+	return n, err
 }
 
 var pastDeadline = time.Unix(1, 0)
@@ -222,6 +232,7 @@ const writeBufSize = 8192
 
 func newConn(raw net.Conn, host string, to Timeouts) *Conn {
 	c := &Conn{raw: raw, nc: raw, host: host, to: to, usable: true}
+	_, c.tcp = raw.(*net.TCPConn)
 	c.r = bufio.NewReaderSize(connReader{c}, readBufSize)
 	c.w = bufio.NewWriterSize(connWriter{c}, writeBufSize)
 	c.abortFn = c.abort

@@ -55,7 +55,10 @@
 // buffer must be empty whenever no reply is due, and after the final
 // reply and before each Send the socket is looked at without blocking
 // (recv with MSG_PEEK|MSG_DONTWAIT), which also sees a server that closed
-// an idle session. A stream in which the server wrote a line too many and
+// an idle session. After the final reply on a plaintext TCP session the
+// read that brought it stands for that look when it came back short (the
+// kernel then had nothing more queued), so a message costs one look, not
+// two. A stream in which the server wrote a line too many and
 // then hung up before its last reply cannot be told from an honest one by
 // any client; FuzzServer exempts exactly that case.
 //

@@ -5,3 +5,6 @@ package smtpclient
 // peekSocket cannot look at the receive queue without blocking here; only
 // what is already buffered is checked.
 func (c *Conn) peekSocket() sockState { return sockUnknown }
+
+// shortReadDrains: see peek_recv_linux.go.
+const shortReadDrains = false

@@ -19,3 +19,10 @@ func recvPeek(fd uintptr, b []byte) (int, error) {
 	}
 	return int(n), nil
 }
+
+// shortReadDrains: on Linux a read of a TCP socket copies from its receive
+// queue until the length asked for is reached or the queue (and the
+// backlog of segments not yet queued) is empty, so a read that returns
+// less than asked left nothing queued behind it (tcp_recvmsg). See
+// quietAfterReply.
+const shortReadDrains = true

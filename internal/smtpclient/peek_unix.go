@@ -4,15 +4,18 @@ package smtpclient
 
 import (
 	"errors"
-	"os"
 	"syscall"
 )
 
 // peekSocket looks at the connection's receive queue without blocking and
 // without taking anything from it (recv with MSG_PEEK|MSG_DONTWAIT). A
 // read with a deadline in the past cannot do this: Go's poller refuses it
-// before any system call. The raw connection and the callback are kept in
-// the Conn, so a look costs a system call and no allocation.
+// before any system call. The call is made under RawConn.Control, which
+// only holds the descriptor open, rather than RawConn.Read, which also
+// takes the read lock and arms the poller for a wait that MSG_DONTWAIT
+// never needs (and refuses when the deadline the last operation left has
+// passed). The raw connection and the callback are kept in the Conn, so a
+// look costs a system call and no allocation.
 func (c *Conn) peekSocket() sockState {
 	if c.peek.rc == nil {
 		sc, ok := c.raw.(syscall.Conn)
@@ -26,16 +29,8 @@ func (c *Conn) peekSocket() sockState {
 		c.peek.rc = rc
 		c.peek.fn = c.peekRecv
 	}
-	err := c.peek.rc.Read(c.peek.fn)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		// The read deadline the last operation left (its context's,
-		// say) has passed while the session sat idle; the poller then
-		// refuses before any system call. That says nothing about the
-		// session: look again under a deadline of now.
-		c.setReadDeadline(c.to.Command)
-		err = c.peek.rc.Read(c.peek.fn)
-	}
-	if err != nil {
+	c.peek.looks++
+	if err := c.peek.rc.Control(c.peek.fn); err != nil {
 		return sockClosed
 	}
 	switch n, err := c.peek.n, c.peek.err; {
@@ -49,7 +44,6 @@ func (c *Conn) peekSocket() sockState {
 	return sockClosed
 }
 
-func (c *Conn) peekRecv(fd uintptr) bool {
+func (c *Conn) peekRecv(fd uintptr) {
 	c.peek.n, c.peek.err = recvPeek(fd, c.probe[:])
-	return true
 }

@@ -36,9 +36,12 @@ var errIdleClosed = errors.New("the server closed the session while it was idle"
 // peekState is what peekSocket keeps between calls.
 type peekState struct {
 	rc  syscall.RawConn
-	fn  func(fd uintptr) bool
+	fn  func(fd uintptr)
 	n   int
 	err error
+	// looks counts the looks at the socket, for the tests that hold
+	// each path to its number of system calls.
+	looks int
 }
 
 // sockState is what a non-blocking look at the socket found.
@@ -85,6 +88,25 @@ func (c *Conn) quiet() error {
 		return errIdleClosed
 	}
 	return err
+}
+
+// quietAfterReply is quiet for the moment a transaction's last reply has
+// been read, merged with the read that brought it where it can be. On a
+// plaintext TCP session that read, when it returned less than the buffer
+// could take, emptied the socket's receive queue: Linux's TCP hands over
+// everything queued up to the length asked (peek_recv_linux.go). With
+// nothing left in the buffer either, nothing had followed the reply when
+// it arrived — what a look at the socket would say, asked a moment
+// earlier and without a system call. Bytes that arrive later, and a
+// close, are found by the look before the next transaction
+// (checkBeforeUse), before anything is written. Otherwise (TLS, a read
+// that filled the buffer, a connection of another kind) the socket is
+// looked at.
+func (c *Conn) quietAfterReply() error {
+	if c.drained && c.r.Buffered() == 0 {
+		return nil
+	}
+	return c.quiet()
 }
 
 // outOfStep is the error for every recipient of a transaction whose

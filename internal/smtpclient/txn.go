@@ -170,7 +170,7 @@ func (t *txn) final(rep Reply) ([]int, int, bool, error) {
 	if rep.Code < 400 && !rep.Positive() {
 		return nil, 0, false, t.stepFault(".", c.replyError(".", rep, ErrProtocol))
 	}
-	if err := c.quiet(); err != nil {
+	if err := c.quietAfterReply(); err != nil {
 		if errors.Is(err, ErrOutOfStep) {
 			return nil, 0, false, t.stepFault(".", nil)
 		}

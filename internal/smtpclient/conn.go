@@ -193,6 +193,7 @@ type Conn struct {
 	chunkR  chunkReader // BDAT body reader, kept here so it does not allocate
 	probe   [1]byte     // checks that a BDAT body ends where Tx.Size says; peekSocket's buffer
 	peek    peekState
+	rio     rawIO // plaintext reads and writes without the scheduler's syscall bracket
 	accBuf  []int // reused by transactions
 	pendBuf []int // reused by Send
 
@@ -207,6 +208,9 @@ type connWriter struct{ c *Conn }
 func (w connWriter) Write(p []byte) (int, error) {
 	w.c.setWriteDeadline(w.c.wTimeout)
 	w.c.drained = false // replies to what goes out now come after any read so far
+	if w.c.rio.rc != nil && !w.c.isTLS {
+		return w.c.rawWrite(p)
+	}
 	return w.c.nc.Write(p)
 }
 
@@ -217,7 +221,13 @@ type connReader struct{ c *Conn }
 
 func (r connReader) Read(p []byte) (int, error) {
 	r.c.setReadDeadline(r.c.rTimeout)
-	n, err := r.c.nc.Read(p)
+	var n int
+	var err error
+	if r.c.rio.rc != nil && !r.c.isTLS {
+		n, err = r.c.rawRead(p)
+	} else {
+		n, err = r.c.nc.Read(p)
+	}
 	// See quietAfterReply. Only a plaintext TCP connection: a TLS read
 	// returns one record, whatever else is queued.
 	r.c.drained = shortReadDrains && n < len(p) && err == nil && r.c.tcp && !r.c.isTLS
@@ -233,6 +243,7 @@ const writeBufSize = 8192
 func newConn(raw net.Conn, host string, to Timeouts) *Conn {
 	c := &Conn{raw: raw, nc: raw, host: host, to: to, usable: true}
 	_, c.tcp = raw.(*net.TCPConn)
+	c.initRawIO()
 	c.r = bufio.NewReaderSize(connReader{c}, readBufSize)
 	c.w = bufio.NewWriterSize(connWriter{c}, writeBufSize)
 	c.abortFn = c.abort

@@ -41,6 +41,12 @@ func TestQuietLooksPerMessage(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
+			// Plaintext TCP is read and written with raw system calls
+			// (rawio_linux.go); the tests of deadlines, aborts and lost
+			// connections run through that path.
+			if raw := c.rio.rc != nil && !c.isTLS; raw != (tc.name == "plaintext TCP") {
+				t.Errorf("raw system calls: %v", raw)
+			}
 			body := []byte("Subject: x\r\n\r\nhello\r\n")
 			send := func() {
 				tx := &Tx{From: "a@x.test", Rcpts: []string{"b@y.test"}, Body: bytes.NewReader(body), Size: int64(len(body))}

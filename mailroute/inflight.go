@@ -25,6 +25,9 @@ type inflight struct {
 	// allocation once the slice has grown.
 	sends []*sendCtx
 	free  []int
+	// watch is the registration on the caller's context of the latest
+	// Send whose context can end (see ctxWatch); under mu.
+	watch *ctxWatch
 }
 
 func (f *inflight) init() {
@@ -44,6 +47,9 @@ func (f *inflight) enter(ctx context.Context, s *sendCtx) *sendCtx {
 		return nil
 	}
 	f.wg.Add(1)
+	if done := ctx.Done(); done != nil {
+		s.cw = f.watchFor(ctx, done)
+	}
 	s.slot = len(f.sends)
 	if n := len(f.free); n > 0 {
 		s.slot, f.free = f.free[n-1], f.free[:n-1]
@@ -84,6 +90,13 @@ func (f *inflight) close(ctx context.Context) error {
 	f.mu.Lock()
 	f.closed = true
 	f.mu.Unlock()
+	defer func() {
+		// Every Send has returned: the registration on the last one's
+		// context is let go.
+		f.mu.Lock()
+		f.dropWatch()
+		f.mu.Unlock()
+	}()
 	done := make(chan struct{})
 	go func() { f.wg.Wait(); close(done) }()
 	select {
@@ -104,12 +117,14 @@ func (f *inflight) close(ctx context.Context) error {
 // session. So the derived context is made only when something asks for
 // Done (a lookup, a dial, a wait for a session, a Router), and the SMTP
 // engine, which sees a smtpclient.Watcher, registers its abort here: on
-// the caller's context when that can end, and with Shutdown through the
-// slot.
+// the caller's context when that can end (through a registration that
+// Sends with the same context share, see ctxWatch), and with Shutdown
+// through the slot.
 type sendCtx struct {
 	context.Context // the caller's
 	f               *inflight
 	slot            int
+	cw              *ctxWatch // the registration on the caller's context, when it can end
 
 	mu sync.Mutex
 	// derived is nil until Done is asked for; set once, under mu, and
@@ -127,7 +142,9 @@ type derivedCtx struct{ context.Context }
 
 type watch struct {
 	f    func()
-	stop func() bool // its registration on the caller's context, or nil
+	stop func() bool // its registration on the derived context, or nil
+	cw   *ctxWatch   // or its slot in the registration on the caller's
+	slot int
 }
 
 var _ interface {
@@ -187,13 +204,13 @@ func (s *sendCtx) Value(key any) any {
 func (s *sendCtx) Watch(abort func()) int {
 	if d := s.derived.Load(); d != nil {
 		// Cancellation is merged into the derived context already.
-		return s.add(abort, context.AfterFunc(d.Context, abort))
+		return s.addWatch(watch{f: abort, stop: context.AfterFunc(d.Context, abort)})
 	}
-	var stop func() bool
-	if s.Context.Done() != nil {
-		stop = context.AfterFunc(s.Context, abort)
+	w := watch{f: abort}
+	if s.cw != nil {
+		w.cw, w.slot = s.cw, s.cw.add(abort)
 	}
-	tok := s.add(abort, stop)
+	tok := s.addWatch(w)
 	// Shutdown sets shut before it interrupts the slots: either it found
 	// this watch, or this sees shut. abort may then run twice, harmlessly.
 	if s.f.shut.Load() {
@@ -202,16 +219,16 @@ func (s *sendCtx) Watch(abort func()) int {
 	return tok
 }
 
-func (s *sendCtx) add(abort func(), stop func() bool) int {
+func (s *sendCtx) addWatch(w watch) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := range s.watches {
 		if s.watches[i].f == nil {
-			s.watches[i] = watch{f: abort, stop: stop}
+			s.watches[i] = w
 			return i
 		}
 	}
-	s.watches = append(s.watches, watch{f: abort, stop: stop})
+	s.watches = append(s.watches, w)
 	return len(s.watches) - 1
 }
 
@@ -223,6 +240,9 @@ func (s *sendCtx) Unwatch(tok int) {
 	s.mu.Unlock()
 	if w.stop != nil {
 		w.stop()
+	}
+	if w.cw != nil {
+		w.cw.remove(w.slot)
 	}
 }
 

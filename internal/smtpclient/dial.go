@@ -201,7 +201,7 @@ func (c *Conn) tlsConfig(cfg *Config, insecure bool) *tls.Config {
 // handshake runs a TLS client handshake over the raw connection and
 // switches the session to it. Any failure wraps ErrTLSFailed.
 func (c *Conn) handshake(ctx context.Context, cmd string, conf *tls.Config, timeout time.Duration) error {
-	tc := tls.Client(c.raw, conf)
+	tc := tls.Client(c.tlsTransport(), conf)
 	c.setDeadline(timeout)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return c.ioError(cmd, err, ErrTLSFailed)

@@ -41,10 +41,10 @@ func TestQuietLooksPerMessage(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			// Plaintext TCP is read and written with raw system calls
-			// (rawio_linux.go); the tests of deadlines, aborts and lost
-			// connections run through that path.
-			if raw := c.rio.rc != nil && !c.isTLS; raw != (tc.name == "plaintext TCP") {
+			// TCP, plaintext or under TLS, is read and written with raw
+			// system calls (rawio_linux.go); the tests of deadlines,
+			// aborts and lost connections run through that path.
+			if raw := c.rio.rc != nil; raw != (tc.name != "wrapped connection") {
 				t.Errorf("raw system calls: %v", raw)
 			}
 			body := []byte("Subject: x\r\n\r\nhello\r\n")

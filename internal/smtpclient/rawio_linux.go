@@ -64,7 +64,7 @@ func (c *Conn) rawRead(p []byte) (int, error) {
 	*r = rawCall{}
 	switch {
 	case err != nil:
-		return 0, err // a deadline, a closed connection: net's own error
+		return 0, renameOp(err, "read") // a deadline, a closed connection: net's own error
 	case errno != 0:
 		return 0, c.opError("read", errno)
 	case n == 0:
@@ -103,7 +103,7 @@ func (c *Conn) rawWrite(p []byte) (int, error) {
 	*w = rawCall{}
 	switch {
 	case err != nil:
-		return n, err
+		return n, renameOp(err, "write")
 	case errno != 0:
 		return n, c.opError("write", errno)
 	}
@@ -131,6 +131,18 @@ func (c *Conn) rawWriteFn(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// renameOp gives an error of RawConn.Read or Write ("raw-read",
+// "raw-write") the operation net.Conn's Read or Write would have named,
+// so that what a user reads does not depend on how the bytes were moved.
+func renameOp(err error, op string) error {
+	if oe, ok := err.(*net.OpError); ok {
+		e := *oe
+		e.Op = op
+		return &e
+	}
+	return err
 }
 
 // opError is the error net.Conn would give for errno.

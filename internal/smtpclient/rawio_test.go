@@ -6,9 +6,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
+	"io"
 	"net"
+	"os"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mailroute/go-mailroute/internal/smtptest"
 	"github.com/mailroute/go-mailroute/internal/testpki"
@@ -84,4 +88,55 @@ type wrappedConn struct{ net.Conn }
 
 func (w wrappedConn) SyscallConn() (syscall.RawConn, error) {
 	return w.Conn.(syscall.Conn).SyscallConn()
+}
+
+// The raw reads and writes fail as net.Conn's would: a passed deadline is
+// os.ErrDeadlineExceeded in a *net.OpError named "read", and a peer that
+// closed gives io.EOF.
+func TestRawIOErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err == nil {
+			accepted <- nc
+		}
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := <-accepted
+	c := newConn(nc, "mx.test", Timeouts{}.withDefaults())
+	defer c.Close()
+	if c.rio.rc == nil {
+		t.Fatal("no raw I/O on a TCP connection")
+	}
+	buf := make([]byte, 16)
+	nc.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	_, err = c.rawRead(buf)
+	var oe *net.OpError
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &oe) || oe.Op != "read" {
+		t.Errorf("read past its deadline: %v", err)
+	}
+	nc.SetReadDeadline(time.Time{})
+	if n, err := c.rawWrite([]byte("hello")); n != 5 || err != nil {
+		t.Errorf("write: %d, %v", n, err)
+	}
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(srv, got); err != nil || string(got) != "hello" {
+		t.Errorf("the peer read %q, %v", got, err)
+	}
+	srv.Write([]byte("ok"))
+	srv.Close()
+	if n, err := c.rawRead(buf); n != 2 || err != nil || string(buf[:2]) != "ok" {
+		t.Errorf("read: %d %q, %v", n, buf[:n], err)
+	}
+	if _, err := c.rawRead(buf); err != io.EOF {
+		t.Errorf("read after the peer closed: %v, want io.EOF", err)
+	}
 }

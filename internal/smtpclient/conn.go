@@ -445,26 +445,6 @@ func (c *Conn) Extension(name string) (param string, ok bool) {
 // MaxSize returns the SIZE the server advertised (RFC 1870); 0 = none.
 func (c *Conn) MaxSize() int64 { return c.offers.maxSize }
 
-// offers is what the server advertised that each message needs.
-type offers struct {
-	pipelining, chunking, size, eightBit, smtputf8 bool
-	maxSize                                        int64 // SIZE's parameter; 0 = none
-}
-
-// parseMaxSize reads the parameter of SIZE: 0 when absent or not a
-// number.
-func parseMaxSize(ext map[string]string) int64 {
-	p, ok := ext["SIZE"]
-	if !ok {
-		return 0
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(p), 10, 64)
-	if err != nil || n < 0 {
-		return 0
-	}
-	return n
-}
-
 // TLS returns the TLS state when the session is encrypted.
 func (c *Conn) TLS() (tls.ConnectionState, bool) { return c.tlsState, c.isTLS }
 

@@ -137,6 +137,26 @@ func (c *Conn) setExtensions(ext map[string]string) {
 	}
 }
 
+// offers is what the server advertised that each message needs.
+type offers struct {
+	pipelining, chunking, size, eightBit, smtputf8 bool
+	maxSize                                        int64 // SIZE's parameter; 0 = none
+}
+
+// parseMaxSize reads the parameter of SIZE: 0 when absent or not a
+// number.
+func parseMaxSize(ext map[string]string) int64 {
+	p, ok := ext["SIZE"]
+	if !ok {
+		return 0
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(p), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
 // parseEHLO maps each keyword line after the first (the server's name) to
 // its parameters, keyed upper-case. The old "AUTH=PLAIN LOGIN" form is
 // folded into AUTH.

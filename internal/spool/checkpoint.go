@@ -89,10 +89,7 @@ func (j *journal) checkpointOld() error {
 // one's record from coming back.
 func (j *journal) drop(segs []*segment, dropped func(*segment)) error {
 	for _, seg := range segs {
-		if seg.f != nil {
-			seg.f.Close()
-			seg.f = nil
-		}
+		seg.closeFile()
 		if err := j.fs.remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -104,6 +101,17 @@ func (j *journal) drop(segs []*segment, dropped func(*segment)) error {
 		}
 	}
 	return nil
+}
+
+// closeFile closes the segment's descriptor once no body is being read
+// from it.
+func (seg *segment) closeFile() {
+	seg.rmu.Lock()
+	defer seg.rmu.Unlock()
+	if seg.f != nil {
+		seg.f.Close()
+		seg.f = nil
+	}
 }
 
 // close waits for a running checkpoint, then checkpoints everything,
@@ -133,10 +141,7 @@ func (j *journal) close() error {
 		err = j.drop(all, nil)
 	}
 	for _, seg := range all {
-		if seg.f != nil {
-			seg.f.Close()
-			seg.f = nil
-		}
+		seg.closeFile()
 	}
 	if err != nil && !unclean {
 		return fmt.Errorf("spool: journal checkpoint at Close (nothing is lost, the next Open replays it): %w", err)

@@ -66,6 +66,12 @@ type journal struct {
 type segment struct {
 	gen  uint64
 	path string
+	// f stays open until the generation is dropped, also after rotation:
+	// the bodies of messages not yet checkpointed are read from it (see
+	// journalbody.go). rmu is held for reading by such a read and for
+	// writing by the close in drop, so a checkpoint never closes f under
+	// a reader; a reader that finds f nil knows the body is in its file.
+	rmu  sync.RWMutex
 	f    *os.File
 	size int64 // bytes of whole, committed rounds
 	// alloc is the file's size when it was preallocated past size (zeros
@@ -85,18 +91,23 @@ type segment struct {
 // jround is one group commit: the records of every member, written and
 // synced together, and the round's own result.
 type jround struct {
-	buf  []byte
-	ids  []string
-	n    int
-	room int64 // reserve the round's records need (see reserve.go)
-	done chan struct{}
-	err  error
-	seg  *segment // where the round was written, set by its runner
+	buf   []byte
+	ids   []string
+	n     int
+	room  int64 // reserve the round's records need (see reserve.go)
+	done  chan struct{}
+	err   error
+	seg   *segment // where the round was written, set by its runner
+	start int64    // the offset of buf in seg, set by its runner
 }
 
 // ticket is a writer's place in a committed round. Done must be called
 // after the file steps that follow the commit, whatever its outcome.
-type ticket struct{ seg *segment }
+// off is where the writer's record starts in seg, once committed.
+type ticket struct {
+	seg *segment
+	off int64
+}
 
 // Done ends the writer's post-commit file steps.
 func (t ticket) Done() {
@@ -174,11 +185,12 @@ func (j *journal) create(gen uint64) (*segment, error) {
 }
 
 // append commits one record: it returns after a round holding it was
-// written and fdatasynced, with that round's error. The caller must call
-// Done on the ticket when its post-commit file steps are over, also when
-// append fails.
-func (j *journal) append(rec []byte, id string) (ticket, error) {
-	return j.join(rec, id, 0).wait()
+// written and fdatasynced, with that round's error. room is the reserve
+// the round must take first for files left to a checkpoint (see
+// reserve.go). The caller must call Done on the ticket when its
+// post-commit file steps are over, also when append fails.
+func (j *journal) append(rec []byte, id string, room int64) (ticket, error) {
+	return j.join(rec, id, room).wait()
 }
 
 // joined is a record handed to the journal whose commit has not been
@@ -186,6 +198,7 @@ func (j *journal) append(rec []byte, id string) (ticket, error) {
 type joined struct {
 	j    *journal
 	r    *jround // nil: not joined (no group commit, or closed)
+	off  int     // where rec starts in r.buf
 	rec  []byte
 	id   string
 	room int64
@@ -210,11 +223,12 @@ func (j *journal) join(rec []byte, id string, room int64) joined {
 		r = &jround{done: make(chan struct{})}
 		j.open = r
 	}
+	off := len(r.buf)
 	r.buf = append(r.buf, rec...)
 	r.ids = append(r.ids, id)
 	r.n++
 	r.room += room
-	return joined{j: j, r: r}
+	return joined{j: j, r: r, off: off}
 }
 
 // wait returns when the record's round has been written and fdatasynced,
@@ -231,13 +245,14 @@ func (p joined) wait() (ticket, error) {
 			return ticket{}, ErrClosed
 		}
 		r = &jround{done: make(chan struct{}), buf: p.rec, ids: []string{p.id}, n: 1, room: p.room}
+		p.r = r
 	} else {
 		if r == nil {
 			return ticket{}, ErrClosed
 		}
 		select {
 		case <-r.done:
-			return ticket{r.seg}, r.err
+			return p.ticket(), r.err
 		case j.run <- struct{}{}:
 		}
 		// Holding the token: a member that held it just before may have
@@ -245,7 +260,7 @@ func (p joined) wait() (ticket, error) {
 		select {
 		case <-r.done:
 			<-j.run
-			return ticket{r.seg}, r.err
+			return p.ticket(), r.err
 		default:
 		}
 		j.mu.Lock()
@@ -257,7 +272,12 @@ func (p joined) wait() (ticket, error) {
 	j.write(r)
 	close(r.done)
 	<-j.run
-	return ticket{r.seg}, r.err
+	return p.ticket(), r.err
+}
+
+// ticket is the member's ticket once its round has run.
+func (p joined) ticket() ticket {
+	return ticket{seg: p.r.seg, off: p.r.start + int64(p.off)}
 }
 
 // write runs round r; the caller holds the token. A round that fails is
@@ -306,6 +326,7 @@ func (j *journal) write(r *jround) {
 		return
 	}
 	j.mu.Lock()
+	r.start = start
 	seg.size = start + int64(len(r.buf))
 	seg.ids = append(seg.ids, r.ids...)
 	full := seg.size >= j.segMax && !j.cpRunning && !j.closed
@@ -366,10 +387,9 @@ func (j *journal) rotateLocked() error {
 	if err != nil {
 		return err
 	}
-	// Nothing writes to the old generation any more: its descriptor can
-	// go (a checkpoint flushes the whole file system, not this file).
-	j.seg.f.Close()
-	j.seg.f = nil
+	// Nothing writes to the old generation any more, but its descriptor
+	// stays open until the generation is dropped: the bodies of messages
+	// not yet checkpointed are read from it.
 	j.old = append(j.old, j.seg)
 	j.seg = next
 	j.rotate = false

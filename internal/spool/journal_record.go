@@ -59,6 +59,13 @@ func appendRecord(dst []byte, kind uint8, id string, state, body []byte) []byte 
 	return dst
 }
 
+// recBodyOffset is where the body starts in a framed record of message
+// id with a state of stateLen bytes: a message whose body is only in the
+// journal is read back from there.
+func recBodyOffset(id string, stateLen int) int64 {
+	return int64(recHeader + 2 + len(id) + 4 + stateLen)
+}
+
 // errTorn and errDamaged say why parsing stopped before the end of a
 // segment. Torn is what a crash during an append leaves (a last record cut
 // short, or zeros from a write the disk never completed): that append was

@@ -42,10 +42,10 @@ func countExt(names []string, ext string) int {
 }
 
 // TestStateFilesLazy counts the files of the queue directory: an Enqueue
-// (and an Update) of a journaled message creates only its body file, the
-// checkpoint at Close writes one state per message, and deletes leave
-// nothing, whether or not a checkpoint wrote the states. It also checks
-// that the reserve for the unwritten states is held and given back exactly.
+// (and an Update) of a journaled message creates no file, the checkpoint
+// at Close writes one body and one state per message, and deletes leave
+// nothing, whether or not a checkpoint wrote the files. It also checks
+// that the reserve for the unwritten files is held and given back exactly.
 func TestStateFilesLazy(t *testing.T) {
 	const n = 40
 	ctx := context.Background()
@@ -67,11 +67,11 @@ func TestStateFilesLazy(t *testing.T) {
 				}
 			}
 			q := files(t, dir, queueSub)
-			if len(q) != n || countExt(q, extBody) != n {
-				t.Fatalf("before a checkpoint queue/ holds %d files (%d bodies), want %d bodies only", len(q), countExt(q, extBody), n)
+			if len(q) != 0 {
+				t.Fatalf("before a checkpoint queue/ = %v, want nothing", q)
 			}
-			if got, want := s.res.need, int64(n*stateBlock); got != want {
-				t.Errorf("reserve need = %d, want %d (a block per unwritten state)", got, want)
+			if got, want := s.res.need, int64(n*2*stateBlock); got != want {
+				t.Errorf("reserve need = %d, want %d (a block per unwritten state and per unwritten 2 KiB body)", got, want)
 			}
 			want := listT(t, s)
 			if checkpointed {
@@ -79,8 +79,9 @@ func TestStateFilesLazy(t *testing.T) {
 					t.Fatal(err)
 				}
 				q = files(t, dir, queueSub)
-				if len(q) != 2*n || countExt(q, extState) != n {
-					t.Fatalf("after Close queue/ holds %d files (%d states), want %d and %d", len(q), countExt(q, extState), 2*n, n)
+				if len(q) != 2*n || countExt(q, extState) != n || countExt(q, extBody) != n {
+					t.Fatalf("after Close queue/ holds %d files (%d states, %d bodies), want %d, %d and %d",
+						len(q), countExt(q, extState), countExt(q, extBody), 2*n, n, n)
 				}
 				s = openT(t, dir, Options{})
 				if got := listT(t, s); !reflect.DeepEqual(got, want) {
@@ -268,10 +269,11 @@ func TestQuarantineUnwrittenState(t *testing.T) {
 	}
 }
 
-// TestOpenKeepsJournalOnlyBody kills a process whose message's state was
-// only in the journal, then opens the spool with the replay's writing of
-// that state failing: the body must not be taken for an orphan and
-// removed, and the next Open loads the message whole.
+// TestOpenKeepsJournalOnlyBody kills a process whose message's body and
+// state were only in the journal, then opens the spool with the replay's
+// writing of that state failing (the body file is written): the body must
+// not be taken for an orphan and removed, and the next Open loads the
+// message whole.
 func TestOpenKeepsJournalOnlyBody(t *testing.T) {
 	dir := t.TempDir()
 	dead := false
@@ -286,8 +288,8 @@ func TestOpenKeepsJournalOnlyBody(t *testing.T) {
 	enqueueT(t, s, m, body)
 	dead = true
 	s.Close() // killed: no checkpoint
-	if q := files(t, dir, queueSub); !slices.Equal(q, []string{"m.eml"}) {
-		t.Fatalf("queue/ = %v, want the body only", q)
+	if q := files(t, dir, queueSub); len(q) != 0 {
+		t.Fatalf("queue/ = %v, want nothing: body and state only in the journal", q)
 	}
 
 	log, rec := newLog()

@@ -58,7 +58,7 @@ func (s *Store) markUnwrittenLocked(e *entry, unwritten bool) {
 // checkpoint keeps its generations: those messages stay in the set and
 // the next checkpoint tries again.
 func (s *Store) writeStates() error {
-	s.res.free() // the room the states are written into
+	s.res.free() // the room the files are written into
 	s.mu.Lock()
 	pending := make([]*entry, 0, len(s.unwritten))
 	for e := range s.unwritten {
@@ -76,7 +76,7 @@ func (s *Store) writeStates() error {
 		}
 	}
 	if failed > 0 {
-		return fmt.Errorf("cannot write the state of %d of %d messages (kept in the journal): %w", failed, len(pending), first)
+		return fmt.Errorf("cannot write the files of %d of %d messages (kept in the journal): %w", failed, len(pending), first)
 	}
 	return nil
 }

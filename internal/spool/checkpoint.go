@@ -40,9 +40,35 @@ func (j *journal) runCheckpoint() {
 	}
 	j.mu.Lock()
 	j.lastCPErr = err
-	j.cpRunning = false
+	again := j.cpAgain && !j.closed
+	j.cpAgain = false
 	close(j.cpDone)
+	if again {
+		j.cpDone = make(chan struct{})
+	} else {
+		j.cpRunning = false
+	}
 	j.mu.Unlock()
+	if again {
+		go j.checkpoint()
+	}
+}
+
+// checkpointSoon starts a checkpoint at once, or when the running one
+// ends (which may not cover the current generation), without waiting for
+// a generation to fill: see Store.Body, for a generation found damaged.
+func (j *journal) checkpointSoon() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	switch {
+	case j.closed:
+	case j.cpRunning:
+		j.cpAgain = true
+	default:
+		j.cpRunning = true
+		j.cpDone = make(chan struct{})
+		go j.checkpoint()
+	}
 }
 
 // checkpointOld waits for the post-commit steps of every record in the

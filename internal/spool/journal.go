@@ -57,6 +57,7 @@ type journal struct {
 	unclean    bool       // a step after a commit failed: keep every generation until Open replays it
 	cpRunning  bool
 	cpDone     chan struct{} // closed when the running checkpoint ends
+	cpAgain    bool          // start another when the running one ends (see checkpointSoon)
 	closed     bool
 	lastCPErr  error
 	checkpoint func() // runs one checkpoint; set by newJournal, replaced by tests

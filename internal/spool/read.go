@@ -178,6 +178,11 @@ func (s *Store) Body(ctx context.Context, id string) (io.ReadCloser, error) {
 			return nil, fmt.Errorf("spool: body of %s: %w", id, err)
 		case ok:
 			s.quarantineEntry(e, id, err)
+			// The generation is damaged: Open's replay would stop at this
+			// record and lose the records after it, so the generation
+			// goes now, once the checkpoint has written every file that
+			// depends on it.
+			s.j.checkpointSoon()
 			return nil, err
 		}
 		// The generation was dropped meanwhile, after the checkpoint wrote

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // journalSub is the journal's directory; see the package documentation.
@@ -164,15 +166,15 @@ func (j *journal) create(gen uint64) (*segment, error) {
 	if err := j.fs.check(OpRotate, path); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := newSegmentFile(path)
+	if errors.Is(err, syscall.ENOSPC) && j.res.trim() {
+		f, err = newSegmentFile(path) // see write
+	}
 	if err != nil {
 		return nil, err
 	}
 	seg := &segment{gen: gen, path: path, f: f}
-	_, err = f.Write(segmentMagic)
-	if err == nil {
-		err = j.fs.datasync(f)
-	}
+	err = j.fs.datasync(f)
 	if err == nil {
 		err = j.fs.syncDir(j.dir)
 	}
@@ -183,6 +185,20 @@ func (j *journal) create(gen uint64) (*segment, error) {
 	}
 	seg.size = int64(len(segmentMagic))
 	return seg, nil
+}
+
+// newSegmentFile creates a generation's file with its header.
+func newSegmentFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.Write(segmentMagic); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	return f, nil
 }
 
 // append commits one record: it returns after a round holding it was
@@ -309,6 +325,12 @@ func (j *journal) write(r *jround) {
 	if err == nil {
 		j.preallocate(seg, start+int64(len(r.buf)))
 		_, err = seg.f.WriteAt(r.buf, start)
+		if errors.Is(err, syscall.ENOSPC) && j.res.trim() {
+			// The disk is full, and the reserve held blocks no file
+			// needs any more (messages deleted before their checkpoint
+			// gave their share back): the file system has them now.
+			_, err = seg.f.WriteAt(r.buf, start)
+		}
 	}
 	if err == nil {
 		err = j.fs.datasync(seg.f)

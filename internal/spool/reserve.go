@@ -103,8 +103,9 @@ func (r *reserve) take(n int64) error {
 }
 
 // give returns n bytes: a message's files were written, or it is gone. The
-// file keeps its size until the next checkpoint frees it; the rounds
-// after use the room without allocating it again.
+// file keeps its size until the next checkpoint frees it, or a write finds
+// the disk full (trim); the rounds after use the room without allocating
+// it again.
 func (r *reserve) give(n int64) {
 	if n <= 0 {
 		return
@@ -112,6 +113,23 @@ func (r *reserve) give(n int64) {
 	r.mu.Lock()
 	r.need -= n
 	r.mu.Unlock()
+}
+
+// trim gives back to the file system the blocks of the file beyond what
+// the unwritten files need: the shares of messages deleted since the last
+// checkpoint, which give only returns to the reserve. It reports whether
+// it freed any, for a write that found the disk full to try again.
+func (r *reserve) trim() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.f == nil || r.have <= r.need {
+		return false
+	}
+	if err := r.f.Truncate(r.need); err != nil {
+		return false
+	}
+	r.have = r.need
+	return true
 }
 
 // free empties the file, before a checkpoint writes the files into the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -211,5 +212,51 @@ func TestJournalBodyQuarantine(t *testing.T) {
 				t.Errorf("the damaged generation was replayed: %v", w)
 			}
 		})
+	}
+}
+
+// TestJournalBodyFileSteps counts the file-system steps of a journaled
+// message's life before a checkpoint, enqueued, read, updated and
+// delivered, one call at a time: exactly one reserve, append and
+// fdatasync per change, and not one file created, written, renamed,
+// removed or directory synced.
+func TestJournalBodyFileSteps(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	steps := map[Op]int{}
+	s := openT(t, t.TempDir(), Options{Fault: func(op Op, path string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		steps[op]++
+		return nil
+	}})
+	mu.Lock()
+	clear(steps) // what Open did
+	mu.Unlock()
+	const n = 10
+	for i := range n {
+		id := fmt.Sprintf("m%d", i)
+		body := testBody(2048, uint64(i))
+		enqueueT(t, s, testMessage(id, t0, "a@example.com", "b@example.com"), body)
+		if !bytes.Equal(bodyT(t, s, id), body) {
+			t.Fatalf("Body(%s) differs", id)
+		}
+		u := clone(testMessage(id, t0, "b@example.com"))
+		if err := s.Update(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Update(ctx, &Message{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	got := maps.Clone(steps)
+	mu.Unlock()
+	want := map[Op]int{OpReserve: n, OpAppend: 3 * n, OpSync: 3 * n}
+	if !maps.Equal(got, want) {
+		t.Errorf("file-system steps of %d messages enqueued, read, updated and deleted: %v, want %v", n, got, want)
+	}
+	if s.res.need != 0 {
+		t.Errorf("reserve need %d after every message was deleted", s.res.need)
 	}
 }

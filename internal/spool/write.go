@@ -79,7 +79,7 @@ func (s *Store) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
 // fsynced and renamed, and the queue directory fsynced, before the
 // state's record is committed. On an error it removes what it wrote.
 func (s *Store) writeNew(ctx context.Context, e *entry, m *Message, body io.Reader) error {
-	buf, err := io.ReadAll(io.LimitReader(ctxReader{ctx, body}, journalBodyMax+1))
+	buf, err := readSmall(ctx, body)
 	if err != nil {
 		return err
 	}
@@ -341,6 +341,30 @@ func writeBytes(b []byte) func(io.Writer) error {
 		_, err := w.Write(b)
 		return err
 	}
+}
+
+// readSmall reads body up to journalBodyMax+1 octets, into one buffer of
+// the right size when body says how long it is (a bytes.Reader or
+// strings.Reader, as the queue hands over), instead of growing one.
+func readSmall(ctx context.Context, body io.Reader) ([]byte, error) {
+	r := io.LimitReader(ctxReader{ctx, body}, journalBodyMax+1)
+	l, ok := body.(interface{ Len() int })
+	if !ok || l.Len() > journalBodyMax {
+		return io.ReadAll(r)
+	}
+	// One octet more than said, so that io.ReadFull sees the end.
+	buf := make([]byte, l.Len()+1)
+	n, err := io.ReadFull(r, buf)
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		return buf[:n], nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	// Longer than it said (a reader whose Len is not what remains): the
+	// rest the usual way.
+	rest, err := io.ReadAll(r)
+	return append(buf, rest...), err
 }
 
 // ctxReader stops a long body copy when the context ends.

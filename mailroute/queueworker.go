@@ -132,10 +132,9 @@ func (q *queueRuntime) poke() {
 	}
 }
 
-// dueRecipients returns the indexes of qm's recipients to be tried in
+// appendDue appends to due the indexes of qm's recipients to be tried in
 // this round.
-func (q *queueRuntime) dueRecipients(qm *QueuedMessage, now time.Time, domain string, flush bool) []int {
-	var due []int
+func (q *queueRuntime) appendDue(due []int, qm *QueuedMessage, now time.Time, domain string, flush bool) []int {
 	for i := range qm.Recipients {
 		if q.due(&qm.Recipients[i], now, domain, flush) {
 			due = append(due, i)
@@ -191,11 +190,12 @@ func domainOf(rcpt string) string {
 	return strings.ToLower(rcpt[strings.LastIndexByte(rcpt, '@')+1:])
 }
 
-// jobs groups the due recipients by domain. Recipients whose direct
-// attempts reached RetryPolicy.FallbackAfter go to the relay, when there
-// is one: the fallback over time.
-func (q *queueRuntime) jobs(qm *QueuedMessage, due []int, rcpts []message.Address, body *message.Body, res *Result) []*job {
-	direct := q.m.group(qm.From, utf8Local(qm.From), rcpts, body, res)
+// jobs groups the due recipients (env, in due's order) by domain, the
+// first domain's in first when not nil, as Send does (see groupEnv).
+// Recipients whose direct attempts reached RetryPolicy.FallbackAfter go to
+// the relay, when there is one: the fallback over time.
+func (q *queueRuntime) jobs(qm *QueuedMessage, due []int, env *envelope, body *message.Body, res *Result, first *job, firstDest *Destination) []*job {
+	direct := q.m.groupEnv(env, body, res, first, firstDest)
 	if (q.m.relay == nil && len(q.m.relays.byName) == 0) || q.policy.FallbackAfter < 0 {
 		for _, j := range direct {
 			j.relay = q.m.relay

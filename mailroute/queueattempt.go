@@ -30,6 +30,46 @@ func (q *queueRuntime) attemptBudget(qm *QueuedMessage) time.Duration {
 	return left - left/10
 }
 
+// cutoffs makes the contexts that stop attempts before their leases end,
+// for one runner, whose attempts follow each other: a context lasts from
+// attempt to attempt while its deadline is at most cutoffSlack of the
+// budget before the one the next attempt is due (and never after it),
+// instead of a context, a timer and the engine's registration on them per
+// message. Budgets are tens of minutes and a runner's attempts start
+// seconds apart, so a context serves hundreds of them; an attempt cut off
+// at its deadline ends it, and the next one gets a new one.
+type cutoffs struct {
+	parent context.Context
+	ctx    context.Context
+	cancel context.CancelFunc
+	at     time.Time // ctx's deadline
+}
+
+// cutoffSlack: a context's deadline may be this fraction of the budget
+// earlier than an attempt's own (1/64: 38 seconds of the default 40
+// minutes), which the attempt reports as its budget.
+const cutoffSlack = 64
+
+// context returns a context done with the parent or at deadline, at most
+// budget/cutoffSlack before want and never after it.
+func (c *cutoffs) context(want time.Time, budget time.Duration) (ctx context.Context, deadline time.Time) {
+	if c.ctx != nil && c.ctx.Err() == nil && !c.at.After(want) && !c.at.Before(want.Add(-budget/cutoffSlack)) {
+		return c.ctx, c.at
+	}
+	c.stop()
+	c.ctx, c.cancel = context.WithDeadlineCause(c.parent, want, errAttemptCutOff)
+	c.at = want
+	return c.ctx, want
+}
+
+// stop ends the context in use, with its timer.
+func (c *cutoffs) stop() {
+	if c.cancel != nil {
+		c.cancel()
+		c.ctx, c.cancel = nil, nil
+	}
+}
+
 // attempt is one leased message's turn, from its preparation to the
 // record of its outcome: the message read back and checked, then the
 // delivery's results. It is the one allocation of a drained message of
@@ -92,13 +132,14 @@ func (q *queueRuntime) prepare(ctx, bg context.Context, qm *QueuedMessage, due [
 }
 
 // deliver tries a prepared message's due recipients once, within the
-// lease, and releases its body. It reports whether there is an outcome,
+// lease (its context from cut, whose parent is ctx), and releases its
+// body. It reports whether there is an outcome,
 // which the caller must save (attempt.save records it and ends the
 // lease): the delivery is over and its session back in the pool, so the
 // caller can start the next delivery while the store makes this one
 // durable. It returns false, leaving the lease to the caller, when the
 // lease has no time left for an attempt.
-func (q *queueRuntime) deliver(ctx context.Context, a *attempt) bool {
+func (q *queueRuntime) deliver(ctx context.Context, a *attempt, cut *cutoffs) bool {
 	// Every delivery is over when runJobs returns (it waits for them
 	// all), and nothing else reads the body: its memory serves the next
 	// message read back, as a Send's does.
@@ -130,8 +171,9 @@ func (q *queueRuntime) deliver(ctx context.Context, a *attempt) bool {
 		a.res.Recipients = make([]RecipientResult, len(due))
 	}
 	jobs := q.jobs(qm, due, &env, a.body, &a.res, &sc.job, &a.dest)
-	deadline := time.Now().Add(a.budget)
-	actx, cancel := context.WithDeadlineCause(ctx, deadline, errAttemptCutOff)
+	start := time.Now()
+	actx, deadline := cut.context(start.Add(a.budget), a.budget)
+	a.budget = deadline.Sub(start)
 	if qm.RequireTLS {
 		actx = WithREQUIRETLS(actx) // as it was on Send: see runJobs
 	}
@@ -144,7 +186,6 @@ func (q *queueRuntime) deliver(ctx context.Context, a *attempt) bool {
 		a.stopped = true
 	}
 	a.cutOff = !a.stopped && !finished.Before(deadline)
-	cancel()
 	// The holds now, not when the outcome is saved: the caller starts the
 	// next delivery at once, and it must not go to a destination that
 	// just pushed back.
@@ -298,7 +339,8 @@ func (q *queueRuntime) reportStoreQuarantines() {
 func known(s Status) bool { return s == Delivered || s == Failed }
 
 // record applies an attempt's results to the queued message, persists it,
-// and reports each outcome.
+// and reports each outcome. bg carries the values of the round's context
+// but not its end: an outcome is recorded whatever happens.
 //
 // When ctx ended during the attempt (stopped: Shutdown, or a Flush whose
 // caller gave up) the outcomes already known are recorded and the other
@@ -306,10 +348,19 @@ func known(s Status) bool { return s == Delivered || s == Failed }
 // took them. When the attempt was cut off to stay within its lease
 // (cutOff), the unknown ones are deferred like any temporary failure,
 // saying why.
-func (q *queueRuntime) record(ctx context.Context, qm *QueuedMessage, due []int, res *Result, budget time.Duration, stopped, cutOff bool) {
+func (q *queueRuntime) record(bg context.Context, qm *QueuedMessage, due []int, res *Result, budget time.Duration, stopped, cutOff bool) {
 	now := q.now()
-	remove := make(map[int]bool)
-	var events []Event
+	// Which recipients leave the queue, and the events: on the stack for
+	// the few recipients of most messages.
+	var removeBuf [8]bool
+	remove := removeBuf[:0]
+	if len(qm.Recipients) > len(removeBuf) {
+		remove = make([]bool, len(qm.Recipients))
+	} else {
+		remove = removeBuf[:len(qm.Recipients)]
+	}
+	var eventBuf [1]Event
+	events := eventBuf[:0]
 	var bounces []bounce
 	for k, i := range due {
 		rr := res.Recipients[k]
@@ -360,7 +411,6 @@ func (q *queueRuntime) record(ctx context.Context, qm *QueuedMessage, due []int,
 		}
 		events = append(events, ev)
 	}
-	bg := context.WithoutCancel(ctx)
 	if len(events) == 0 { // stopped before anything was known
 		if err := q.store.Release(bg, qm.ID, qm.Lease); err != nil {
 			q.m.cfg.logger().Error("mailroute: queue: release", "id", qm.ID, "error", err)

@@ -336,7 +336,9 @@ func (l *lane) pop() (leased, bool) {
 func (d *drain) run(l *lane, it leased) {
 	defer d.wg.Done()
 	var pr *preparer // started when a message first waits behind another
+	cut := &cutoffs{parent: d.ctx}
 	defer func() {
+		cut.stop()
 		if pr != nil {
 			close(pr.in)
 		}
@@ -353,7 +355,7 @@ func (d *drain) run(l *lane, it leased) {
 			pr.in <- nit
 		}
 		if a != nil {
-			d.deliver(a)
+			d.deliver(a, cut)
 		}
 		if ok {
 			a = <-pr.out
@@ -417,7 +419,7 @@ func (d *drain) prepare(it leased, waited bool) *attempt {
 	return nil
 }
 
-// deliver delivers a prepared message, holding a place in d.running
+// deliver delivers a prepared message under a context of cut, holding a place in d.running
 // (Concurrency) until the delivery is over, and hands the outcome to a
 // recorder, so that the runner goes on while the store makes it durable.
 // A message that waited in its lane is checked against the holds again
@@ -425,7 +427,7 @@ func (d *drain) prepare(it leased, waited bool) *attempt {
 // queueRecordingFactor×Concurrency outcomes wait for the store, the
 // runner waits with them, keeping its place: the store's pace holds the
 // deliveries back, and the outcomes kept in memory are bounded.
-func (d *drain) deliver(a *attempt) {
+func (d *drain) deliver(a *attempt, cut *cutoffs) {
 	d.running <- struct{}{}
 	d.mu.Lock()
 	d.waiting--
@@ -438,7 +440,7 @@ func (d *drain) deliver(a *attempt) {
 	}
 	delivered := false
 	if len(a.due) > 0 && d.ctx.Err() == nil {
-		delivered = d.q.deliver(d.ctx, a)
+		delivered = d.q.deliver(d.ctx, a, cut)
 	} else {
 		a.body.Release() // never read
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -196,15 +197,17 @@ func domainOf(rcpt string) string {
 // the relay, when there is one: the fallback over time.
 func (q *queueRuntime) jobs(qm *QueuedMessage, due []int, env *envelope, body *message.Body, res *Result, first *job, firstDest *Destination) []*job {
 	direct := q.m.groupEnv(env, body, res, first, firstDest)
+	for _, j := range direct {
+		j.relay = q.m.relay
+	}
 	if (q.m.relay == nil && len(q.m.relays.byName) == 0) || q.policy.FallbackAfter < 0 {
-		for _, j := range direct {
-			j.relay = q.m.relay
-		}
 		return direct
+	}
+	if !slices.ContainsFunc(due, func(i int) bool { return qm.Recipients[i].DirectAttempts >= q.policy.FallbackAfter }) {
+		return direct // nobody falls back: the list as it is, without a copy
 	}
 	var out []*job
 	for _, j := range direct {
-		j.relay = q.m.relay
 		var keep, move []int
 		for k := range j.rcpts {
 			if qm.Recipients[due[j.index[k]]].DirectAttempts >= q.policy.FallbackAfter {

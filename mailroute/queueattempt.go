@@ -30,46 +30,6 @@ func (q *queueRuntime) attemptBudget(qm *QueuedMessage) time.Duration {
 	return left - left/10
 }
 
-// cutoffs makes the contexts that stop attempts before their leases end,
-// for one runner, whose attempts follow each other: a context lasts from
-// attempt to attempt while its deadline is at most cutoffSlack of the
-// budget before the one the next attempt is due (and never after it),
-// instead of a context, a timer and the engine's registration on them per
-// message. Budgets are tens of minutes and a runner's attempts start
-// seconds apart, so a context serves hundreds of them; an attempt cut off
-// at its deadline ends it, and the next one gets a new one.
-type cutoffs struct {
-	parent context.Context
-	ctx    context.Context
-	cancel context.CancelFunc
-	at     time.Time // ctx's deadline
-}
-
-// cutoffSlack: a context's deadline may be this fraction of the budget
-// earlier than an attempt's own (1/64: 38 seconds of the default 40
-// minutes), which the attempt reports as its budget.
-const cutoffSlack = 64
-
-// context returns a context done with the parent or at deadline, at most
-// budget/cutoffSlack before want and never after it.
-func (c *cutoffs) context(want time.Time, budget time.Duration) (ctx context.Context, deadline time.Time) {
-	if c.ctx != nil && c.ctx.Err() == nil && !c.at.After(want) && !c.at.Before(want.Add(-budget/cutoffSlack)) {
-		return c.ctx, c.at
-	}
-	c.stop()
-	c.ctx, c.cancel = context.WithDeadlineCause(c.parent, want, errAttemptCutOff)
-	c.at = want
-	return c.ctx, want
-}
-
-// stop ends the context in use, with its timer.
-func (c *cutoffs) stop() {
-	if c.cancel != nil {
-		c.cancel()
-		c.ctx, c.cancel = nil, nil
-	}
-}
-
 // attempt is one leased message's turn, from its preparation to the
 // record of its outcome: the message read back and checked, then the
 // delivery's results. It is the one allocation of a drained message of

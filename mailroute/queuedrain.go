@@ -76,7 +76,11 @@ func (q *queueRuntime) drainRound(ctx context.Context, domain string, flush bool
 		outcomes:  make(chan *attempt, queueRecordingFactor*conc),
 		bg:        context.WithoutCancel(ctx),
 	}
-	tried := make(map[string]bool)
+	var tried map[string]bool // a flush's: each message once
+	if flush {
+		tried = make(map[string]bool)
+	}
+	var batch []leased // reused: dispatch keeps copies of its items
 	q.reportStoreQuarantines()
 	defer d.finish()
 	for {
@@ -94,19 +98,22 @@ func (q *queueRuntime) drainRound(ctx context.Context, domain string, flush bool
 			q.m.cfg.logger().Error("mailroute: queue: lease", "error", err)
 			return
 		}
-		batch := make([]leased, 0, len(msgs))
+		batch = batch[:0]
 		dues := make([]int, 0, len(msgs)) // the batch's due lists, in one array
 		for _, qm := range msgs {
-			if flush && tried[qm.ID] {
-				d.keep(qm)
-				continue
+			if flush {
+				if tried[qm.ID] {
+					d.keep(qm)
+					continue
+				}
+				tried[qm.ID] = true
 			}
-			tried[qm.ID] = true
 			n := len(dues)
 			dues = q.appendDue(dues, qm, now, domain, flush)
 			batch = append(batch, leased{qm, dues[n:len(dues):len(dues)]})
 		}
 		d.dispatch(batch)
+		clear(batch)
 		if d.afterLease(len(msgs) < max) {
 			return // nothing more due, nothing in flight: the round is over
 		}
@@ -157,7 +164,8 @@ type drain struct {
 // lease order, and how many runners it has (up to drain.perLane).
 type lane struct {
 	key     string
-	items   []leased
+	items   []leased // waiting from items[head]
+	head    int
 	runners int
 }
 
@@ -291,7 +299,8 @@ func (d *drain) dispatch(batch []leased) {
 		l  *lane
 		it leased
 	}
-	var starts []start
+	var few [8]start
+	starts := few[:0]
 	d.mu.Lock()
 	for _, it := range batch {
 		key := laneKey(it.qm, it.due)
@@ -306,7 +315,7 @@ func (d *drain) dispatch(batch []leased) {
 			l.runners++
 			starts = append(starts, start{l, it})
 		} else {
-			l.items = append(l.items, it)
+			l.push(it)
 		}
 	}
 	d.mu.Unlock()
@@ -316,14 +325,28 @@ func (d *drain) dispatch(batch []leased) {
 	}
 }
 
+// push queues a message at the end of the lane; under d.mu. The array
+// is reused: the messages taken move to its start when it is full.
+func (l *lane) push(it leased) {
+	if len(l.items) == cap(l.items) && l.head > 0 {
+		n := copy(l.items, l.items[l.head:])
+		clear(l.items[n:])
+		l.items, l.head = l.items[:n], 0
+	}
+	l.items = append(l.items, it)
+}
+
 // pop takes the lane's next waiting message; under d.mu.
 func (l *lane) pop() (leased, bool) {
-	if len(l.items) == 0 {
+	if l.head == len(l.items) {
 		return leased{}, false
 	}
-	it := l.items[0]
-	l.items[0] = leased{}
-	l.items = l.items[1:]
+	it := l.items[l.head]
+	l.items[l.head] = leased{}
+	l.head++
+	if l.head == len(l.items) {
+		l.items, l.head = l.items[:0], 0
+	}
 	return it, true
 }
 

@@ -65,7 +65,7 @@ type attempt struct {
 // the caller, when no recipient was due or the body could not be read.
 func (q *queueRuntime) prepare(ctx, bg context.Context, qm *QueuedMessage, due []int) (a *attempt, ended bool) {
 	a = &attempt{q: q, bg: bg, qm: qm, due: due}
-	addrs, err := checkQueuedInto(qm, a.oneAddr[:0])
+	addrs, err := checkQueuedInto(qm, a.oneAddr[:0], &q.m.addrs)
 	if err != nil {
 		return nil, q.quarantine(ctx, qm, err)
 	}

@@ -20,7 +20,7 @@ const maxLastError = 64 << 10
 // checked is what is sent), recipients must not repeat (each would be
 // delivered once per copy), and counters and sizes must be sane.
 func checkQueued(qm *QueuedMessage) error {
-	_, err := checkQueuedInto(qm, nil)
+	_, err := checkQueuedInto(qm, nil, nil)
 	return err
 }
 
@@ -28,10 +28,23 @@ func checkQueued(qm *QueuedMessage) error {
 // addresses, in the order of qm.Recipients, appended to into (a drained
 // message's attempt sends them, so they are parsed once). Repeats are
 // found by comparing with those before up to dedupLinear recipients, as
-// Send finds them, without a map.
-func checkQueuedInto(qm *QueuedMessage, into []message.Address) ([]message.Address, error) {
+// Send finds them, without a map. Addresses are parsed through memo when
+// not nil, as Send parses them (the Mailer's: the sender, above all, is
+// the same message after message).
+func checkQueuedInto(qm *QueuedMessage, into []message.Address, memo *message.AddressMemo) ([]message.Address, error) {
+	parse := message.ParseAddress
+	if memo != nil {
+		parse = memo.Parse
+	}
 	if qm.From != "" {
-		a, null, err := message.ParseReversePath(qm.From)
+		var a message.Address
+		var null bool
+		var err error
+		if qm.From == "<>" {
+			a, null, err = message.ParseReversePath(qm.From)
+		} else {
+			a, err = parse(qm.From) // a reverse-path that is not null is a mailbox
+		}
 		if err != nil {
 			return nil, fmt.Errorf("mailroute: queue: stored sender: %w", err)
 		}
@@ -47,7 +60,7 @@ func checkQueuedInto(qm *QueuedMessage, into []message.Address) ([]message.Addre
 		seen = make(map[string]bool, len(qm.Recipients))
 	}
 	for i, r := range qm.Recipients {
-		a, err := message.ParseAddress(r.Rcpt)
+		a, err := parse(r.Rcpt)
 		if err != nil {
 			return nil, fmt.Errorf("mailroute: queue: stored recipient %d: %w", i+1, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailroute/go-mailroute/internal/message"
@@ -53,6 +54,9 @@ type queueRuntime struct {
 
 	holdMu sync.Mutex
 	holds  map[string]time.Time // destination domain → not before
+	// holding is len(holds), set under holdMu, so that the queue's many
+	// questions while nothing is held take no lock (and no domain).
+	holding atomic.Int32
 
 	// run is cancelled when Shutdown's context ends: attempts in flight
 	// then stop, and their recipients stay queued.
@@ -169,6 +173,9 @@ func (q *queueRuntime) notHeld(qm *QueuedMessage, due []int) []int {
 
 // heldBack reports whether a destination is held back at now.
 func (q *queueRuntime) heldBack(domain string, now time.Time) bool {
+	if q.holding.Load() == 0 {
+		return false // the common case, without the lock
+	}
 	q.holdMu.Lock()
 	hold := q.holds[domain]
 	q.holdMu.Unlock()
@@ -177,14 +184,13 @@ func (q *queueRuntime) heldBack(domain string, now time.Time) bool {
 
 // due reports whether a queued recipient is to be tried in this round.
 func (q *queueRuntime) due(r *QueuedRecipient, now time.Time, domain string, flush bool) bool {
-	d := domainOf(r.Rcpt)
 	if flush {
-		return domain == "" || d == domain
+		return domain == "" || domainOf(r.Rcpt) == domain
 	}
 	if r.NextAttempt.After(now) {
 		return false
 	}
-	return !q.heldBack(d, now)
+	return q.holding.Load() == 0 || !q.heldBack(domainOf(r.Rcpt), now)
 }
 
 func domainOf(rcpt string) string {
@@ -279,6 +285,7 @@ func (q *queueRuntime) hold(domain string, t time.Time) {
 			delete(q.holds, d)
 		}
 	}
+	q.holding.Store(int32(len(q.holds)))
 	q.holdMu.Unlock()
 }
 

@@ -40,9 +40,35 @@ func (j *journal) runCheckpoint() {
 	}
 	j.mu.Lock()
 	j.lastCPErr = err
-	j.cpRunning = false
+	again := j.cpAgain && !j.closed
+	j.cpAgain = false
 	close(j.cpDone)
+	if again {
+		j.cpDone = make(chan struct{})
+	} else {
+		j.cpRunning = false
+	}
 	j.mu.Unlock()
+	if again {
+		go j.checkpoint()
+	}
+}
+
+// checkpointSoon starts a checkpoint at once, or when the running one
+// ends (which may not cover the current generation), without waiting for
+// a generation to fill: see Store.Body, for a generation found damaged.
+func (j *journal) checkpointSoon() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	switch {
+	case j.closed:
+	case j.cpRunning:
+		j.cpAgain = true
+	default:
+		j.cpRunning = true
+		j.cpDone = make(chan struct{})
+		go j.checkpoint()
+	}
 }
 
 // checkpointOld waits for the post-commit steps of every record in the
@@ -89,10 +115,7 @@ func (j *journal) checkpointOld() error {
 // one's record from coming back.
 func (j *journal) drop(segs []*segment, dropped func(*segment)) error {
 	for _, seg := range segs {
-		if seg.f != nil {
-			seg.f.Close()
-			seg.f = nil
-		}
+		seg.closeFile()
 		if err := j.fs.remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -104,6 +127,17 @@ func (j *journal) drop(segs []*segment, dropped func(*segment)) error {
 		}
 	}
 	return nil
+}
+
+// closeFile closes the segment's descriptor once no body is being read
+// from it.
+func (seg *segment) closeFile() {
+	seg.rmu.Lock()
+	defer seg.rmu.Unlock()
+	if seg.f != nil {
+		seg.f.Close()
+		seg.f = nil
+	}
 }
 
 // close waits for a running checkpoint, then checkpoints everything,
@@ -133,10 +167,7 @@ func (j *journal) close() error {
 		err = j.drop(all, nil)
 	}
 	for _, seg := range all {
-		if seg.f != nil {
-			seg.f.Close()
-			seg.f = nil
-		}
+		seg.closeFile()
 	}
 	if err != nil && !unclean {
 		return fmt.Errorf("spool: journal checkpoint at Close (nothing is lost, the next Open replays it): %w", err)

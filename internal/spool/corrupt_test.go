@@ -157,62 +157,133 @@ func TestBodyChecksum(t *testing.T) {
 	}
 }
 
-// TestBodyDamageWhileOpen damages a body file behind an open store, where
-// only Body's own check can see it, for a body read whole into memory and
-// for one over journalBodyMax returned as its file: each damage must be
-// refused with ErrCorrupt naming it and the message quarantined, and an
-// undamaged body returned exactly.
+// TestBodyDamageWhileOpen damages a body behind an open store, where
+// only Body's own check can see it: in its file (a body over
+// journalBodyMax, returned as its file, or a smaller one once a checkpoint
+// wrote its file, read whole into memory), and in the journal record that
+// holds a body no checkpoint has written yet. Each damage must be refused
+// with ErrCorrupt naming it and the message quarantined, with the damaged
+// bytes (from the journal, for a body only there) and the state in
+// corrupt/; an undamaged body is returned exactly.
 func TestBodyDamageWhileOpen(t *testing.T) {
-	damages := []struct {
+	type damage struct {
 		name   string
 		damage func(b []byte) []byte
 		want   string // in the error; "" for no damage
-	}{
+	}
+	fileDamages := []damage{
 		{"none", func(b []byte) []byte { return b }, ""},
 		{"bit flipped", func(b []byte) []byte { b[len(b)/2] ^= 0x20; return b }, "checksum"},
 		{"one octet short", func(b []byte) []byte { return b[:len(b)-1] }, "state says"},
 		{"one octet long", func(b []byte) []byte { return append(b, '\n') }, "state says"},
 		{"empty", func(b []byte) []byte { return nil }, "state says"},
 	}
+	// In the journal the body's length is the state's: damage flips bits,
+	// or cuts the segment short in the middle of the body.
+	journalDamages := []damage{
+		{"none", func(b []byte) []byte { return b }, ""},
+		{"bit flipped", func(b []byte) []byte { b[len(b)/2] ^= 0x20; return b }, "checksum"},
+		{"cut short", func(b []byte) []byte { return b[:len(b)/3] }, "state says"},
+	}
 	for _, size := range []int{4096, journalBodyMax, journalBodyMax + 4096} {
-		for _, d := range damages {
-			t.Run(fmt.Sprintf("%d/%s", size, d.name), func(t *testing.T) {
-				ctx := context.Background()
-				dir := t.TempDir()
-				s := openT(t, dir, Options{})
-				defer s.Close()
-				body := testBody(size, 7)
-				enqueueT(t, s, testMessage("m", t0, "a@example.com"), body)
-				p := filepath.Join(dir, "queue", "m.eml")
-				b, err := os.ReadFile(p)
-				if err != nil {
-					t.Fatal(err)
+		for _, where := range []string{"journal", "file"} {
+			damages := fileDamages
+			if where == "journal" {
+				if size > journalBodyMax {
+					continue // never in the journal
 				}
-				if err := os.WriteFile(p, d.damage(b), 0o600); err != nil {
-					t.Fatal(err)
-				}
-				rc, err := s.Body(ctx, "m")
-				if d.want == "" {
-					if err != nil {
-						t.Fatalf("Body = %v", err)
+				damages = journalDamages
+			}
+			for _, d := range damages {
+				t.Run(fmt.Sprintf("%d/%s/%s", size, where, d.name), func(t *testing.T) {
+					ctx := context.Background()
+					dir := t.TempDir()
+					s := openT(t, dir, Options{})
+					defer s.Close()
+					body := testBody(size, 7)
+					enqueueT(t, s, testMessage("m", t0, "a@example.com"), body)
+					var damaged []byte
+					if where == "journal" {
+						damaged = damageJournalBody(t, s, "m", d.damage)
+					} else {
+						if size <= journalBodyMax {
+							if err := checkpointNow(s); err != nil {
+								t.Fatal(err)
+							}
+						}
+						p := filepath.Join(dir, "queue", "m.eml")
+						b, err := os.ReadFile(p)
+						if err != nil {
+							t.Fatal(err)
+						}
+						damaged = d.damage(b)
+						if err := os.WriteFile(p, damaged, 0o600); err != nil {
+							t.Fatal(err)
+						}
 					}
-					got, err := io.ReadAll(rc)
-					rc.Close()
-					if err != nil || !bytes.Equal(got, body) {
-						t.Fatalf("Body read %d octets (%v), want the %d enqueued", len(got), err, len(body))
+					rc, err := s.Body(ctx, "m")
+					if d.want == "" {
+						if err != nil {
+							t.Fatalf("Body = %v", err)
+						}
+						got, err := io.ReadAll(rc)
+						rc.Close()
+						if err != nil || !bytes.Equal(got, body) {
+							t.Fatalf("Body read %d octets (%v), want the %d enqueued", len(got), err, len(body))
+						}
+						return
 					}
-					return
-				}
-				if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), d.want) {
-					t.Fatalf("Body = %v, want ErrCorrupt with %q", err, d.want)
-				}
-				if _, err := s.Body(ctx, "m"); !errors.Is(err, ErrNotFound) {
-					t.Errorf("Body after the quarantine = %v, want ErrNotFound", err)
-				}
-				if got := files(t, dir, "corrupt"); !slices.Equal(got, []string{"m.eml", "m.json"}) {
-					t.Errorf("corrupt/ = %v", got)
-				}
-			})
+					if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), d.want) {
+						t.Fatalf("Body = %v, want ErrCorrupt with %q", err, d.want)
+					}
+					if _, err := s.Body(ctx, "m"); !errors.Is(err, ErrNotFound) {
+						t.Errorf("Body after the quarantine = %v, want ErrNotFound", err)
+					}
+					if got := files(t, dir, "corrupt"); !slices.Equal(got, []string{"m.eml", "m.json"}) {
+						t.Fatalf("corrupt/ = %v", got)
+					}
+					if got, _ := os.ReadFile(filepath.Join(dir, "corrupt", "m.eml")); !bytes.Equal(got, damaged) {
+						t.Errorf("corrupt/m.eml holds %d octets, not the %d damaged ones", len(got), len(damaged))
+					}
+					if got := files(t, dir, "queue"); len(got) != 0 {
+						t.Errorf("queue/ = %v after the quarantine", got)
+					}
+				})
+			}
 		}
 	}
+}
+
+// damageJournalBody applies damage to the body of message id where the
+// journal holds it, in the segment file behind the open store, and
+// returns the damaged bytes; damage may flip bytes or cut the body (then
+// the segment is cut there).
+func damageJournalBody(t *testing.T, s *Store, id string, damage func([]byte) []byte) []byte {
+	t.Helper()
+	s.mu.Lock()
+	e := s.entries[id]
+	seg, off, size := e.jbody, e.jboff, e.body.size
+	s.mu.Unlock()
+	if seg == nil {
+		t.Fatalf("the body of %s is not in the journal", id)
+	}
+	f, err := os.OpenFile(seg.path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, size)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	d := damage(b)
+	if _, err := f.WriteAt(d, off); err != nil {
+		t.Fatal(err)
+	}
+	if len(d) < len(b) {
+		if err := f.Truncate(off + int64(len(d))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d
 }

@@ -78,11 +78,14 @@ func TestDiskFull(t *testing.T) {
 	if err := s.Enqueue(ctx, testMessage("big", t0, "a@example.com"), bytes.NewReader(testBody(1<<20, 9))); !errors.Is(err, syscall.ENOSPC) {
 		t.Errorf("Enqueue of a 1 MiB body = %v, want ENOSPC", err)
 	}
-	// Use up the last pages outside the spool, then free exactly two pages
-	// (a message of a one-page body and a one-page state) and enqueue a
-	// two-page body: its journal record fits, and the space runs out in the
-	// writes of its files after the record was committed, so the store must
-	// take the message back (a tombstone) and remove what it wrote.
+	// Use up the last pages outside the spool, then deliver a message of a
+	// one-page body and a one-page state, both only in the journal: the
+	// two pages of reserve held for the files a checkpoint would have
+	// written go back at once. A two-page body needs three, which the disk
+	// does not have: its Enqueue must fail with ENOSPC before its record is
+	// committed, having written nothing (no file, no journal commit), so
+	// there is nothing to take back. A one-page body fits in what the
+	// delivery gave back.
 	filler, err := os.Create(dir + "/filler")
 	if err != nil {
 		t.Fatal(err)
@@ -106,10 +109,13 @@ func TestDiskFull(t *testing.T) {
 	lastWrite = ""
 	mu.Unlock()
 	err = s.Enqueue(ctx, testMessage("twopages", t0, "a@example.com"), bytes.NewReader(testBody(8000, 7)))
-	if file, after := struck(); !errors.Is(err, syscall.ENOSPC) || file == "" || after == before {
-		t.Errorf("Enqueue = %v with the last write to a %q file and %d journal commits, want ENOSPC in a file after a commit",
+	if file, after := struck(); !errors.Is(err, syscall.ENOSPC) || file != "" || after != before {
+		t.Errorf("Enqueue = %v with the last write to a %q file and %d journal commits, want ENOSPC before the commit",
 			err, file, after-before)
 	}
+	onePage := testBody(4000, 8)
+	enqueueT(t, s, testMessage("onepage", t0, "a@example.com"), onePage)
+	bodies["onepage"] = onePage
 	if got := files(t, spool, "tmp"); len(got) != 0 {
 		t.Errorf("tmp/ after ENOSPC = %v", got)
 	}

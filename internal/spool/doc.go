@@ -10,20 +10,22 @@
 // # Layout
 //
 //	dir/lock                   flock(2) held while a Store is open (one process)
-//	dir/reserve                disk space held for the state files checkpoints will write
+//	dir/reserve                disk space held for the files checkpoints will write
 //	dir/journal/<gen>.log      the write-ahead journal, one file per generation
-//	dir/queue/<id>.eml         the canonical message body, written once
+//	dir/queue/<id>.eml         the canonical message body, written once; for a body
+//	                           the journal holds, lazily, by a checkpoint (see below)
 //	dir/queue/<id>.json        the state: envelope, recipients, retry bookkeeping;
-//	                           written lazily, by a checkpoint (see below)
+//	                           written lazily, by a checkpoint
 //	dir/tmp/                   files being written; anything here at Open is debris
 //	dir/corrupt/               entries (and journal segments) found damaged, moved aside
 //
 // Body and state sit in one directory so that one directory fsync makes both
 // renames durable. A message whose body is in the journal has, until the
-// checkpoint after its Enqueue, only its body file: its state lives in the
-// journal and in the store's memory. Creating a file costs far more than an
-// append, and most messages are delivered, and their body removed, before
-// that checkpoint, so most never get a state file.
+// checkpoint that drops the generation of its Enqueue, no file at all: its
+// body is in its journal record, where Body reads it (one pread), and its
+// state in the journal and in the store's memory. Creating a file costs far
+// more than an append, and removing it more than a tombstone, and most
+// messages are delivered before that checkpoint, so most never get a file.
 //
 // # Commit protocol
 //
@@ -41,57 +43,68 @@
 //
 // Only when its record is committed does a call return nil:
 //
-//   - Enqueue (small body) writes the body to queue/<id>.eml, without
-//     fsync, while its record's round fills and runs, and writes no state
-//     file: the entry's state is marked as not on disk. A body file that
-//     neither a state file nor the journal names is an orphan that Open
-//     removes.
+//   - Enqueue (small body) writes no file: the store remembers where in
+//     the generation its body's bytes are, and marks its state and body as
+//     not on disk.
 //   - Enqueue (large body) writes the body to tmp/, fsyncs it, renames it
 //     into queue/ and fsyncs queue/ (shared by group commit), as before the
 //     journal existed; then its state record is committed and the state
 //     file written, without fsync.
 //   - Update commits its state record and marks the entry's state as not
 //     on disk; it writes no file.
-//   - Deleting a message commits a tombstone, then removes its body and
-//     its state file if one was written, without a directory fsync.
+//   - Deleting a message commits a tombstone, then removes its body file
+//     and its state file, those that were written, without a directory
+//     fsync. A message deleted before its checkpoint has none: the
+//     tombstone is all.
 //
 // On an error before the commit nothing changes (an Enqueue removes what
-// it wrote); a file step that fails after an Enqueue's commit is taken back
-// with a tombstone.
+// it wrote); a file step that fails after a large Enqueue's commit is
+// taken back with a tombstone. A body file that neither a state file nor
+// the journal names is an orphan that Open removes.
 //
-// Files written without fsync, and the states written by none, are made
-// durable by a checkpoint: when a generation passes 64 MiB (and at Close)
-// the journal rotates to a new one and waits for the writers whose records
-// are in the old one to finish their file steps. Then it writes the state
-// file of every live message whose latest state is not on disk (from the
-// store's copy, encoded as by Enqueue, in place, without fsync), makes
-// every file durable with one syncfs(2) (outside Linux: an fsync of each
-// file the generation names, then of the directories), and only then
-// removes the old generation. Writers go on appending to the new
-// generation meanwhile. A state that cannot be written (EIO, ENOSPC) fails
+// Files written without fsync, and the states and bodies written by none,
+// are made durable by a checkpoint: when a generation passes 64 MiB (and at
+// Close) the journal rotates to a new one and waits for the writers whose
+// records are in the old one to finish their file steps. Then, for every
+// live message whose body or latest state is not on disk, it writes the
+// body file from the journal's bytes and then the state file from the
+// store's copy (encoded as by Enqueue, in place), without fsync; from then
+// on Body reads the file. It makes every file durable with one syncfs(2)
+// (outside Linux: an fsync of each file the generation names, then of the
+// directories), and only then removes the old generation and closes its
+// descriptor, which stays open until then for Body's reads (a lock keeps
+// the close from cutting a read short). Writers go on appending to the new
+// generation meanwhile. A file that cannot be written (EIO, ENOSPC) fails
 // the checkpoint, logged at Error: every generation stays, the store goes
 // on, and the next checkpoint writes it. A file step that fails after its
 // commit (a file that cannot be removed) keeps every generation until the
 // next Open has replayed it.
 //
-// On a full disk those state files still need room, or the checkpoint
-// could not drop the journal that holds the space: so the round that
-// commits a record whose state is left unwritten first reserves a block
-// per state in dir/reserve (fallocate(2); not outside Linux), and fails
-// with ENOSPC, before the commit, when it cannot. A checkpoint empties the
-// reserve before it writes the states into the room.
+// On a full disk those files still need room, or the checkpoint could not
+// drop the journal that holds the space: so the round that commits a record
+// whose files are left unwritten first reserves room for them in
+// dir/reserve (fallocate(2); not outside Linux), in blocks of 4 KiB per
+// file, and fails with ENOSPC, before the commit, when it cannot. Deleting
+// a message gives its share back at once, for the next Enqueue; the file
+// keeps the blocks until the checkpoint, unless an append or a rotation
+// finds the disk full, which trims the reserve to what the unwritten files
+// need and tries again: on a full disk, deliveries make room for the
+// journal, as their removed files used to. A checkpoint empties the
+// reserve before it writes the files into the room.
 //
 // A message quarantined while its latest state is not on disk has that
-// state written into corrupt/ from memory, beside its body.
+// state written into corrupt/ from memory, beside its body; a body only the
+// journal holds is written there from the journal's bytes, damaged or not.
 //
 // Open replays the journal before it scans queue/: every generation in
 // order, the last record of a message winning. A tombstone removes the
 // message's files; a state record rewrites a missing or different state
 // file; a record's body rewrites a missing or different body file. So a
-// state never written, or a file torn or lost in a crash before its
+// state or body never written, or a file torn or lost in a crash before its
 // checkpoint, is in place before anything reads it; a body whose state the
-// replay could not write is kept (not an orphan) for the next Open. Then one syncfs makes the result durable and the
-// replayed generations are removed. A torn tail (a last append cut short,
+// replay could not write is kept (not an orphan) for the next Open. Then
+// one syncfs makes the result durable and the replayed generations are
+// removed: after Open every message has its files. A torn tail (a last append cut short,
 // which was never acknowledged) is ignored with a log line at Info; damage
 // before the tail is logged at Warn and the segment copied to corrupt/:
 // the records before the damage are applied, never those after it.
@@ -105,9 +118,13 @@
 // instead of dropping the mark). The
 // state records the body's size and CRC-32C: Open compares the size (a crash
 // can leave a short body on file systems that reorder data and metadata) and
-// Body compares the checksum before the bytes go out. A damaged entry, its
-// state and its body, is moved to corrupt/ with a log line at Warn; Open
-// never fails because of one entry, so a bad file cannot cause a crash loop.
+// Body compares size and checksum before the bytes go out, whether it read
+// them from the file or from the journal. A damaged entry, its state and its
+// body, is moved to corrupt/ with a log line at Warn; Open never fails
+// because of one entry, so a bad file cannot cause a crash loop. A body
+// found damaged in the journal also means a damaged generation, at whose
+// record Open's replay would stop (losing the records after it): the store
+// checkpoints it away at once.
 //
 // # What it does not do
 //

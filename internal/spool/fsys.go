@@ -22,7 +22,7 @@ const (
 	OpTruncate                 // cut a failed round off the journal
 	OpRotate                   // create a journal generation; the path is its file
 	OpCheckpoint               // make every file written so far durable (syncfs); the path is the spool directory
-	OpReserve                  // reserve disk space for state files a checkpoint will write; the path is the reserve file
+	OpReserve                  // reserve disk space for the state and body files a checkpoint will write; the path is the reserve file
 )
 
 var opNames = [...]string{OpCreate: "create", OpWrite: "write", OpSync: "sync", OpRename: "rename", OpRemove: "remove", OpSyncDir: "syncdir",

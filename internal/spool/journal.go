@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // journalSub is the journal's directory; see the package documentation.
@@ -57,6 +59,7 @@ type journal struct {
 	unclean    bool       // a step after a commit failed: keep every generation until Open replays it
 	cpRunning  bool
 	cpDone     chan struct{} // closed when the running checkpoint ends
+	cpAgain    bool          // start another when the running one ends (see checkpointSoon)
 	closed     bool
 	lastCPErr  error
 	checkpoint func() // runs one checkpoint; set by newJournal, replaced by tests
@@ -66,6 +69,12 @@ type journal struct {
 type segment struct {
 	gen  uint64
 	path string
+	// f stays open until the generation is dropped, also after rotation:
+	// the bodies of messages not yet checkpointed are read from it (see
+	// journalbody.go). rmu is held for reading by such a read and for
+	// writing by the close in drop, so a checkpoint never closes f under
+	// a reader; a reader that finds f nil knows the body is in its file.
+	rmu  sync.RWMutex
 	f    *os.File
 	size int64 // bytes of whole, committed rounds
 	// alloc is the file's size when it was preallocated past size (zeros
@@ -85,18 +94,23 @@ type segment struct {
 // jround is one group commit: the records of every member, written and
 // synced together, and the round's own result.
 type jround struct {
-	buf  []byte
-	ids  []string
-	n    int
-	room int64 // reserve the round's records need (see reserve.go)
-	done chan struct{}
-	err  error
-	seg  *segment // where the round was written, set by its runner
+	buf   []byte
+	ids   []string
+	n     int
+	room  int64 // reserve the round's records need (see reserve.go)
+	done  chan struct{}
+	err   error
+	seg   *segment // where the round was written, set by its runner
+	start int64    // the offset of buf in seg, set by its runner
 }
 
 // ticket is a writer's place in a committed round. Done must be called
 // after the file steps that follow the commit, whatever its outcome.
-type ticket struct{ seg *segment }
+// off is where the writer's record starts in seg, once committed.
+type ticket struct {
+	seg *segment
+	off int64
+}
 
 // Done ends the writer's post-commit file steps.
 func (t ticket) Done() {
@@ -152,15 +166,15 @@ func (j *journal) create(gen uint64) (*segment, error) {
 	if err := j.fs.check(OpRotate, path); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := newSegmentFile(path)
+	if errors.Is(err, syscall.ENOSPC) && j.res.trim() {
+		f, err = newSegmentFile(path) // see write
+	}
 	if err != nil {
 		return nil, err
 	}
 	seg := &segment{gen: gen, path: path, f: f}
-	_, err = f.Write(segmentMagic)
-	if err == nil {
-		err = j.fs.datasync(f)
-	}
+	err = j.fs.datasync(f)
 	if err == nil {
 		err = j.fs.syncDir(j.dir)
 	}
@@ -173,12 +187,27 @@ func (j *journal) create(gen uint64) (*segment, error) {
 	return seg, nil
 }
 
+// newSegmentFile creates a generation's file with its header.
+func newSegmentFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.Write(segmentMagic); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	return f, nil
+}
+
 // append commits one record: it returns after a round holding it was
-// written and fdatasynced, with that round's error. The caller must call
-// Done on the ticket when its post-commit file steps are over, also when
-// append fails.
-func (j *journal) append(rec []byte, id string) (ticket, error) {
-	return j.join(rec, id, 0).wait()
+// written and fdatasynced, with that round's error. room is the reserve
+// the round must take first for files left to a checkpoint (see
+// reserve.go). The caller must call Done on the ticket when its
+// post-commit file steps are over, also when append fails.
+func (j *journal) append(rec []byte, id string, room int64) (ticket, error) {
+	return j.join(rec, id, room).wait()
 }
 
 // joined is a record handed to the journal whose commit has not been
@@ -186,6 +215,7 @@ func (j *journal) append(rec []byte, id string) (ticket, error) {
 type joined struct {
 	j    *journal
 	r    *jround // nil: not joined (no group commit, or closed)
+	off  int     // where rec starts in r.buf
 	rec  []byte
 	id   string
 	room int64
@@ -210,11 +240,12 @@ func (j *journal) join(rec []byte, id string, room int64) joined {
 		r = &jround{done: make(chan struct{})}
 		j.open = r
 	}
+	off := len(r.buf)
 	r.buf = append(r.buf, rec...)
 	r.ids = append(r.ids, id)
 	r.n++
 	r.room += room
-	return joined{j: j, r: r}
+	return joined{j: j, r: r, off: off}
 }
 
 // wait returns when the record's round has been written and fdatasynced,
@@ -231,13 +262,14 @@ func (p joined) wait() (ticket, error) {
 			return ticket{}, ErrClosed
 		}
 		r = &jround{done: make(chan struct{}), buf: p.rec, ids: []string{p.id}, n: 1, room: p.room}
+		p.r = r
 	} else {
 		if r == nil {
 			return ticket{}, ErrClosed
 		}
 		select {
 		case <-r.done:
-			return ticket{r.seg}, r.err
+			return p.ticket(), r.err
 		case j.run <- struct{}{}:
 		}
 		// Holding the token: a member that held it just before may have
@@ -245,7 +277,7 @@ func (p joined) wait() (ticket, error) {
 		select {
 		case <-r.done:
 			<-j.run
-			return ticket{r.seg}, r.err
+			return p.ticket(), r.err
 		default:
 		}
 		j.mu.Lock()
@@ -257,7 +289,12 @@ func (p joined) wait() (ticket, error) {
 	j.write(r)
 	close(r.done)
 	<-j.run
-	return ticket{r.seg}, r.err
+	return p.ticket(), r.err
+}
+
+// ticket is the member's ticket once its round has run.
+func (p joined) ticket() ticket {
+	return ticket{seg: p.r.seg, off: p.r.start + int64(p.off)}
 }
 
 // write runs round r; the caller holds the token. A round that fails is
@@ -288,6 +325,12 @@ func (j *journal) write(r *jround) {
 	if err == nil {
 		j.preallocate(seg, start+int64(len(r.buf)))
 		_, err = seg.f.WriteAt(r.buf, start)
+		if errors.Is(err, syscall.ENOSPC) && j.res.trim() {
+			// The disk is full, and the reserve held blocks no file
+			// needs any more (messages deleted before their checkpoint
+			// gave their share back): the file system has them now.
+			_, err = seg.f.WriteAt(r.buf, start)
+		}
 	}
 	if err == nil {
 		err = j.fs.datasync(seg.f)
@@ -306,6 +349,7 @@ func (j *journal) write(r *jround) {
 		return
 	}
 	j.mu.Lock()
+	r.start = start
 	seg.size = start + int64(len(r.buf))
 	seg.ids = append(seg.ids, r.ids...)
 	full := seg.size >= j.segMax && !j.cpRunning && !j.closed
@@ -366,10 +410,9 @@ func (j *journal) rotateLocked() error {
 	if err != nil {
 		return err
 	}
-	// Nothing writes to the old generation any more: its descriptor can
-	// go (a checkpoint flushes the whole file system, not this file).
-	j.seg.f.Close()
-	j.seg.f = nil
+	// Nothing writes to the old generation any more, but its descriptor
+	// stays open until the generation is dropped: the bodies of messages
+	// not yet checkpointed are read from it.
 	j.old = append(j.old, j.seg)
 	j.seg = next
 	j.rotate = false

@@ -138,11 +138,13 @@ func TestCheckpoint(t *testing.T) {
 }
 
 // checkpointSteps are the steps of a checkpoint: rotating to a new
-// generation, writing the state files left unwritten, syncfs, removing the
-// old generation and making that durable.
+// generation, writing the body and state files left unwritten, syncfs,
+// removing the old generation and making that durable.
 var checkpointSteps = []step{
 	{"rotate", OpRotate, ".log", false},
 	{"new generation's sync", OpSyncDir, journalSub, false},
+	{"body create", OpCreate, ".eml", false},
+	{"body write", OpWrite, ".eml", false},
 	{"state create", OpCreate, ".json", false},
 	{"state write", OpWrite, ".json", false},
 	{"syncfs", OpCheckpoint, "", false},

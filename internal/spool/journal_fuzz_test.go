@@ -11,9 +11,10 @@ import (
 // FuzzParseSegment feeds arbitrary bytes to the journal parser, which reads
 // whatever a crash or a disk left in a segment. Invariants: it never
 // panics; every record it returns is framed by a checksum that matches,
-// and encodes back to exactly the bytes it was read from; it stops only
-// with errTorn or errDamaged; and the records of a valid prefix are always
-// recovered, whatever follows them.
+// and encodes back to exactly the bytes it was read from; a body record's
+// body is at recBodyOffset in it, where Body reads a body only the journal
+// holds; it stops only with errTorn or errDamaged; and the records of a
+// valid prefix are always recovered, whatever follows them.
 func FuzzParseSegment(f *testing.F) {
 	m := testMessage("seed", t0, "a@example.com")
 	state, err := encodeState(m, bodyInfo{size: 5, crc: crc32.Checksum([]byte("body\n"), castagnoli)})
@@ -47,6 +48,12 @@ func FuzzParseSegment(f *testing.F) {
 			}
 			if crc32.Checksum(enc[recHeader:], castagnoli) != binary.BigEndian.Uint32(enc[4:]) {
 				t.Fatal("returned a record whose checksum does not match")
+			}
+			if r.kind == recBody {
+				at := off + int(recBodyOffset(r.id, len(r.state)))
+				if at+len(r.body) != off+len(enc) || !bytes.Equal(data[at:at+len(r.body)], r.body) {
+					t.Fatalf("the body of record %+v is not at offset %d of it", r, at-off)
+				}
 			}
 			off += len(enc)
 		}

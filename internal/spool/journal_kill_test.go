@@ -76,11 +76,12 @@ func TestJournalKill(t *testing.T) {
 }
 
 // TestJournalKillLazyState kills the child at the moments the lazy state
-// files add, asked for by the child itself: after many operations with no
-// checkpoint at all (every state only in the journal, a body file each),
-// and in the middle of a checkpoint's state writes (some written, some
-// not, the generation not dropped yet) while the writers go on. After each
-// kill the store must hold exactly what was acknowledged.
+// and body files add, asked for by the child itself: after many
+// operations with no checkpoint at all (every state and body only in the
+// journal, no file), in the middle of a checkpoint's state writes, and in
+// the middle of its body writes (some bodies and states written, some
+// not, the generation not dropped yet), while the writers go on. After
+// each kill the store must hold exactly what was acknowledged.
 func TestJournalKillLazyState(t *testing.T) {
 	if os.Getenv("SPOOL_KILL_CHILD") != "" {
 		t.Skip("in the child")
@@ -88,15 +89,15 @@ func TestJournalKillLazyState(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	for _, at := range []string{"unwritten", "states"} {
+	for _, at := range []string{"unwritten", "states", "bodies"} {
 		t.Run(at, func(t *testing.T) {
 			dir := t.TempDir()
 			spool := filepath.Join(dir, "spool")
 			base := &model{msgs: map[string]*Message{}, bodies: map[string][]byte{}}
 			for run := range 4 {
 				after := 50 + rand.IntN(300) // operations
-				if at == "states" {
-					after = 2 + rand.IntN(8) // state files into the checkpoint
+				if at != "unwritten" {
+					after = 2 + rand.IntN(8) // files into the checkpoint
 				}
 				acks := filepath.Join(dir, fmt.Sprintf("acks-%d", run))
 				cmd := exec.Command(os.Args[0], "-test.run=^TestJournalKillChild$", "-test.count=1")
@@ -127,20 +128,21 @@ func TestJournalKillLazyState(t *testing.T) {
 				q := files(t, spool, queueSub)
 				// This run's messages (earlier runs' were checkpointed by
 				// the Close after their check).
-				states := countExt(slices.DeleteFunc(slices.Clone(q), func(name string) bool {
+				mine := slices.DeleteFunc(slices.Clone(q), func(name string) bool {
 					return !strings.HasPrefix(name, fmt.Sprintf("r%d-", run))
-				}), extState)
-				if at == "unwritten" && states != 0 {
-					t.Fatalf("run %d: queue/ holds %d state files of this run without a checkpoint", run, states)
+				})
+				states, bodies := countExt(mine, extState), countExt(mine, extBody)
+				if at == "unwritten" && len(mine) != 0 {
+					t.Fatalf("run %d: queue/ holds %d files of this run without a checkpoint", run, len(mine))
 				}
-				if at == "states" && len(files(t, spool, journalSub)) < 2 {
+				if at != "unwritten" && len(files(t, spool, journalSub)) < 2 {
 					t.Fatalf("run %d: killed in a checkpoint, but journal/ = %v", run, files(t, spool, journalSub))
 				}
 
 				var n, queued int
 				base, n, queued = checkAfterKill(t, spool, base, acks, run)
-				t.Logf("run %d: %d operations acknowledged before the kill, %d messages queued, %d state files were on disk",
-					run, n, queued, states)
+				t.Logf("run %d: %d operations acknowledged before the kill, %d messages queued, %d state and %d body files were on disk",
+					run, n, queued, states, bodies)
 			}
 		})
 	}
@@ -250,13 +252,16 @@ func TestJournalKillChild(t *testing.T) {
 	opts := Options{segmentMax: killSegmentMax}
 	killAfter, _ := strconv.Atoi(os.Getenv("KILL_AFTER"))
 	switch os.Getenv("KILL_AT") {
-	case "unwritten": // no checkpoint: every state is only in the journal
+	case "unwritten": // no checkpoint: every state and body is only in the journal
 		opts.segmentMax = 0
-	case "states": // in the middle of a checkpoint's state writes
-		var states atomic.Int64
-		at := int64(killAfter)
+	case "states", "bodies": // in the middle of a checkpoint's state (body) writes
+		var created atomic.Int64
+		at, ext := int64(killAfter), extState
+		if os.Getenv("KILL_AT") == "bodies" {
+			ext = extBody
+		}
 		opts.Fault = func(op Op, path string) error {
-			if op == OpCreate && filepath.Ext(path) == extState && states.Add(1) == at {
+			if op == OpCreate && filepath.Ext(path) == ext && created.Add(1) == at {
 				line("K - -\n")
 				time.Sleep(time.Minute) // the checkpoint stops here; the writers go on
 			}

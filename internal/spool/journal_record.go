@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"slices"
 )
 
 // A journal segment is a header followed by records:
@@ -48,6 +49,7 @@ type record struct {
 func appendRecord(dst []byte, kind uint8, id string, state, body []byte) []byte {
 	n := 2 + len(id) + 4 + len(state) + len(body)
 	start := len(dst)
+	dst = slices.Grow(dst, recHeader+n) // one allocation, not one per append
 	dst = binary.BigEndian.AppendUint32(dst, uint32(n))
 	dst = binary.BigEndian.AppendUint32(dst, 0) // crc, below
 	dst = append(dst, kind, byte(len(id)))
@@ -57,6 +59,13 @@ func appendRecord(dst []byte, kind uint8, id string, state, body []byte) []byte 
 	dst = append(dst, body...)
 	binary.BigEndian.PutUint32(dst[start+4:], crc32.Checksum(dst[start+recHeader:], castagnoli))
 	return dst
+}
+
+// recBodyOffset is where the body starts in a framed record of message
+// id with a state of stateLen bytes: a message whose body is only in the
+// journal is read back from there.
+func recBodyOffset(id string, stateLen int) int64 {
+	return int64(recHeader + 2 + len(id) + 4 + stateLen)
 }
 
 // errTorn and errDamaged say why parsing stopped before the end of a

@@ -21,22 +21,25 @@ import (
 
 // commitNew makes a new message, whose record is committed, visible to
 // Lease, List and Body. A non-zero room is the reserve its round took for
-// a state that is only in the journal (see reserve.go). It
-// runs before the writer's ticket is done, so that a checkpoint waiting
-// for the writers of a generation finds the message among those whose
-// state it must write.
-func (s *Store) commitNew(e *entry, m *Message, info bodyInfo, room int64) {
+// the files of a message that is only in the journal (see reserve.go),
+// whose body is at off in seg; a zero room is a large body, whose body
+// and state files are written. It runs before the writer's ticket is
+// done, so that a checkpoint waiting for the writers of a generation
+// finds the message among those whose files it must write.
+func (s *Store) commitNew(e *entry, m *Message, info bodyInfo, room int64, seg *segment, off int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	unwritten := room > 0
 	e.msg, e.body, e.due, e.room = m, info, due(m), room
-	e.stateFile = !unwritten
+	e.stateFile, e.bodyFile = !unwritten, !unwritten
+	e.jbody, e.jboff = seg, off
 	s.markUnwrittenLocked(e, unwritten)
 	s.schedule(e)
 }
 
 // markUnwrittenLocked records whether e's latest state is missing from its
-// state file; once it is not, e's reserve goes back. s.mu is held.
+// state file (or its body from its body file: see journalbody.go); once
+// neither is, or e is gone, e's reserve goes back. s.mu is held.
 func (s *Store) markUnwrittenLocked(e *entry, unwritten bool) {
 	e.unwritten = unwritten
 	if unwritten && !e.gone {
@@ -49,12 +52,13 @@ func (s *Store) markUnwrittenLocked(e *entry, unwritten bool) {
 }
 
 // writeStates writes the state file of every live message whose latest
-// state is only in the journal, for a checkpoint (which then makes them
-// durable with its flush). It tries every one; it fails when any write
-// failed, and then the checkpoint keeps its generations: those messages
-// stay in the set and the next checkpoint tries again.
+// state is only in the journal, and its body file when the body is too,
+// for a checkpoint (which then makes them durable with its flush). It
+// tries every one; it fails when any write failed, and then the
+// checkpoint keeps its generations: those messages stay in the set and
+// the next checkpoint tries again.
 func (s *Store) writeStates() error {
-	s.res.free() // the room the states are written into
+	s.res.free() // the room the files are written into
 	s.mu.Lock()
 	pending := make([]*entry, 0, len(s.unwritten))
 	for e := range s.unwritten {
@@ -72,15 +76,16 @@ func (s *Store) writeStates() error {
 		}
 	}
 	if failed > 0 {
-		return fmt.Errorf("cannot write the state of %d of %d messages (kept in the journal): %w", failed, len(pending), first)
+		return fmt.Errorf("cannot write the files of %d of %d messages (kept in the journal): %w", failed, len(pending), first)
 	}
 	return nil
 }
 
-// writeState writes e's state file from the store's copy, in place and
-// without fsync: until the checkpoint's flush the journal still holds the
-// state, and Open repairs a torn file from it. e.wmu keeps Update, delete
-// and quarantine out meanwhile.
+// writeState writes e's files: the body from the journal when it is only
+// there (journalbody.go), then the state from the store's copy, in place;
+// both without fsync: until the checkpoint's flush the journal still
+// holds them, and Open repairs a torn file from it. e.wmu keeps Update,
+// delete and quarantine out meanwhile.
 func (s *Store) writeState(e *entry) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
@@ -90,11 +95,19 @@ func (s *Store) writeState(e *entry) error {
 		s.mu.Unlock()
 		return nil
 	}
-	m, info := e.msg, e.body
+	m, info, seg, off := e.msg, e.body, e.jbody, e.jboff
 	// Set before the attempt: a write that fails halfway leaves a file
 	// that a delete must remove.
 	e.stateFile = true
+	if seg != nil {
+		e.bodyFile = true
+	}
 	s.mu.Unlock()
+	if seg != nil {
+		if err := s.writeBody(e, m.ID, seg, off, info.size); err != nil {
+			return err
+		}
+	}
 	state, err := encodeState(m, info)
 	if err == nil {
 		err = s.fs.writeFile(s.statePath(m.ID), state)
@@ -111,8 +124,10 @@ func (s *Store) writeState(e *entry) error {
 // quarantineUnwritten is quarantine for a message whose latest state was
 // never written: that state goes to corrupt/ from memory, beside the body,
 // so corrupt/ holds both files as for any other entry; an older state file
-// in queue/ is removed.
-func (s *Store) quarantineUnwritten(id string, state []byte, stateFile bool, reason error) {
+// in queue/ is removed. A body that was only in the journal goes to
+// corrupt/ from jbody, the journal's bytes, and a body file that a failed
+// checkpoint may have left is removed.
+func (s *Store) quarantineUnwritten(id string, state []byte, stateFile bool, jbody []byte, bodyFile bool, reason error) {
 	var moved []string
 	to := s.corruptName(id, extState)
 	if err := s.fs.writeFile(to, state); err != nil {
@@ -126,7 +141,19 @@ func (s *Store) quarantineUnwritten(id string, state []byte, stateFile bool, rea
 		}
 	}
 	from := s.bodyPath(id)
-	if _, err := os.Lstat(from); err == nil {
+	if jbody != nil {
+		bto := s.corruptName(id, extBody)
+		if err := s.fs.writeFile(bto, jbody); err != nil {
+			s.log.Error("spool: cannot write the body of a corrupt entry aside", "id", id, "path", bto, "err", err)
+		} else {
+			moved = append(moved, bto)
+		}
+		if bodyFile {
+			if err := s.fs.remove(from); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				s.log.Error("spool: cannot remove the body file of a corrupt entry", "id", id, "err", err)
+			}
+		}
+	} else if _, err := os.Lstat(from); err == nil {
 		bto := s.corruptName(id, extBody)
 		if err := s.fs.rename(from, bto); err != nil {
 			s.log.Error("spool: cannot move a corrupt entry aside", "id", id, "path", from, "err", err)

@@ -1,7 +1,6 @@
 package spool
 
 import (
-	"bytes"
 	"cmp"
 	"container/heap"
 	"context"
@@ -142,11 +141,13 @@ func (s *Store) List(ctx context.Context) ([]*Message, error) {
 // id gives ErrNotFound.
 //
 // A body of at most journalBodyMax (the bodies the journal holds, which
-// are most mail) is read whole in one pass and handed back from memory,
-// its file already closed: checking it and then reading it again through
-// the file would cost a second pass, a seek and the file held open while
-// the message is on the wire. A larger one is checked through a pooled
-// buffer and returned as the open file, rewound.
+// are most mail) is read whole in one pass and handed back from memory:
+// from the journal with one pread while no checkpoint has written its
+// file yet (journalbody.go), else from its file, already closed. Checking
+// it and then reading it again through the file would cost a second
+// pass, a seek and the file held open while the message is on the wire.
+// A larger one is checked through a pooled buffer and returned as the
+// open file, rewound.
 func (s *Store) Body(ctx context.Context, id string) (io.ReadCloser, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -162,9 +163,31 @@ func (s *Store) Body(ctx context.Context, id string) (io.ReadCloser, error) {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	want := e.body
+	want, seg, off := e.body, e.jbody, e.jboff
 	s.mu.Unlock()
 
+	if seg != nil {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		b, ok, err := journalBody(seg, off, id, want)
+		switch {
+		case ok && err == nil:
+			return bodyReader(b), nil
+		case ok && !errors.Is(err, ErrCorrupt): // a read error: the body may be fine
+			return nil, fmt.Errorf("spool: body of %s: %w", id, err)
+		case ok:
+			s.quarantineEntry(e, id, err)
+			// The generation is damaged: Open's replay would stop at this
+			// record and lose the records after it, so the generation
+			// goes now, once the checkpoint has written every file that
+			// depends on it.
+			s.j.checkpointSoon()
+			return nil, err
+		}
+		// The generation was dropped meanwhile, after the checkpoint wrote
+		// the body's file.
+	}
 	f, err := os.Open(s.bodyPath(id))
 	switch {
 	case err == nil:
@@ -218,7 +241,7 @@ func readSmallBody(ctx context.Context, f *os.File, id string, want bodyInfo) (i
 	if got := crc32.Checksum(buf[:n], castagnoli); got != want.crc {
 		return nil, fmt.Errorf("%w: %s: body checksum %08x, state says %08x", ErrCorrupt, id, got, want.crc)
 	}
-	return io.NopCloser(bytes.NewReader(buf[:n])), nil
+	return bodyReader(buf[:n]), nil
 }
 
 // checkBuf holds the buffers checkBody reads large bodies through, so that
@@ -261,6 +284,22 @@ func (s *Store) quarantineEntry(e *entry, id string, reason error) {
 func (s *Store) quarantineLeased(e *entry, id string, lease uint64, reason error) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
+	// A body only in the journal is read first, to go aside: e.wmu keeps
+	// a checkpoint from writing it meanwhile, and so from dropping its
+	// generation.
+	s.mu.Lock()
+	seg, off, size := e.jbody, e.jboff, e.body.size
+	s.mu.Unlock()
+	var jbody []byte
+	if seg != nil {
+		b, ok, err := journalBytes(seg, off, size)
+		if err != nil {
+			s.log.Error("spool: cannot read the body of a corrupt entry from the journal", "id", id, "err", err)
+		}
+		if ok {
+			jbody = b
+		}
+	}
 	s.mu.Lock()
 	switch {
 	case e.gone || e.msg == nil:
@@ -271,7 +310,7 @@ func (s *Store) quarantineLeased(e *entry, id string, lease uint64, reason error
 		return fmt.Errorf("%w: %s", ErrLeaseLost, id)
 	}
 	e.gone = true
-	unwritten, stateFile, m, info := e.unwritten, e.stateFile, e.msg, e.body
+	unwritten, stateFile, bodyFile, m, info := e.unwritten, e.stateFile, e.bodyFile, e.msg, e.body
 	s.markUnwrittenLocked(e, false)
 	s.unschedule(e)
 	delete(s.entries, id)
@@ -283,14 +322,14 @@ func (s *Store) quarantineLeased(e *entry, id string, lease uint64, reason error
 		state, _ = encodeState(m, info)
 	}
 	if state != nil {
-		s.quarantineUnwritten(id, state, stateFile, reason)
+		s.quarantineUnwritten(id, state, stateFile, jbody, bodyFile, reason)
 	} else {
 		s.quarantine(id, reason)
 	}
 	// The files are in corrupt/; a tombstone keeps the journal from
 	// bringing them back at the next Open. Without it (the journal fails
 	// too) the message may come back, and be checked again.
-	t, err := s.j.append(appendRecord(nil, recTomb, id, nil, nil), id)
+	t, err := s.j.append(appendRecord(nil, recTomb, id, nil, nil), id, 0)
 	t.Done()
 	if err != nil {
 		s.log.Error("spool: cannot record a quarantine in the journal; the message may come back at the next Open", "id", id, "err", err)

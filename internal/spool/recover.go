@@ -64,7 +64,7 @@ func (s *Store) recover() error {
 			quarantined++
 			continue
 		}
-		e := &entry{msg: m, body: info, due: due(m), idx: -1, stateFile: true}
+		e := &entry{msg: m, body: info, due: due(m), idx: -1, stateFile: true, bodyFile: true}
 		s.entries[id] = e
 		s.schedule(e)
 		loaded++

@@ -8,23 +8,25 @@ import (
 	"syscall"
 )
 
-// The state files a checkpoint writes need disk space that the messages'
-// commits did not take (see lazystate.go). On a full disk a checkpoint that
-// cannot write them keeps the journal, which holds the space that would
-// have been freed: the spool could no longer shrink, nor open again. So the
-// space is reserved when a record whose state is left unwritten is
-// committed, in one file, dir/reserve, allocated ahead (fallocate(2)) by the
-// round that commits the record: an Enqueue or Update that cannot get its
-// state's room fails with ENOSPC before its commit, like one whose body does
-// not fit. A checkpoint frees the reserve first, then writes the states
-// into the room it leaves.
+// The state and body files a checkpoint writes need disk space that the
+// messages' commits did not take (see lazystate.go and journalbody.go). On
+// a full disk a checkpoint that cannot write them keeps the journal, which
+// holds the space that would have been freed: the spool could no longer
+// shrink, nor open again. So the space is reserved when a record whose
+// files are left unwritten is committed, in one file, dir/reserve,
+// allocated ahead (fallocate(2)) by the round that commits the record: an
+// Enqueue that cannot get the room of its state and body files fails with
+// ENOSPC before its commit, like one whose record does not fit. Deleting a
+// message before its checkpoint gives its share back at once, for the
+// next Enqueue to use. A checkpoint frees the reserve first, then writes
+// the files into the room it leaves.
 
 // reserveName is the reserve file in the spool directory.
 const reserveName = "reserve"
 
-// stateBlock is what one state file is counted as taking: its size rounded
-// up to a block of 4 KiB, the block (or page) size of the usual file
-// systems.
+// stateBlock is what one state or body file is counted as taking: its
+// size rounded up to a block of 4 KiB, the block (or page) size of the
+// usual file systems.
 const stateBlock = 4096
 
 // reserveSlack is how far ahead of the need the reserve grows, so that
@@ -34,19 +36,20 @@ const reserveSlack = 64 * stateBlock
 // stateRoom is the space reserved for a state file of n bytes.
 func stateRoom(n int) int64 { return (int64(n) + stateBlock - 1) / stateBlock * stateBlock }
 
-// reserve is the space held for unwritten state files.
+// reserve is the space held for unwritten state and body files.
 type reserve struct {
 	fs   *fsys
 	path string
 
 	mu   sync.Mutex
 	f    *os.File // nil: no reservation (closed, or the system cannot allocate)
-	need int64    // bytes the unwritten states take
+	need int64    // bytes the unwritten files take
 	have int64    // bytes allocated to the file
 }
 
-// open opens the reserve file and empties it: at Open every state
-// is on disk, or replay is about to write it into the room this frees.
+// open opens the reserve file and empties it: at Open every state and
+// body is on disk, or replay is about to write it into the room this
+// frees.
 func (r *reserve) open(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -69,7 +72,7 @@ func (r *reserve) take(n int64) error {
 	// The hook sees every reservation, not only those that allocate, so a
 	// test can fail any of them.
 	if err := r.fs.check(OpReserve, r.path); err != nil {
-		return fmt.Errorf("reserve room for the state: %w", err)
+		return fmt.Errorf("reserve room for the checkpoint's files: %w", err)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -94,13 +97,15 @@ func (r *reserve) take(n int64) error {
 	}
 	if err != nil {
 		r.need -= n
-		return fmt.Errorf("reserve room for the state: %w", err)
+		return fmt.Errorf("reserve room for the checkpoint's files: %w", err)
 	}
 	return nil
 }
 
-// give returns n bytes: a state was written, or its message is gone. The
-// file keeps its size until the next checkpoint frees it.
+// give returns n bytes: a message's files were written, or it is gone. The
+// file keeps its size until the next checkpoint frees it, or a write finds
+// the disk full (trim); the rounds after use the room without allocating
+// it again.
 func (r *reserve) give(n int64) {
 	if n <= 0 {
 		return
@@ -110,7 +115,24 @@ func (r *reserve) give(n int64) {
 	r.mu.Unlock()
 }
 
-// free empties the file, before a checkpoint writes the states into the
+// trim gives back to the file system the blocks of the file beyond what
+// the unwritten files need: the shares of messages deleted since the last
+// checkpoint, which give only returns to the reserve. It reports whether
+// it freed any, for a write that found the disk full to try again.
+func (r *reserve) trim() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.f == nil || r.have <= r.need {
+		return false
+	}
+	if err := r.f.Truncate(r.need); err != nil {
+		return false
+	}
+	r.have = r.need
+	return true
+}
+
+// free empties the file, before a checkpoint writes the files into the
 // room. The rounds that commit meanwhile allocate again what they need.
 func (r *reserve) free() {
 	r.mu.Lock()

@@ -113,7 +113,19 @@ type entry struct {
 	// stateFile: a state file exists in queue/ (maybe an older state), so
 	// a delete or quarantine has one to remove.
 	stateFile bool
-	// room is the reserve held for the unwritten state (see reserve.go).
+	// jbody, while not nil, is the journal generation holding the body,
+	// at jboff: the body is only in its Enqueue's record, and Body reads
+	// it from there (journalbody.go). nil once a checkpoint wrote the
+	// body file, and for a large body, which always has one. An entry
+	// with jbody is among the unwritten ones, so the checkpoint that
+	// drops the generation writes the file first.
+	jbody *segment
+	jboff int64
+	// bodyFile: a body file exists in queue/ (or may, half-written by a
+	// failed checkpoint), so a delete or quarantine has one to remove.
+	bodyFile bool
+	// room is the reserve held for the unwritten state, and for the body
+	// file while jbody is set (see reserve.go).
 	room int64
 
 	heap *entryHeap // the heap holding it, nil when in none

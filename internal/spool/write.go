@@ -71,16 +71,15 @@ func (s *Store) Enqueue(ctx context.Context, m *Message, body io.Reader) error {
 
 // writeNew stores a new message and, once it is committed, hands it to
 // commitNew (entry e). A small body goes into the journal with the state,
-// and only the body file is written in queue/, without fsync, while the
-// record is committed; the state file is left to a checkpoint (see
-// lazystate.go). Until a checkpoint makes the body durable the journal
-// holds what it must contain, and Open rewrites the files that a crash
-// left missing or short before it looks at queue/, so no temporary file
-// and rename are needed. A large body is streamed to its file, fsynced and
-// renamed, and the queue directory fsynced, before the state's record is
-// committed. On an error it removes what it wrote.
+// and nothing is written in queue/: the body file and the state file are
+// left to the checkpoint that drops the record's generation (see
+// journalbody.go and lazystate.go), and Body reads the body from the
+// journal until then. Open writes the files from the journal after a
+// crash, before it looks at queue/. A large body is streamed to its file,
+// fsynced and renamed, and the queue directory fsynced, before the
+// state's record is committed. On an error it removes what it wrote.
 func (s *Store) writeNew(ctx context.Context, e *entry, m *Message, body io.Reader) error {
-	buf, err := io.ReadAll(io.LimitReader(ctxReader{ctx, body}, journalBodyMax+1))
+	buf, err := readSmall(ctx, body)
 	if err != nil {
 		return err
 	}
@@ -92,24 +91,15 @@ func (s *Store) writeNew(ctx context.Context, e *entry, m *Message, body io.Read
 	if err != nil {
 		return err
 	}
-	// The body file is written while the record's round fills and runs:
-	// a body that neither a state file nor the journal names is nothing to
-	// Open (an orphan, removed), so it may appear before the commit.
-	room := stateRoom(len(state))
-	p := s.j.join(appendRecord(nil, recBody, m.ID, state, buf), m.ID, room)
-	berr := s.fs.writeFile(s.bodyPath(m.ID), buf)
-	t, err := p.wait()
+	// The round reserves the room of both files the checkpoint will
+	// write, and fails before the commit when the disk has none.
+	room := stateRoom(len(state)) + bodyRoom(len(buf))
+	t, err := s.j.append(appendRecord(nil, recBody, m.ID, state, buf), m.ID, room)
 	defer t.Done()
 	if err != nil {
-		s.removeDebris(m.ID)
-		return err
+		return err // nothing was written but the record, which did not commit
 	}
-	if berr != nil {
-		s.res.give(room)
-		s.undoCommitted(m.ID)
-		return berr
-	}
-	s.commitNew(e, m, info, room)
+	s.commitNew(e, m, info, room, t.seg, t.off+recBodyOffset(m.ID, len(state)))
 	return nil
 }
 
@@ -137,7 +127,7 @@ func (s *Store) writeLarge(ctx context.Context, e *entry, m *Message, body io.Re
 		s.removeDebris(m.ID)
 		return err
 	}
-	t, err := s.j.append(appendRecord(nil, recState, m.ID, state, nil), m.ID)
+	t, err := s.j.append(appendRecord(nil, recState, m.ID, state, nil), m.ID, 0)
 	defer t.Done()
 	if err != nil {
 		s.removeDebris(m.ID)
@@ -147,7 +137,7 @@ func (s *Store) writeLarge(ctx context.Context, e *entry, m *Message, body io.Re
 		s.undoCommitted(m.ID)
 		return err
 	}
-	s.commitNew(e, m, info, 0)
+	s.commitNew(e, m, info, 0, nil, 0)
 	return nil
 }
 
@@ -156,7 +146,7 @@ func (s *Store) writeLarge(ctx context.Context, e *entry, m *Message, body io.Re
 // the tombstone cannot be committed either, the record stands and the
 // message may come back, whole, at the next Open; that is logged.
 func (s *Store) undoCommitted(id string) {
-	t, err := s.j.append(appendRecord(nil, recTomb, id, nil, nil), id)
+	t, err := s.j.append(appendRecord(nil, recTomb, id, nil, nil), id, 0)
 	t.Done()
 	if err != nil {
 		s.log.Error("spool: cannot take back a failed enqueue; the message may be delivered after a restart",
@@ -245,7 +235,7 @@ func (s *Store) Update(ctx context.Context, m *Message) error {
 	state, err := encodeState(c, info)
 	var t ticket
 	if err == nil {
-		t, err = s.j.append(appendRecord(nil, recState, c.ID, state, nil), c.ID)
+		t, err = s.j.append(appendRecord(nil, recState, c.ID, state, nil), c.ID, 0)
 		defer t.Done()
 	}
 	if err != nil {
@@ -269,11 +259,13 @@ func (s *Store) Update(ctx context.Context, m *Message) error {
 
 // remove deletes a message whose last recipient is done: a tombstone is
 // committed (after that the message no longer exists), then the state and
-// the body are removed, without a directory fsync (the next checkpoint
-// makes the removals durable; until then the tombstone stands for them).
-// e is out of the heaps and e.wmu is held.
+// the body files, those a checkpoint wrote, are removed, without a
+// directory fsync (the next checkpoint makes the removals durable; until
+// then the tombstone stands for them). A message deleted before its
+// checkpoint has no file: its tombstone is all there is to write, and its
+// reserve goes back at once. e is out of the heaps and e.wmu is held.
 func (s *Store) remove(e *entry, id string) error {
-	t, err := s.j.append(appendRecord(nil, recTomb, id, nil, nil), id)
+	t, err := s.j.append(appendRecord(nil, recTomb, id, nil, nil), id, 0)
 	defer t.Done()
 	if err != nil {
 		s.mu.Lock()
@@ -285,12 +277,14 @@ func (s *Store) remove(e *entry, id string) error {
 	e.gone = true
 	s.markUnwrittenLocked(e, false)
 	// The state first, as removeDebris does; most messages are deleted
-	// before a checkpoint wrote one.
+	// before a checkpoint wrote either.
 	var paths []string
 	if e.stateFile {
 		paths = append(paths, s.statePath(id))
 	}
-	paths = append(paths, s.bodyPath(id))
+	if e.bodyFile {
+		paths = append(paths, s.bodyPath(id))
+	}
 	s.mu.Unlock()
 	for _, p := range paths {
 		if err := s.fs.remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -347,6 +341,30 @@ func writeBytes(b []byte) func(io.Writer) error {
 		_, err := w.Write(b)
 		return err
 	}
+}
+
+// readSmall reads body up to journalBodyMax+1 octets, into one buffer of
+// the right size when body says how long it is (a bytes.Reader or
+// strings.Reader, as the queue hands over), instead of growing one.
+func readSmall(ctx context.Context, body io.Reader) ([]byte, error) {
+	r := io.LimitReader(ctxReader{ctx, body}, journalBodyMax+1)
+	l, ok := body.(interface{ Len() int })
+	if !ok || l.Len() > journalBodyMax {
+		return io.ReadAll(r)
+	}
+	// One octet more than said, so that io.ReadFull sees the end.
+	buf := make([]byte, l.Len()+1)
+	n, err := io.ReadFull(r, buf)
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		return buf[:n], nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	// Longer than it said (a reader whose Len is not what remains): the
+	// rest the usual way.
+	rest, err := io.ReadAll(r)
+	return append(buf, rest...), err
 }
 
 // ctxReader stops a long body copy when the context ends.

@@ -17,11 +17,13 @@
 //	Dir/lock              held while a Store is open (one process)
 //	Dir/journal/          the write-ahead journal: every change, committed
 //	                      before the call returns, replayed after a crash
-//	Dir/queue/<id>.eml    the message body as it will be sent, written once
+//	Dir/queue/<id>.eml    the message body as it will be sent, written once,
+//	                      at a checkpoint (until then in the journal) unless
+//	                      larger than 256 KiB
 //	Dir/queue/<id>.json   the envelope, recipients and retry bookkeeping,
 //	                      with a CRC-32C of itself and of the body; written
 //	                      at a checkpoint (until then in the journal)
-//	Dir/reserve           room held for the state files a checkpoint writes
+//	Dir/reserve           room held for the files a checkpoint writes
 //	Dir/state/            what the Mailer learned; expired entries are
 //	                      removed at open and then at most hourly
 //	Dir/tmp/              files being written; anything here at open is debris

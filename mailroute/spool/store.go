@@ -18,11 +18,11 @@ import (
 // nothing to install. Every change is durable when its method returns: it
 // is a record in a write-ahead journal (Dir/journal), fdatasynced before
 // the method returns, and concurrent writes share one fdatasync (group
-// commit). A message's body file in Dir/queue is written beside its
-// record; its state file is written by the next checkpoint, which makes
-// every file durable before it drops the journal that covered them (a
-// message delivered before then never gets one); a store opened after a crash
-// replays the journal first. So a crash or a kill loses nothing that was
+// commit). A message's body (up to 256 KiB; a larger one is written to its
+// file at once) and state stay in the journal until the checkpoint that
+// drops its generation writes their files in Dir/queue and makes them
+// durable (a message delivered before then never gets a file); a store
+// opened after a crash replays the journal first. So a crash or a kill loses nothing that was
 // acknowledged; entries found unreadable or truncated at start are moved
 // to Dir/corrupt with a log line.
 //

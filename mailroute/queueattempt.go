@@ -1,12 +1,14 @@
 package mailroute
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/mailroute/go-mailroute/internal/message"
@@ -28,14 +30,30 @@ func (q *queueRuntime) attemptBudget(qm *QueuedMessage) time.Duration {
 	return left - left/10
 }
 
-// prepared is a leased message read back, checked and ready to deliver.
-type prepared struct {
-	qm   *QueuedMessage
-	due  []int // indexes into qm.Recipients, decided by the round
-	body *message.Body
+// attempt is one leased message's turn, from its preparation to the
+// record of its outcome: the message read back and checked, then the
+// delivery's results. It is the one allocation of a drained message of
+// one recipient besides what the store hands over.
+type attempt struct {
+	q   *queueRuntime
+	bg  context.Context // the round's context without its end, for recording
+	qm  *QueuedMessage
+	due []int // indexes into qm.Recipients, decided by the round
+	// addrs are qm.Recipients parsed by checkQueuedInto (in oneAddr for
+	// one recipient).
+	addrs   []message.Address
+	oneAddr [1]message.Address
+	body    *message.Body
 	// waited: the message waited in its lane behind others, so the holds
 	// are checked again when its delivery starts.
-	waited bool
+	waited          bool
+	budget          time.Duration
+	stopped, cutOff bool
+	res             Result
+	oneRes          [1]RecipientResult
+	// dest is the first job's Destination: a Router or Resolver may keep
+	// it, so it is never reused (like sendCall's).
+	dest Destination
 }
 
 // prepare reads a leased message back for an attempt at its due
@@ -45,17 +63,20 @@ type prepared struct {
 // returns nil when there is nothing to deliver, with ended reporting
 // whether the lease was ended (a quarantine); false leaves the lease to
 // the caller, when no recipient was due or the body could not be read.
-func (q *queueRuntime) prepare(ctx context.Context, qm *QueuedMessage, due []int) (p *prepared, ended bool) {
-	if err := checkQueued(qm); err != nil {
+func (q *queueRuntime) prepare(ctx, bg context.Context, qm *QueuedMessage, due []int) (a *attempt, ended bool) {
+	a = &attempt{q: q, bg: bg, qm: qm, due: due}
+	addrs, err := checkQueuedInto(qm, a.oneAddr[:0], &q.m.addrs)
+	if err != nil {
 		return nil, q.quarantine(ctx, qm, err)
 	}
+	a.addrs = addrs
 	if len(due) == 0 {
 		return nil, false
 	}
 	if q.attemptBudget(qm) <= 0 {
 		return nil, false // the lease is as good as over: not a moment to start
 	}
-	body, err := q.openBody(ctx, qm.ID)
+	a.body, err = q.openBody(ctx, qm.ID)
 	switch {
 	case errors.Is(err, ErrCorrupt): // the store quarantined it
 		q.reportQuarantine(qm, err)
@@ -67,31 +88,52 @@ func (q *queueRuntime) prepare(ctx context.Context, qm *QueuedMessage, due []int
 		q.m.cfg.logger().Error("mailroute: queue: body", "id", qm.ID, "error", err)
 		return nil, false
 	}
-	return &prepared{qm: qm, due: due, body: body}, false
+	return a, false
 }
 
 // deliver tries a prepared message's due recipients once, within the
-// lease, and closes its body. It returns the outcome, which the caller
-// must save (outcome.save records it and ends the lease): the delivery is
-// over and its session back in the pool, so the caller can start the next
-// delivery while the store makes this one durable. It returns nil, leaving
-// the lease to the caller, when the lease has no time left for an attempt.
-func (q *queueRuntime) deliver(ctx context.Context, p *prepared) *outcome {
-	defer p.body.Close()
-	qm, due := p.qm, p.due
-	budget := q.attemptBudget(qm)
-	if budget <= 0 {
-		return nil
+// lease (its context from cut, whose parent is ctx), and releases its
+// body. It reports whether there is an outcome,
+// which the caller must save (attempt.save records it and ends the
+// lease): the delivery is over and its session back in the pool, so the
+// caller can start the next delivery while the store makes this one
+// durable. It returns false, leaving the lease to the caller, when the
+// lease has no time left for an attempt.
+func (q *queueRuntime) deliver(ctx context.Context, a *attempt, cut *cutoffs) bool {
+	// Every delivery is over when runJobs returns (it waits for them
+	// all), and nothing else reads the body: its memory serves the next
+	// message read back, as a Send's does.
+	defer a.body.Release()
+	qm, due := a.qm, a.due
+	a.budget = q.attemptBudget(qm)
+	if a.budget <= 0 {
+		return false
 	}
-	rcpts := make([]message.Address, len(due))
+	// The envelope of the due recipients, in due's order (job.index
+	// refers to it), with the scratch lists and first job a Send uses.
+	sc := sendScratchPool.Get().(*sendScratch)
+	defer sc.release()
+	env := envelope{from: qm.From, fromUTF8: utf8Local(qm.From)}
+	if len(due) == 1 {
+		env.rcpts, env.strs = a.addrs[due[0]:due[0]+1], sc.env.s[:1]
+	} else {
+		env.rcpts, env.strs = make([]message.Address, len(due)), make([]string, len(due))
+		for k, i := range due {
+			env.rcpts[k] = a.addrs[i]
+		}
+	}
 	for k, i := range due {
-		rcpts[k], _ = message.ParseAddress(qm.Recipients[i].Rcpt) // checked by checkQueued
+		env.strs[k] = qm.Recipients[i].Rcpt // checked to be the parsed form
 	}
-	out := &outcome{q: q, ctx: ctx, qm: qm, due: due, budget: budget}
-	out.res.Recipients = make([]RecipientResult, len(due))
-	jobs := q.jobs(qm, due, rcpts, p.body, &out.res)
-	deadline := time.Now().Add(budget)
-	actx, cancel := context.WithDeadlineCause(ctx, deadline, errAttemptCutOff)
+	if len(due) == 1 {
+		a.res.Recipients = a.oneRes[:]
+	} else {
+		a.res.Recipients = make([]RecipientResult, len(due))
+	}
+	jobs := q.jobs(qm, due, &env, a.body, &a.res, &sc.job, &a.dest)
+	start := time.Now()
+	actx, deadline := cut.context(start.Add(a.budget), a.budget)
+	a.budget = deadline.Sub(start)
 	if qm.RequireTLS {
 		actx = WithREQUIRETLS(actx) // as it was on Send: see runJobs
 	}
@@ -99,37 +141,43 @@ func (q *queueRuntime) deliver(ctx context.Context, p *prepared) *outcome {
 	// By the clock as well as Err: a connection's deadline (the same
 	// instant) can fire before the context's own timer marks it done.
 	finished := time.Now()
-	out.stopped = ctx.Err() != nil
+	a.stopped = ctx.Err() != nil
 	if dl, ok := ctx.Deadline(); ok && !finished.Before(dl) {
-		out.stopped = true
+		a.stopped = true
 	}
-	out.cutOff = !out.stopped && !finished.Before(deadline)
-	cancel()
+	a.cutOff = !a.stopped && !finished.Before(deadline)
 	// The holds now, not when the outcome is saved: the caller starts the
 	// next delivery at once, and it must not go to a destination that
 	// just pushed back.
-	q.holdThrottled(qm, due, &out.res, out.stopped)
-	return out
+	q.holdThrottled(qm, due, &a.res, a.stopped)
+	return true
 }
 
-// outcome is a delivery made under a lease and not yet recorded.
-type outcome struct {
-	q               *queueRuntime
-	ctx             context.Context
-	qm              *QueuedMessage
-	due             []int
-	res             Result
-	budget          time.Duration
-	stopped, cutOff bool
-}
-
-// save records the outcome in the store, ending the lease, and reports it.
-func (o *outcome) save() {
-	o.q.record(o.ctx, o.qm, o.due, &o.res, o.budget, o.stopped, o.cutOff)
+// save records a delivered attempt's outcome in the store, ending the
+// lease, and reports it.
+func (a *attempt) save() {
+	a.q.record(a.bg, a.qm, a.due, &a.res, a.budget, a.stopped, a.cutOff)
 }
 
 // errBadBody marks a stored body that the Mailer refuses to send.
 var errBadBody = errors.New("mailroute: queue: stored body refused")
+
+// queueBodyInMemory is the largest stored body that openBody reads into
+// memory before checking it: then NewBody is given its exact length, and
+// makes the message in the memory a released Body handed back, in one
+// pass without a regrowth, as Send does with a caller's bytes. A larger
+// body is checked as it streams from the store. It is message's largest
+// pooled Body, so that what the pool hands back is never wasted on it.
+const queueBodyInMemory = 256 << 10
+
+// bodyBuf is a read buffer of openBody and the reader over it, reused
+// message after message.
+type bodyBuf struct {
+	b []byte
+	r bytes.Reader
+}
+
+var bodyBufPool = sync.Pool{New: func() any { return &bodyBuf{b: make([]byte, 0, 4<<10)} }}
 
 // openBody reads a queued body back, checked as Send checks a new one. A
 // body the checks refuse wraps errBadBody; a failure to read it does not.
@@ -139,12 +187,55 @@ func (q *queueRuntime) openBody(ctx context.Context, id string) (*message.Body, 
 		return nil, err
 	}
 	defer rc.Close()
-	r := &readErr{r: rc}
-	b, err := message.NewBody(r, message.BodyOptions{MaxSize: q.m.cfg.MaxMessageSize})
+	bb := bodyBufPool.Get().(*bodyBuf)
+	defer func() {
+		bb.r.Reset(nil)
+		if cap(bb.b) <= 2*queueBodyInMemory { // slices.Grow may round up
+			bodyBufPool.Put(bb)
+		}
+	}()
+	opts := message.BodyOptions{MaxSize: q.m.cfg.MaxMessageSize}
+	var whole bool
+	bb.b, whole, err = readUpTo(rc, bb.b[:0], queueBodyInMemory)
+	if err != nil {
+		return nil, err // the store's I/O, not the message
+	}
+	if whole {
+		bb.r.Reset(bb.b)
+		b, err := message.NewBody(&bb.r, opts) // can only refuse the message
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errBadBody, err)
+		}
+		return b, nil
+	}
+	bb.r.Reset(bb.b)
+	r := &readErr{r: io.MultiReader(&bb.r, rc)}
+	b, err := message.NewBody(r, opts)
 	if err != nil && r.err == nil {
 		return nil, fmt.Errorf("%w: %w", errBadBody, err)
 	}
 	return b, err
+}
+
+// readUpTo appends r's octets to buf until r ends (whole) or buf holds
+// limit octets (not whole: the rest is still in r). An error is r's.
+func readUpTo(r io.Reader, buf []byte, limit int) (_ []byte, whole bool, err error) {
+	for {
+		if len(buf) >= limit {
+			return buf, false, nil
+		}
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(max(cap(buf), 4<<10), limit-len(buf)))
+		}
+		n, err := r.Read(buf[len(buf):min(cap(buf), limit)])
+		buf = buf[:len(buf)+n]
+		switch {
+		case err == io.EOF:
+			return buf, true, nil
+		case err != nil:
+			return buf, false, err
+		}
+	}
 }
 
 // readErr remembers whether reading failed, to tell a broken store from a
@@ -208,7 +299,8 @@ func (q *queueRuntime) reportStoreQuarantines() {
 func known(s Status) bool { return s == Delivered || s == Failed }
 
 // record applies an attempt's results to the queued message, persists it,
-// and reports each outcome.
+// and reports each outcome. bg carries the values of the round's context
+// but not its end: an outcome is recorded whatever happens.
 //
 // When ctx ended during the attempt (stopped: Shutdown, or a Flush whose
 // caller gave up) the outcomes already known are recorded and the other
@@ -216,10 +308,19 @@ func known(s Status) bool { return s == Delivered || s == Failed }
 // took them. When the attempt was cut off to stay within its lease
 // (cutOff), the unknown ones are deferred like any temporary failure,
 // saying why.
-func (q *queueRuntime) record(ctx context.Context, qm *QueuedMessage, due []int, res *Result, budget time.Duration, stopped, cutOff bool) {
+func (q *queueRuntime) record(bg context.Context, qm *QueuedMessage, due []int, res *Result, budget time.Duration, stopped, cutOff bool) {
 	now := q.now()
-	remove := make(map[int]bool)
-	var events []Event
+	// Which recipients leave the queue, and the events: on the stack for
+	// the few recipients of most messages.
+	var removeBuf [8]bool
+	remove := removeBuf[:0]
+	if len(qm.Recipients) > len(removeBuf) {
+		remove = make([]bool, len(qm.Recipients))
+	} else {
+		remove = removeBuf[:len(qm.Recipients)]
+	}
+	var eventBuf [1]Event
+	events := eventBuf[:0]
 	var bounces []bounce
 	for k, i := range due {
 		rr := res.Recipients[k]
@@ -270,7 +371,6 @@ func (q *queueRuntime) record(ctx context.Context, qm *QueuedMessage, due []int,
 		}
 		events = append(events, ev)
 	}
-	bg := context.WithoutCancel(ctx)
 	if len(events) == 0 { // stopped before anything was known
 		if err := q.store.Release(bg, qm.ID, qm.Lease); err != nil {
 			q.m.cfg.logger().Error("mailroute: queue: release", "id", qm.ID, "error", err)

@@ -20,37 +20,72 @@ const maxLastError = 64 << 10
 // checked is what is sent), recipients must not repeat (each would be
 // delivered once per copy), and counters and sizes must be sane.
 func checkQueued(qm *QueuedMessage) error {
+	_, err := checkQueuedInto(qm, nil, nil)
+	return err
+}
+
+// checkQueuedInto is checkQueued, keeping what it parsed: the recipients'
+// addresses, in the order of qm.Recipients, appended to into (a drained
+// message's attempt sends them, so they are parsed once). Repeats are
+// found by comparing with those before up to dedupLinear recipients, as
+// Send finds them, without a map. Addresses are parsed through memo when
+// not nil, as Send parses them (the Mailer's: the sender, above all, is
+// the same message after message).
+func checkQueuedInto(qm *QueuedMessage, into []message.Address, memo *message.AddressMemo) ([]message.Address, error) {
+	parse := message.ParseAddress
+	if memo != nil {
+		parse = memo.Parse
+	}
 	if qm.From != "" {
-		a, null, err := message.ParseReversePath(qm.From)
-		if err != nil {
-			return fmt.Errorf("mailroute: queue: stored sender: %w", err)
+		var a message.Address
+		var null bool
+		var err error
+		if qm.From == "<>" {
+			a, null, err = message.ParseReversePath(qm.From)
+		} else {
+			a, err = parse(qm.From) // a reverse-path that is not null is a mailbox
 		}
-		if null || a.String() != qm.From {
-			return fmt.Errorf("mailroute: queue: stored sender %q is not in the form Send stores (%q)", qm.From, a.String())
+		if err != nil {
+			return nil, fmt.Errorf("mailroute: queue: stored sender: %w", err)
+		}
+		if null || a.StringFrom(qm.From) != qm.From {
+			return nil, fmt.Errorf("mailroute: queue: stored sender %q is not in the form Send stores (%q)", qm.From, a.String())
 		}
 	}
 	if len(qm.Recipients) == 0 {
-		return fmt.Errorf("mailroute: queue: stored message %s has no recipients", qm.ID)
+		return nil, fmt.Errorf("mailroute: queue: stored message %s has no recipients", qm.ID)
 	}
-	seen := make(map[string]bool, len(qm.Recipients))
+	var seen map[string]bool
+	if len(qm.Recipients) > dedupLinear {
+		seen = make(map[string]bool, len(qm.Recipients))
+	}
 	for i, r := range qm.Recipients {
-		a, err := message.ParseAddress(r.Rcpt)
+		a, err := parse(r.Rcpt)
 		if err != nil {
-			return fmt.Errorf("mailroute: queue: stored recipient %d: %w", i+1, err)
+			return nil, fmt.Errorf("mailroute: queue: stored recipient %d: %w", i+1, err)
 		}
-		if a.String() != r.Rcpt || a.Domain == "" {
-			return fmt.Errorf("mailroute: queue: stored recipient %d %q is not in the form Send stores (%q)", i+1, r.Rcpt, a.String())
+		if a.StringFrom(r.Rcpt) != r.Rcpt || a.Domain == "" {
+			return nil, fmt.Errorf("mailroute: queue: stored recipient %d %q is not in the form Send stores (%q)", i+1, r.Rcpt, a.String())
 		}
-		if seen[r.Rcpt] {
-			return fmt.Errorf("mailroute: queue: stored recipient %q is listed twice", r.Rcpt)
+		if seen != nil {
+			if seen[r.Rcpt] {
+				return nil, fmt.Errorf("mailroute: queue: stored recipient %q is listed twice", r.Rcpt)
+			}
+			seen[r.Rcpt] = true
+		} else {
+			for _, o := range qm.Recipients[:i] {
+				if o.Rcpt == r.Rcpt {
+					return nil, fmt.Errorf("mailroute: queue: stored recipient %q is listed twice", r.Rcpt)
+				}
+			}
 		}
-		seen[r.Rcpt] = true
 		if r.Attempts < 0 || r.DirectAttempts < 0 || r.DirectAttempts > r.Attempts {
-			return fmt.Errorf("mailroute: queue: stored recipient %q: attempts %d, direct attempts %d", r.Rcpt, r.Attempts, r.DirectAttempts)
+			return nil, fmt.Errorf("mailroute: queue: stored recipient %q: attempts %d, direct attempts %d", r.Rcpt, r.Attempts, r.DirectAttempts)
 		}
 		if len(r.LastError) > maxLastError || !utf8.ValidString(r.LastError) {
-			return fmt.Errorf("mailroute: queue: stored recipient %q: last error is %d octets or not UTF-8", r.Rcpt, len(r.LastError))
+			return nil, fmt.Errorf("mailroute: queue: stored recipient %q: last error is %d octets or not UTF-8", r.Rcpt, len(r.LastError))
 		}
+		into = append(into, a)
 	}
-	return nil
+	return into, nil
 }

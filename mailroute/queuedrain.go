@@ -15,8 +15,15 @@ import (
 // sessions — hands the session from one goroutine to the next after every
 // transaction, and with a hundred of them runnable the next holder waits
 // for the scheduler while the session sits idle. A delivery's outcome is
-// saved by a goroutine of its own, so that the store's commit (a shared
-// fsync) overlaps the next deliveries.
+// saved by one of the round's recorders, beside the runners, so that the
+// store's commit (a shared fsync) overlaps the next deliveries.
+//
+// The goroutines live as long as their work does, not one per message: a
+// runner's preparer for as long as the runner, the recorders for the round
+// (as many as outcomes wait for the store at once). A goroutine started
+// per message begins on a small stack and grows it, copying it each time,
+// down the store's and the engine's deep calls: that cost as much as the
+// rest of the runtime's work per message together.
 //
 // Leases are taken in batches, ahead of the attempts: the round keeps up
 // to queueLeaseAhead×Config.Concurrency messages leased, and leases again
@@ -66,8 +73,14 @@ func (q *queueRuntime) drainRound(ctx context.Context, domain string, flush bool
 		signal:    make(chan struct{}, 1),
 		running:   make(chan struct{}, conc),
 		recording: make(chan struct{}, queueRecordingFactor*conc),
+		outcomes:  make(chan *attempt, queueRecordingFactor*conc),
+		bg:        context.WithoutCancel(ctx),
 	}
-	tried := make(map[string]bool)
+	var tried map[string]bool // a flush's: each message once
+	if flush {
+		tried = make(map[string]bool)
+	}
+	var batch []leased // reused: dispatch keeps copies of its items
 	q.reportStoreQuarantines()
 	defer d.finish()
 	for {
@@ -85,16 +98,22 @@ func (q *queueRuntime) drainRound(ctx context.Context, domain string, flush bool
 			q.m.cfg.logger().Error("mailroute: queue: lease", "error", err)
 			return
 		}
-		batch := make([]leased, 0, len(msgs))
+		batch = batch[:0]
+		dues := make([]int, 0, len(msgs)) // the batch's due lists, in one array
 		for _, qm := range msgs {
-			if flush && tried[qm.ID] {
-				d.keep(qm)
-				continue
+			if flush {
+				if tried[qm.ID] {
+					d.keep(qm)
+					continue
+				}
+				tried[qm.ID] = true
 			}
-			tried[qm.ID] = true
-			batch = append(batch, leased{qm, q.dueRecipients(qm, now, domain, flush)})
+			n := len(dues)
+			dues = q.appendDue(dues, qm, now, domain, flush)
+			batch = append(batch, leased{qm, dues[n:len(dues):len(dues)]})
 		}
 		d.dispatch(batch)
+		clear(batch)
 		if d.afterLease(len(msgs) < max) {
 			return // nothing more due, nothing in flight: the round is over
 		}
@@ -105,6 +124,7 @@ func (q *queueRuntime) drainRound(ctx context.Context, domain string, flush bool
 type drain struct {
 	q      *queueRuntime
 	ctx    context.Context
+	bg     context.Context // ctx without its end: outcomes are recorded whatever happens
 	flush  bool
 	poked  <-chan struct{} // new mail may be due (Enqueue, QueueNotifier)
 	window int             // the most messages leased and not yet delivered
@@ -128,20 +148,30 @@ type drain struct {
 	// recording bounds the outcomes waiting for the store: see
 	// queueRecordingFactor.
 	recording chan struct{}
-	wg        sync.WaitGroup // runners and recordings
+	wg        sync.WaitGroup // runners and their preparers
+
+	// outcomes go from the runners to the recorders, which are started
+	// when an outcome comes and none is idle (up to cap(recording)).
+	outcomes chan *attempt
+	recMu    sync.Mutex
+	// recorders started, of them idle (waiting for an outcome), and
+	// outcomes sent and not yet taken.
+	recorders, idle, unread int
+	recWG                   sync.WaitGroup
 }
 
 // lane is one destination's leased messages that wait for a runner, in
 // lease order, and how many runners it has (up to drain.perLane).
 type lane struct {
 	key     string
-	items   []leased
+	items   []leased // waiting from items[head]
+	head    int
 	runners int
 }
 
 type leased struct {
 	qm  *QueuedMessage
-	due []int
+	due []int // indexes into qm.Recipients
 }
 
 // laneKey is the lane of a leased message: the domain of its due
@@ -269,7 +299,8 @@ func (d *drain) dispatch(batch []leased) {
 		l  *lane
 		it leased
 	}
-	var starts []start
+	var few [8]start
+	starts := few[:0]
 	d.mu.Lock()
 	for _, it := range batch {
 		key := laneKey(it.qm, it.due)
@@ -284,7 +315,7 @@ func (d *drain) dispatch(batch []leased) {
 			l.runners++
 			starts = append(starts, start{l, it})
 		} else {
-			l.items = append(l.items, it)
+			l.push(it)
 		}
 	}
 	d.mu.Unlock()
@@ -294,38 +325,63 @@ func (d *drain) dispatch(batch []leased) {
 	}
 }
 
+// push queues a message at the end of the lane; under d.mu. The array
+// is reused: the messages taken move to its start when it is full.
+func (l *lane) push(it leased) {
+	if len(l.items) == cap(l.items) && l.head > 0 {
+		n := copy(l.items, l.items[l.head:])
+		clear(l.items[n:])
+		l.items, l.head = l.items[:n], 0
+	}
+	l.items = append(l.items, it)
+}
+
 // pop takes the lane's next waiting message; under d.mu.
 func (l *lane) pop() (leased, bool) {
-	if len(l.items) == 0 {
+	if l.head == len(l.items) {
 		return leased{}, false
 	}
-	it := l.items[0]
-	l.items[0] = leased{}
-	l.items = l.items[1:]
+	it := l.items[l.head]
+	l.items[l.head] = leased{}
+	l.head++
+	if l.head == len(l.items) {
+		l.items, l.head = l.items[:0], 0
+	}
 	return it, true
 }
 
 // run delivers it and then the lane's waiting messages, one after the
 // other, until the lane is empty; only then does it give up its place in
 // the lane. While one message is on the wire the next is prepared beside
-// it (state checked, body read back from the store), so that the session
-// goes from one transaction to the next without waiting for the store.
+// it (state checked, body read back from the store) by the runner's
+// preparer, so that the session goes from one transaction to the next
+// without waiting for the store.
 func (d *drain) run(l *lane, it leased) {
 	defer d.wg.Done()
-	next := make(chan *prepared, 1)
-	p := d.prepare(it, false)
+	var pr *preparer // started when a message first waits behind another
+	cut := &cutoffs{parent: d.ctx}
+	defer func() {
+		cut.stop()
+		if pr != nil {
+			close(pr.in)
+		}
+	}()
+	a := d.prepare(it, false)
 	for {
 		d.mu.Lock()
 		nit, ok := l.pop()
 		d.mu.Unlock()
 		if ok {
-			go func() { next <- d.prepare(nit, true) }()
+			if pr == nil {
+				pr = d.startPreparer()
+			}
+			pr.in <- nit
 		}
-		if p != nil {
-			d.deliver(p)
+		if a != nil {
+			d.deliver(a, cut)
 		}
 		if ok {
-			p = <-next
+			a = <-pr.out
 			continue
 		}
 		// Nothing was waiting when the delivery began; something may
@@ -341,20 +397,40 @@ func (d *drain) run(l *lane, it leased) {
 			return
 		}
 		d.mu.Unlock()
-		p = d.prepare(nit, true)
+		a = d.prepare(nit, true)
 	}
 }
 
+// preparer prepares a runner's next message while the runner delivers:
+// one message at a time, handed over on in and back on out.
+type preparer struct {
+	in  chan leased
+	out chan *attempt
+}
+
+// startPreparer starts a runner's preparer; it ends when in is closed.
+func (d *drain) startPreparer() *preparer {
+	pr := &preparer{in: make(chan leased, 1), out: make(chan *attempt, 1)}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		for it := range pr.in {
+			pr.out <- d.prepare(it, true)
+		}
+	}()
+	return pr
+}
+
 // prepare reads a leased message back for its delivery; waited says it
-// waited in its lane (see prepared). When there is nothing to deliver it
+// waited in its lane (see attempt). When there is nothing to deliver it
 // disposes of the message (its lease kept until the round ends, or ended
 // by a quarantine) and returns nil.
-func (d *drain) prepare(it leased, waited bool) *prepared {
+func (d *drain) prepare(it leased, waited bool) *attempt {
 	if d.ctx.Err() == nil {
-		p, ended := d.q.prepare(d.ctx, it.qm, it.due)
-		if p != nil {
-			p.waited = waited
-			return p
+		a, ended := d.q.prepare(d.ctx, d.bg, it.qm, it.due)
+		if a != nil {
+			a.waited = waited
+			return a
 		}
 		if ended {
 			d.done(false)
@@ -366,15 +442,15 @@ func (d *drain) prepare(it leased, waited bool) *prepared {
 	return nil
 }
 
-// deliver delivers a prepared message, holding a place in d.running
+// deliver delivers a prepared message under a context of cut, holding a place in d.running
 // (Concurrency) until the delivery is over, and hands the outcome to a
-// goroutine of its own to be saved, so that the runner goes on while the
-// store makes it durable. A message that waited in its lane is checked
-// against the holds again first: a destination that pushed back meanwhile
-// keeps it. Once queueRecordingFactor×Concurrency outcomes wait for the
-// store, the runner waits with them, keeping its place: the store's pace
-// holds the deliveries back, and the outcomes kept in memory are bounded.
-func (d *drain) deliver(p *prepared) {
+// recorder, so that the runner goes on while the store makes it durable.
+// A message that waited in its lane is checked against the holds again
+// first: a destination that pushed back meanwhile keeps it. Once
+// queueRecordingFactor×Concurrency outcomes wait for the store, the
+// runner waits with them, keeping its place: the store's pace holds the
+// deliveries back, and the outcomes kept in memory are bounded.
+func (d *drain) deliver(a *attempt, cut *cutoffs) {
 	d.running <- struct{}{}
 	d.mu.Lock()
 	d.waiting--
@@ -382,28 +458,58 @@ func (d *drain) deliver(p *prepared) {
 		d.wake()
 	}
 	d.mu.Unlock()
-	if p.waited && !d.flush {
-		p.due = d.q.notHeld(p.qm, p.due)
+	if a.waited && !d.flush {
+		a.due = d.q.notHeld(a.qm, a.due)
 	}
-	var out *outcome
-	if len(p.due) > 0 && d.ctx.Err() == nil {
-		out = d.q.deliver(d.ctx, p)
+	delivered := false
+	if len(a.due) > 0 && d.ctx.Err() == nil {
+		delivered = d.q.deliver(d.ctx, a, cut)
 	} else {
-		p.body.Close()
+		a.body.Release() // never read
 	}
-	if out == nil {
-		d.keep(p.qm)
+	if !delivered {
+		d.keep(a.qm)
 		d.done(true)
 		return
 	}
 	d.recording <- struct{}{}
 	d.done(true)
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		out.save()
+	d.record(a)
+}
+
+// record hands a delivered attempt to an idle recorder, or to a new one
+// when every recorder is busy with an outcome of its own. The place in
+// d.recording taken for it guarantees room in d.outcomes.
+func (d *drain) record(a *attempt) {
+	d.recMu.Lock()
+	d.unread++
+	start := d.unread > d.idle && d.recorders < cap(d.outcomes)
+	if start {
+		d.recorders++
+		d.idle++
+	}
+	d.recMu.Unlock()
+	if start {
+		d.recWG.Add(1)
+		go d.recorder()
+	}
+	d.outcomes <- a
+}
+
+// recorder saves outcomes until the round's runners are over.
+func (d *drain) recorder() {
+	defer d.recWG.Done()
+	for a := range d.outcomes {
+		d.recMu.Lock()
+		d.unread--
+		d.idle--
+		d.recMu.Unlock()
+		a.save()
 		<-d.recording
-	}()
+		d.recMu.Lock()
+		d.idle++
+		d.recMu.Unlock()
+	}
 }
 
 // done ends a leased message's turn: its place in the lease window is
@@ -435,7 +541,9 @@ func (d *drain) keep(qm *QueuedMessage) {
 // finish waits for the round's attempts and recordings, then ends the
 // leases kept.
 func (d *drain) finish() {
-	d.wg.Wait()
+	d.wg.Wait() // no outcome comes after the runners
+	close(d.outcomes)
+	d.recWG.Wait()
 	for _, qm := range d.held {
 		if err := d.q.store.Release(context.WithoutCancel(d.ctx), qm.ID, qm.Lease); err != nil {
 			d.q.m.cfg.logger().Error("mailroute: queue: release", "id", qm.ID, "error", err)

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailroute/go-mailroute/internal/message"
@@ -52,6 +54,9 @@ type queueRuntime struct {
 
 	holdMu sync.Mutex
 	holds  map[string]time.Time // destination domain → not before
+	// holding is len(holds), set under holdMu, so that the queue's many
+	// questions while nothing is held take no lock (and no domain).
+	holding atomic.Int32
 
 	// run is cancelled when Shutdown's context ends: attempts in flight
 	// then stop, and their recipients stay queued.
@@ -132,10 +137,9 @@ func (q *queueRuntime) poke() {
 	}
 }
 
-// dueRecipients returns the indexes of qm's recipients to be tried in
+// appendDue appends to due the indexes of qm's recipients to be tried in
 // this round.
-func (q *queueRuntime) dueRecipients(qm *QueuedMessage, now time.Time, domain string, flush bool) []int {
-	var due []int
+func (q *queueRuntime) appendDue(due []int, qm *QueuedMessage, now time.Time, domain string, flush bool) []int {
 	for i := range qm.Recipients {
 		if q.due(&qm.Recipients[i], now, domain, flush) {
 			due = append(due, i)
@@ -169,6 +173,9 @@ func (q *queueRuntime) notHeld(qm *QueuedMessage, due []int) []int {
 
 // heldBack reports whether a destination is held back at now.
 func (q *queueRuntime) heldBack(domain string, now time.Time) bool {
+	if q.holding.Load() == 0 {
+		return false // the common case, without the lock
+	}
 	q.holdMu.Lock()
 	hold := q.holds[domain]
 	q.holdMu.Unlock()
@@ -177,34 +184,36 @@ func (q *queueRuntime) heldBack(domain string, now time.Time) bool {
 
 // due reports whether a queued recipient is to be tried in this round.
 func (q *queueRuntime) due(r *QueuedRecipient, now time.Time, domain string, flush bool) bool {
-	d := domainOf(r.Rcpt)
 	if flush {
-		return domain == "" || d == domain
+		return domain == "" || domainOf(r.Rcpt) == domain
 	}
 	if r.NextAttempt.After(now) {
 		return false
 	}
-	return !q.heldBack(d, now)
+	return q.holding.Load() == 0 || !q.heldBack(domainOf(r.Rcpt), now)
 }
 
 func domainOf(rcpt string) string {
 	return strings.ToLower(rcpt[strings.LastIndexByte(rcpt, '@')+1:])
 }
 
-// jobs groups the due recipients by domain. Recipients whose direct
-// attempts reached RetryPolicy.FallbackAfter go to the relay, when there
-// is one: the fallback over time.
-func (q *queueRuntime) jobs(qm *QueuedMessage, due []int, rcpts []message.Address, body *message.Body, res *Result) []*job {
-	direct := q.m.group(qm.From, utf8Local(qm.From), rcpts, body, res)
+// jobs groups the due recipients (env, in due's order) by domain, the
+// first domain's in first when not nil, as Send does (see groupEnv).
+// Recipients whose direct attempts reached RetryPolicy.FallbackAfter go to
+// the relay, when there is one: the fallback over time.
+func (q *queueRuntime) jobs(qm *QueuedMessage, due []int, env *envelope, body *message.Body, res *Result, first *job, firstDest *Destination) []*job {
+	direct := q.m.groupEnv(env, body, res, first, firstDest)
+	for _, j := range direct {
+		j.relay = q.m.relay
+	}
 	if (q.m.relay == nil && len(q.m.relays.byName) == 0) || q.policy.FallbackAfter < 0 {
-		for _, j := range direct {
-			j.relay = q.m.relay
-		}
 		return direct
+	}
+	if !slices.ContainsFunc(due, func(i int) bool { return qm.Recipients[i].DirectAttempts >= q.policy.FallbackAfter }) {
+		return direct // nobody falls back: the list as it is, without a copy
 	}
 	var out []*job
 	for _, j := range direct {
-		j.relay = q.m.relay
 		var keep, move []int
 		for k := range j.rcpts {
 			if qm.Recipients[due[j.index[k]]].DirectAttempts >= q.policy.FallbackAfter {
@@ -276,6 +285,7 @@ func (q *queueRuntime) hold(domain string, t time.Time) {
 			delete(q.holds, d)
 		}
 	}
+	q.holding.Store(int32(len(q.holds)))
 	q.holdMu.Unlock()
 }
 

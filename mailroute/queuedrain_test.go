@@ -70,7 +70,20 @@ func enqueueDue(t *testing.T, st QueueStore, now time.Time, n int, rcpt func(i i
 func TestQueueDrainStoreCalls(t *testing.T) {
 	const n, conc = 60, 10
 	w := newDirectWorld(t)
-	srv := w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{})
+	// The first recipient waits (up to 10 s) for the second session, so
+	// that the count of sessions says whether the lane opened its second
+	// one while the first was busy, not how fast the first one drained
+	// the lane: without the wait, one session sometimes took all 60.
+	var srv *smtptest.Server
+	var first sync.Once
+	srv = w.mx("mx.dest.test", "127.0.0.1", smtptest.Options{RcptPolicy: func(string) *smtp.SMTPError {
+		first.Do(func() {
+			for end := time.Now().Add(10 * time.Second); srv.Connections() < 2 && time.Now().Before(end); {
+				time.Sleep(time.Millisecond)
+			}
+		})
+		return nil
+	}})
 	w.dns.MX("dest.test", "mx.dest.test")
 	st := &countingQueue{MemoryQueue: newMemQueue()}
 	clock, events := newFakeClock(), &eventLog{}

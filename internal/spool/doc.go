@@ -104,10 +104,37 @@
 // checkpoint, is in place before anything reads it; a body whose state the
 // replay could not write is kept (not an orphan) for the next Open. Then
 // one syncfs makes the result durable and the replayed generations are
-// removed: after Open every message has its files. A torn tail (a last append cut short,
-// which was never acknowledged) is ignored with a log line at Info; damage
-// before the tail is logged at Warn and the segment copied to corrupt/:
-// the records before the damage are applied, never those after it.
+// removed: after Open every message has its files. A torn tail (a last
+// append cut short, which was never acknowledged) is ignored with a log
+// line at Info. Torn means a bad last record, with no valid one after it,
+// that runs past the end of the file, or whose length holds and after
+// which only zeros follow: an append cut short leaves exactly that. A
+// flip in an acknowledged last record looks the same and costs that one
+// record either way; a bad last record whose length is unusable is
+// reported as damage (below), since its end is unknown.
+//
+// # Damage in the middle of the journal
+//
+// Damage before the tail costs only the damaged bytes: the replay skips
+// from the bad record to the next offset where a valid record starts (a
+// plausible length, a known kind, an ID and a state length that agree,
+// and a CRC-32C that matches; journal_resync.go) and goes on from there,
+// as LevelDB's log reader resynchronises at its next block. Zeros to the
+// end of a segment still end it; a run of zeros followed by records is
+// damage like any other. Each skipped range is logged at Warn with its
+// offset and length and the segment copied to corrupt/. The records in a
+// skipped range are unknown, and the replay does not guess: every record
+// that survives is applied as usual, the last of a message winning. A
+// lost Enqueue loses its message (or, with a later record surviving,
+// leaves a state whose body is missing, which the scan quarantines); a
+// lost Update or tombstone brings a message back in an earlier state, to
+// be sent again. RFC 5321 §6.1 forbids losing an accepted message and
+// treats duplicates as SMTP's known, tolerated failure, so a message
+// whose last surviving record is before the damage stays queued rather
+// than being dropped for fear of a duplicate; every message the damaged
+// journal still holds is logged at Warn with its ID, saying whether its
+// last record is before the damage (it may be sent twice) or after it,
+// for an operator to check (replay_damage.go has the reasoning).
 //
 // # Detecting damage
 //
@@ -122,9 +149,11 @@
 // them from the file or from the journal. A damaged entry, its state and its
 // body, is moved to corrupt/ with a log line at Warn; Open never fails
 // because of one entry, so a bad file cannot cause a crash loop. A body
-// found damaged in the journal also means a damaged generation, at whose
-// record Open's replay would stop (losing the records after it): the store
-// checkpoints it away at once.
+// found damaged in the journal also means a damaged generation: the store
+// checkpoints it away at once, writing the files of every message that
+// depends on it, rather than leave them on a failing medium until a crash
+// makes the replay skip the damage (and report the generation's messages
+// for an operator to check).
 //
 // # What it does not do
 //

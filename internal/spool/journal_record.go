@@ -39,6 +39,7 @@ const (
 // record is one decoded journal record. state and body alias the segment's
 // bytes.
 type record struct {
+	off   int // where its frame starts in the segment
 	kind  uint8
 	id    string
 	state []byte
@@ -68,48 +69,89 @@ func recBodyOffset(id string, stateLen int) int64 {
 	return int64(recHeader + 2 + len(id) + 4 + stateLen)
 }
 
-// errTorn and errDamaged say why parsing stopped before the end of a
+// errTorn and errDamaged say what parsing met before the end of a
 // segment. Torn is what a crash during an append leaves (a last record cut
 // short, or zeros from a write the disk never completed): that append was
-// never acknowledged. Damaged is anything else: bytes after the bad record
-// that are not explained by a crash.
+// never acknowledged. Damaged is anything else: bad bytes that are not
+// explained by a crash, skipped to the next valid record (see
+// journal_resync.go).
 var (
 	errTorn    = errors.New("torn tail")
 	errDamaged = errors.New("damaged record")
 )
 
-// parseSegment decodes the records of a segment. It returns the records of
-// the longest valid prefix, where that prefix ends, and nil when it ends
-// at the end of data or where only zeros (preallocated space) follow, or
-// an error wrapping errTorn or errDamaged that says
-// what stopped it. A segment without the header yields no records and
-// errDamaged (errTorn when data is a prefix of the header: a crash right
-// after the segment was created).
+// parseSegment decodes the records of a segment. Where a record is bad and
+// a valid one follows somewhere after it, the bytes between are skipped as
+// damage and parsing goes on from the valid one (see journal_resync.go). It
+// returns the records found, each with its offset, where the last of them
+// ends (the header's end when there is none), and nil when nothing was
+// skipped and the segment ends at the end of data or where only zeros
+// (preallocated space) follow. Otherwise the error wraps errDamaged, as a
+// *damageError listing every range skipped, and/or errTorn when the
+// segment ends in a bad record after which nothing valid follows and which
+// a crash during its append explains. A segment whose header is bad is
+// scanned for records from its start (errTorn, no records, when data is a
+// prefix of the header or all zeros: a crash right after the segment was
+// created).
 func parseSegment(data []byte) ([]record, int, error) {
 	if len(data) < len(segmentMagic) || !bytes.Equal(data[:len(segmentMagic)], segmentMagic) {
 		if bytes.HasPrefix(segmentMagic, data) || allZero(data) {
 			return nil, 0, fmt.Errorf("%w: incomplete segment header", errTorn)
 		}
-		return nil, 0, fmt.Errorf("%w: not a journal segment", errDamaged)
 	}
-	var recs []record
-	off := len(segmentMagic)
-	for off < len(data) {
-		if data[off] == 0 && allZero(data[off:]) {
-			break // preallocated and never written: the end
+	var (
+		recs []record
+		dmg  damageError
+		tail error
+	)
+	nz := nonZeroEnd(data) // from here on only zeros: the end
+	off, end := len(segmentMagic), len(segmentMagic)
+	if !bytes.HasPrefix(data, segmentMagic) {
+		// Not a segment's header: damage, or not a segment at all. Its
+		// records, if any, are found by their checksums like any others
+		// (none at offset 0, where a segment has its header).
+		off, end = 0, 0
+		q := nextFrame(data, 1, nz)
+		if q < 0 {
+			q = nz
 		}
+		dmg.add(data, 0, q, errors.New("not a journal segment header"))
+		off = q
+	}
+	for off < nz {
 		r, n, err := parseRecord(data[off:])
-		if err != nil {
-			return recs, off, classify(data, off, n, err)
+		if err == nil {
+			r.off = off
+			recs = append(recs, r)
+			off += n
+			end = off
+			continue
 		}
-		recs = append(recs, r)
-		off += n
+		q := nextFrame(data, off+1, nz)
+		if q < 0 {
+			// Nothing valid follows: the tail is torn, or damaged to its end.
+			if cerr := classify(data, off, n, err); errors.Is(cerr, errTorn) {
+				tail = cerr
+			} else {
+				dmg.add(data, off, nz, err)
+			}
+			break
+		}
+		dmg.add(data, off, q, err)
+		off = q
 	}
-	return recs, off, nil
+	switch {
+	case len(dmg.skips) > 0 && tail != nil:
+		return recs, end, errors.Join(&dmg, tail)
+	case len(dmg.skips) > 0:
+		return recs, end, &dmg
+	}
+	return recs, end, tail
 }
 
 // classify decides whether a bad record at off, claiming n bytes (0 when
-// its length is unusable), is a torn tail or damage.
+// its length is unusable), after which no valid record follows, is a torn
+// tail or damage.
 func classify(data []byte, off, n int, err error) error {
 	rest := data[off:]
 	switch {

@@ -158,8 +158,8 @@ func TestBodyAcrossCheckpoint(t *testing.T) {
 // holds, between two other messages' records in the same generation: Body
 // refuses it with ErrCorrupt, the damaged bytes and the state go to
 // corrupt/, the other messages are untouched, and the damaged generation
-// is checkpointed away at once (Open's replay would stop at the damaged
-// record and lose the records after it). Neither a reopen after Close nor
+// is checkpointed away at once (rather than left for Open's replay to skip
+// the damaged record after a crash). Neither a reopen after Close nor
 // one after a kill brings the message back or loses another.
 func TestJournalBodyQuarantine(t *testing.T) {
 	for _, killed := range []bool{false, true} {

@@ -178,10 +178,10 @@ func (s *Store) Body(ctx context.Context, id string) (io.ReadCloser, error) {
 			return nil, fmt.Errorf("spool: body of %s: %w", id, err)
 		case ok:
 			s.quarantineEntry(e, id, err)
-			// The generation is damaged: Open's replay would stop at this
-			// record and lose the records after it, so the generation
-			// goes now, once the checkpoint has written every file that
-			// depends on it.
+			// The generation is damaged: it goes now, once the checkpoint
+			// has written every file that depends on it, rather than stay
+			// on a failing medium until a crash makes Open's replay skip
+			// the damage (replay_damage.go).
 			s.j.checkpointSoon()
 			return nil, err
 		}

@@ -55,7 +55,16 @@ type replayed struct {
 	gone  bool
 	state []byte
 	body  []byte // nil: not in the journal (a large body, fsynced in its file)
+	at    jpos   // where its last record is
 }
+
+// jpos is a place in the journal: a generation and an offset in it.
+type jpos struct {
+	gen uint64
+	off int
+}
+
+func (a jpos) before(b jpos) bool { return a.gen < b.gen || a.gen == b.gen && a.off < b.off }
 
 // replay applies the journal at Open, before the directory scan: every
 // generation in order, the last record of a message winning; then it makes
@@ -92,6 +101,10 @@ func (s *Store) replay() (uint64, error) {
 	keep := false // a segment could not be read: replay it again next time
 	records := 0
 	var left []*segment
+	var (
+		damaged    bool
+		lastDamage jpos // the start of the last range skipped as damaged
+	)
 	for _, sg := range segs {
 		path := filepath.Join(s.j.dir, sg.name)
 		seg := &segment{gen: sg.gen, path: path}
@@ -103,34 +116,44 @@ func (s *Store) replay() (uint64, error) {
 			continue
 		}
 		recs, _, perr := parseSegment(data)
-		switch {
-		case perr == nil:
-		case errors.Is(perr, errTorn):
+		if errors.Is(perr, errTorn) {
 			s.log.Info("spool: journal ends in an unfinished append, which was never acknowledged", "path", path, "detail", perr.Error())
-		default:
+		}
+		var dmg *damageError
+		if errors.As(perr, &dmg) {
 			to := s.corruptName("journal-"+sg.name[:len(sg.name)-len(".log")], ".log")
 			if err := s.fs.writeFile(to, data); err != nil {
 				s.log.Error("spool: cannot copy a damaged journal segment aside", "path", path, "err", err)
 			}
-			s.log.Warn("spool: damaged journal segment: records after the damage are lost; copied aside",
+			s.log.Warn("spool: damaged journal segment: the damaged bytes are skipped, every valid record around them is replayed; copied aside",
 				"path", path, "copy", to, "recovered_records", len(recs), "reason", perr.Error())
+			for _, sk := range dmg.skips {
+				s.log.Warn("spool: damaged journal bytes skipped: any record in them is unknown",
+					"path", path, "offset", sk.off, "length", sk.n, "claimed_id", sk.id, "reason", sk.reason.Error())
+			}
+			lastDamage = jpos{sg.gen, dmg.skips[len(dmg.skips)-1].off}
+			damaged = true
 		}
 		for _, r := range recs {
 			records++
 			seg.ids = append(seg.ids, r.id) // for flushAll outside Linux
+			at := jpos{sg.gen, r.off}
 			switch r.kind {
 			case recTomb:
-				state[r.id] = &replayed{gone: true}
+				state[r.id] = &replayed{gone: true, at: at}
 			case recBody:
-				state[r.id] = &replayed{state: r.state, body: r.body}
+				state[r.id] = &replayed{state: r.state, body: r.body, at: at}
 			case recState:
 				if p := state[r.id]; p != nil && !p.gone {
-					p.state = r.state
+					p.state, p.at = r.state, at
 				} else {
-					state[r.id] = &replayed{state: r.state}
+					state[r.id] = &replayed{state: r.state, at: at}
 				}
 			}
 		}
+	}
+	if damaged {
+		s.warnUncertain(state, lastDamage)
 	}
 
 	repaired := 0

@@ -122,9 +122,13 @@
 // as LevelDB's log reader resynchronises at its next block. Zeros to the
 // end of a segment still end it; a run of zeros followed by records is
 // damage like any other. Each skipped range is logged at Warn with its
-// offset and length and the segment copied to corrupt/. The records in a
-// skipped range are unknown, and the replay does not guess: every record
-// that survives is applied as usual, the last of a message winning. A
+// offset and length and the segment copied to corrupt/. Of the damaged
+// bytes only a record that vouches for itself is kept: one at the start of
+// a skipped range whose state's own CRC-32C holds (and its body, if its
+// size and CRC-32C match the state's), so damage confined to a frame's
+// length or checksum costs nothing. Any other record in a skipped range is
+// unknown, and the replay does not guess: every record that survives is
+// applied as usual, the last of a message winning. A
 // lost Enqueue loses its message (or, with a later record surviving,
 // leaves a state whose body is missing, which the scan quarantines); a
 // lost Update or tombstone brings a message back in an earlier state, to
@@ -133,8 +137,8 @@
 // whose last surviving record is before the damage stays queued rather
 // than being dropped for fear of a duplicate; every message the damaged
 // journal still holds is logged at Warn with its ID, saying whether its
-// last record is before the damage (it may be sent twice) or after it,
-// for an operator to check (replay_damage.go has the reasoning).
+// last record is before unknown bytes (it may be sent twice) or after
+// them, for an operator to check (replay_damage.go has the reasoning).
 //
 // # Detecting damage
 //

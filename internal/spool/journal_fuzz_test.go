@@ -40,14 +40,17 @@ func FuzzParseSegment(f *testing.F) {
 	f.Add(append(bytes.Clone(seg), make([]byte, 100)...), 2)
 	f.Add(segmentMagic, 3)
 	f.Add([]byte{}, 4)
-	// Overwrites of one record of the valid segment (see damageOne).
-	f.Add([]byte{0xff}, 1*len(resyncRecords)+0)       // the length's first octet: huge
-	f.Add([]byte{0, 0, 0, 9}, 0*len(resyncRecords)+2) // a small length
-	f.Add([]byte{0, 0, 0, 0}, 0*len(resyncRecords)+3) // a zero length
-	f.Add([]byte{0x55}, 5*len(resyncRecords)+4)       // the checksum
-	f.Add(bytes.Repeat([]byte{0}, 300), 40*len(resyncRecords)+1)
-	f.Add(bytes.Repeat([]byte{0xa5}, 77), 20*len(resyncRecords)+5)
-	f.Add([]byte{}, 100*len(resyncRecords)+len(resyncRecords)-1)
+	// Overwrites of one record of the valid segment (see damageOne:
+	// split = offset*len(resyncRecords) + record).
+	n := len(resyncRecords)
+	f.Add([]byte{0xff}, 0*n+1)                         // record 1's length: huge
+	f.Add([]byte{0, 0, 0, 9}, 0*n+2)                   // record 2's length: small
+	f.Add([]byte{0, 0, 0, 0}, 0*n+3)                   // a tombstone's length: zero
+	f.Add([]byte{0x55}, 5*n+4)                         // record 4's checksum
+	f.Add(bytes.Repeat([]byte{0}, 300), 40*n+1)        // zeros inside record 1
+	f.Add(bytes.Repeat([]byte{0xa5}, 77), 20*n+0)      // garbage inside record 0
+	f.Add([]byte{}, 100*n+n-1)                         // a bit of the last record
+	f.Add([]byte{0, 0, 0x0f, 0xff, 1, 2, 3, 4}, 0*n+0) // record 0's whole frame header
 	f.Fuzz(func(t *testing.T, data []byte, split int) {
 		recs, end := checkParse(t, data)
 		// A valid prefix survives any suffix: the records recovered, then
@@ -86,6 +89,26 @@ func FuzzParseSegment(f *testing.F) {
 			}
 			if r.off+n > mut[1] {
 				swallowed = append(swallowed, [2]int{r.off, r.off + n})
+			}
+		}
+		// An overwrite of no more than the length and the checksum of a
+		// record that carries a state, with a valid record after it,
+		// costs nothing: the record is parsed or salvaged, exactly.
+		if len(data) > 0 && split >= 0 && k < len(spans)-1 && resyncRecords[k].kind != recTomb &&
+			damagedOnly(valid, damaged, mut[0], mut[0]+recHeader) {
+			var dmg *damageError
+			_, _, err := parseSegment(damaged)
+			errors.As(err, &dmg)
+			var skips []span
+			if dmg != nil {
+				skips = dmg.skips
+			}
+			all := append(slices.Clone(got), salvageRecords(damaged, skips)...)
+			want := resyncRecords[k].encode(t)
+			if !slices.ContainsFunc(all, func(r record) bool {
+				return r.off == mut[0] && bytes.Equal(appendRecord(nil, r.kind, r.id, r.state, r.body)[recHeader:], want[recHeader:])
+			}) {
+				t.Fatalf("record %d, damaged only in its length and checksum, was neither parsed nor salvaged", k)
 			}
 		}
 		for j, sp := range spans {
@@ -127,6 +150,20 @@ func checkParse(t *testing.T, data []byte) ([]record, int) {
 			at := r.off + int(recBodyOffset(r.id, len(r.state)))
 			if at+len(r.body) != r.off+len(enc) || !bytes.Equal(data[at:at+len(r.body)], r.body) {
 				t.Fatalf("the body of record %s is not at offset %d of it", r.id, at-r.off)
+			}
+		}
+	}
+	// Whatever salvage takes from a skipped range vouches for itself: a
+	// state that decodes for the record's ID, and a body that is the one
+	// it describes.
+	if dmg != nil {
+		for _, r := range salvageRecords(data, dmg.skips) {
+			m, info, err := decodeState(r.state)
+			if err != nil || m.ID != r.id {
+				t.Fatalf("salvaged a state that does not decode for %s: %v", r.id, err)
+			}
+			if r.kind == recBody && (int64(len(r.body)) != info.size || crc32.Checksum(r.body, castagnoli) != info.crc) {
+				t.Fatalf("salvaged a body of %s that is not the one its state describes", r.id)
 			}
 		}
 	}
@@ -174,6 +211,12 @@ func checkParse(t *testing.T, data []byte) ([]record, int) {
 		t.Fatalf("stopped at %d of %d without saying why", end, len(data))
 	}
 	return recs, end
+}
+
+// damagedOnly reports whether a and b differ only inside [from, to).
+func damagedOnly(a, b []byte, from, to int) bool {
+	n := min(len(a), len(b))
+	return bytes.Equal(a[:from], b[:from]) && bytes.Equal(a[to:n], b[to:n])
 }
 
 // resyncRecords are the records of the segment FuzzParseSegment damages:

@@ -115,7 +115,7 @@ func parseSegment(data []byte) ([]record, int, error) {
 		if q < 0 {
 			q = nz
 		}
-		dmg.add(data, 0, q, errors.New("not a journal segment header"))
+		dmg.add(data, 0, q, errors.New("not a journal segment header"), q == nz)
 		off = q
 	}
 	for off < nz {
@@ -133,11 +133,11 @@ func parseSegment(data []byte) ([]record, int, error) {
 			if cerr := classify(data, off, n, err); errors.Is(cerr, errTorn) {
 				tail = cerr
 			} else {
-				dmg.add(data, off, nz, err)
+				dmg.add(data, off, nz, err, true)
 			}
 			break
 		}
-		dmg.add(data, off, q, err)
+		dmg.add(data, off, q, err, false)
 		off = q
 	}
 	switch {

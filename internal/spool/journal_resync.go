@@ -3,6 +3,7 @@ package spool
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"strings"
 )
 
@@ -32,6 +33,9 @@ type span struct {
 	// operator (it may be the message whose change was lost).
 	id     string
 	reason error // why the first record of the range was refused
+	// last: no valid record follows the range, which runs to the end of
+	// the segment's data.
+	last bool
 }
 
 // damageError lists the ranges of a segment skipped as damaged. It wraps
@@ -40,8 +44,8 @@ type damageError struct {
 	skips []span
 }
 
-func (e *damageError) add(data []byte, off, end int, reason error) {
-	e.skips = append(e.skips, span{off: off, n: end - off, id: claimedID(data[off:end]), reason: reason})
+func (e *damageError) add(data []byte, off, end int, reason error, last bool) {
+	e.skips = append(e.skips, span{off: off, n: end - off, id: claimedID(data[off:end]), reason: reason, last: last})
 }
 
 func (e *damageError) Error() string {
@@ -133,4 +137,43 @@ func claimedID(b []byte) string {
 		return ""
 	}
 	return id
+}
+
+// salvage reads the record that starts a skipped range b when what it
+// holds vouches for itself, though its frame does not (a damaged length,
+// checksum or kind): a state that decodes, its own CRC-32C holding, for
+// the ID the header names, and, when the octets after the state are the
+// body the state describes (its size and CRC-32C), that body. Nothing is
+// taken on the frame's word alone, so a tombstone, which carries nothing
+// to check, is never salvaged. The record must end inside b.
+func salvage(b []byte) (record, bool) {
+	var r record
+	if len(b) < recHeader+2 {
+		return r, false
+	}
+	p := b[recHeader:]
+	kind, idLen := p[0], int(p[1])
+	if kind != recState && kind != recBody || 2+idLen+4 > len(p) {
+		return r, false
+	}
+	id := string(p[2 : 2+idLen])
+	if checkID(id) != nil {
+		return r, false
+	}
+	stateLen := uint64(binary.BigEndian.Uint32(p[2+idLen:]))
+	rest := p[2+idLen+4:]
+	if stateLen == 0 || stateLen > uint64(len(rest)) || stateLen > maxStateSize {
+		return r, false
+	}
+	state := rest[:stateLen]
+	m, info, err := decodeState(state)
+	if err != nil || m.ID != id {
+		return r, false
+	}
+	r = record{kind: recState, id: id, state: state}
+	if body := rest[stateLen:]; info.size <= int64(len(body)) && info.size <= journalBodyMax &&
+		crc32.Checksum(body[:info.size], castagnoli) == info.crc {
+		r.kind, r.body = recBody, body[:info.size]
+	}
+	return r, true
 }

@@ -85,6 +85,7 @@ func TestReplayResync(t *testing.T) {
 		skips     []skip
 		uncertain []string // live, last record before the damage
 		known     []string // live, last record after it
+		salvaged  []string // records salvaged from a skipped range (salvage)
 		torn      bool
 		corrupt   []string // besides the segment's copy, when skips
 	}{{
@@ -97,41 +98,48 @@ func TestReplayResync(t *testing.T) {
 	}, {
 		name:      "length field huge",
 		damage:    func(s []byte) []byte { s[at[rB1][0]] = 0xff; return s },
-		want:      []*Message{a2, d1},
+		want:      []*Message{a2, b1, d1},
 		skips:     []skip{whole(rB1)},
 		uncertain: []string{},
-		known:     []string{"a", "d"},
+		known:     []string{"a", "b", "d"},
+		salvaged:  []string{"b"},
 	}, {
 		name:      "length field plausible but past the end of the segment",
 		damage:    func(s []byte) []byte { s[at[rB1][0]+1] = 0x03; return s },
-		want:      []*Message{a2, d1},
+		want:      []*Message{a2, b1, d1},
 		skips:     []skip{whole(rB1)},
 		uncertain: []string{},
-		known:     []string{"a", "d"},
+		known:     []string{"a", "b", "d"},
+		salvaged:  []string{"b"},
 	}, {
 		name:      "length field small",
 		damage:    func(s []byte) []byte { s[at[rB1][0]+2], s[at[rB1][0]+3] = 0, 40; return s },
-		want:      []*Message{a2, d1},
+		want:      []*Message{a2, b1, d1},
 		skips:     []skip{whole(rB1)},
 		uncertain: []string{},
-		known:     []string{"a", "d"},
+		known:     []string{"a", "b", "d"},
+		salvaged:  []string{"b"},
 	}, {
 		name:      "length field zero",
 		damage:    func(s []byte) []byte { clear(s[at[rB1][0] : at[rB1][0]+4]); return s },
-		want:      []*Message{a2, d1},
+		want:      []*Message{a2, b1, d1},
 		skips:     []skip{whole(rB1)},
 		uncertain: []string{},
-		known:     []string{"a", "d"},
+		known:     []string{"a", "b", "d"},
+		salvaged:  []string{"b"},
 	}, {
 		name:      "flipped byte in the checksum",
 		damage:    func(s []byte) []byte { s[at[rB1][0]+5] ^= 0x80; return s },
-		want:      []*Message{a2, d1},
+		want:      []*Message{a2, b1, d1},
 		skips:     []skip{whole(rB1)},
 		uncertain: []string{},
-		known:     []string{"a", "d"},
+		known:     []string{"a", "b", "d"},
+		salvaged:  []string{"b"},
 	}, {
-		// Over the end of b's Enqueue and the start of c's: both lost,
-		// and c's tombstone after them keeps it gone anyway.
+		// Over the end of b's Enqueue and the start of c's: b's state
+		// vouches for itself and is salvaged, its body does not, so the
+		// scan quarantines it (state in corrupt/ for an operator); c is
+		// lost, and its tombstone after the damage keeps it gone anyway.
 		name: "a run of garbage bytes across two records",
 		damage: func(s []byte) []byte {
 			for i := at[rB1][1] - 50; i < at[rB1][1]+50; i++ {
@@ -141,8 +149,10 @@ func TestReplayResync(t *testing.T) {
 		},
 		want:      []*Message{a2, d1},
 		skips:     []skip{{at[rB1][0], at[rC1][1] - at[rB1][0]}},
-		uncertain: []string{},
+		uncertain: []string{"b"}, // salvaged at the start of the damage: a later change may be after it
 		known:     []string{"a", "d"},
+		salvaged:  []string{"b"},
+		corrupt:   []string{"b.json"},
 	}, {
 		name:      "a run of zeros in the middle is not the end",
 		damage:    func(s []byte) []byte { clear(s[at[rC1][0]:at[rC1][1]]); return s },
@@ -195,7 +205,7 @@ func TestReplayResync(t *testing.T) {
 		name: "two damaged regions",
 		damage: func(s []byte) []byte {
 			s[at[rB1][0]+200] ^= 0x02
-			s[at[rA2][0]+6] ^= 0x40
+			s[at[rA2][0]+100] ^= 0x40 // in its state: not salvaged
 			return s
 		},
 		want:      []*Message{a1, d1},
@@ -238,6 +248,7 @@ func TestReplayResync(t *testing.T) {
 		skips:     []skip{whole(rC1)},
 		uncertain: []string{"b"},
 		known:     []string{"a"},
+		salvaged:  []string{"c"}, // its state only: its body is damaged, and its tombstone follows
 		torn:      true,
 	}}
 	for _, tc := range cases {
@@ -289,6 +300,9 @@ func TestReplayResync(t *testing.T) {
 				if g := rec.warned("from after damaged journal bytes"); !slices.Equal(nonNil(g), tc.known) {
 					t.Errorf("known messages reported %v, want %v", g, tc.known)
 				}
+			}
+			if g := rec.warned("salvaged from damaged bytes"); !slices.Equal(nonNil(g), nonNil(tc.salvaged)) {
+				t.Errorf("salvaged records %v, want %v", g, tc.salvaged)
 			}
 			if w := rec.levelled(slog.LevelWarn, "journal"); (len(w) != 0) != (tc.skips != nil) {
 				t.Errorf("warnings about the journal: %v, want some: %v", w, tc.skips != nil)

@@ -103,7 +103,7 @@ func (s *Store) replay() (uint64, error) {
 	var left []*segment
 	var (
 		damaged    bool
-		lastDamage jpos // the start of the last range skipped as damaged
+		unknownEnd jpos // the end of the last octet skipped as damaged and not salvaged
 	)
 	for _, sg := range segs {
 		path := filepath.Join(s.j.dir, sg.name)
@@ -131,8 +131,11 @@ func (s *Store) replay() (uint64, error) {
 				s.log.Warn("spool: damaged journal bytes skipped: any record in them is unknown",
 					"path", path, "offset", sk.off, "length", sk.n, "claimed_id", sk.id, "reason", sk.reason.Error())
 			}
-			lastDamage = jpos{sg.gen, dmg.skips[len(dmg.skips)-1].off}
 			damaged = true
+			var end int
+			if recs, end = s.salvageSkips(path, data, recs, dmg.skips); end >= 0 {
+				unknownEnd = jpos{sg.gen, end}
+			}
 		}
 		for _, r := range recs {
 			records++
@@ -153,7 +156,7 @@ func (s *Store) replay() (uint64, error) {
 		}
 	}
 	if damaged {
-		s.warnUncertain(state, lastDamage)
+		s.warnUncertain(state, unknownEnd)
 	}
 
 	repaired := 0

@@ -18,12 +18,14 @@ import (
 // its ID must pass checkID, its state length must agree with the kind and
 // the length, a state must open as JSON does, and only then is the
 // CRC-32C of the payload computed and compared: in random bytes about one
-// offset in 2^32 passes the checksum alone. Nor can a record's own
-// payload hold a frame that would swallow the records after it: a frame's
-// length begins with a zero octet, and a payload has zero octets only in
-// its state length (the state is JSON, the ID is [A-Za-z0-9_-], the body
-// is canonical mail, which has no NUL), where a frame would need the four
-// octets after it, the state's first, to be its payload's checksum.
+// offset in 2^32 passes the checksum alone. Nor do a record's own bytes
+// offer such offsets: a length under 16 MiB, as every real one is, starts
+// with a zero octet, and a payload has zero octets only in its state
+// length (the state is JSON, the ID is [A-Za-z0-9_-], the body canonical
+// mail, without NUL), where a frame would need its payload's checksum to
+// be the state's first four octets. So a frame found inside a damaged
+// range is a record that was written there, with the same odds as any
+// CRC-32C check.
 
 // span is a range of a segment skipped as damaged.
 type span struct {

@@ -2,11 +2,14 @@ package spool
 
 import (
 	"bytes"
+	"encoding/binary"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -386,4 +389,100 @@ func nonNilMsgs(s []*Message) []*Message {
 		return []*Message{}
 	}
 	return s
+}
+
+// TestReplayResyncStore damages a journal the store itself wrote, as a
+// process killed before any checkpoint leaves it (records from group
+// commits, zeros preallocated after them): a flip in one message's body
+// and in another's length field. Open brings back every other message byte
+// for byte, the second one whole (salvaged), and loses only the first,
+// naming it in the skipped range's log line, its state set aside in
+// corrupt/.
+func TestReplayResyncStore(t *testing.T) {
+	dir := t.TempDir()
+	dead := false
+	s := openT(t, dir, Options{Fault: func(Op, string) error {
+		if dead {
+			return errInjected
+		}
+		return nil
+	}})
+	const n = 30
+	bodies := map[string][]byte{}
+	var msgs []*Message
+	for i := range n {
+		id := "m" + strconv.Itoa(i)
+		m := testMessage(id, t0, "r"+strconv.Itoa(i)+"@example.com")
+		bodies[id] = testBody(500+97*i, uint64(i))
+		enqueueT(t, s, m, bodies[id])
+		msgs = append(msgs, m)
+	}
+	gen := func() string { s.j.mu.Lock(); defer s.j.mu.Unlock(); return s.j.seg.path }()
+	dead = true
+	s.Close() // killed: no checkpoint, every message only in the journal
+
+	data, err := os.ReadFile(gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _, err := parseSegment(data)
+	if err != nil || len(recs) != n {
+		t.Fatalf("the store's segment: %d records, %v", len(recs), err)
+	}
+	if nonZeroEnd(data) == len(data) {
+		t.Fatal("no zeros preallocated after the records")
+	}
+	lost, whole := recs[10], recs[20]
+	data[lost.off+int(recBodyOffset(lost.id, len(lost.state)))+50] ^= 0x01
+	binary.BigEndian.PutUint32(data[whole.off:], 7) // too small to hold anything
+	if err := os.WriteFile(gen, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	log, rec := newLog()
+	s2 := openT(t, dir, Options{Logger: log})
+	defer s2.Close()
+	var want []*Message
+	for _, m := range msgs {
+		if m.ID != lost.id {
+			want = append(want, clone(m))
+		}
+	}
+	slices.SortFunc(want, func(a, b *Message) int { return strings.Compare(a.ID, b.ID) })
+	got := listT(t, s2)
+	slices.SortFunc(got, func(a, b *Message) int { return strings.Compare(a.ID, b.ID) })
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("after replay %v, want every message but %s", ids(got), lost.id)
+	}
+	for _, m := range want {
+		if !bytes.Equal(bodyT(t, s2, m.ID), bodies[m.ID]) {
+			t.Errorf("body of %s differs", m.ID)
+		}
+	}
+	offs := rec.attrs(slog.LevelWarn, "damaged journal bytes skipped", "offset")
+	if !slices.Equal(offs, []int64{int64(lost.off), int64(whole.off)}) {
+		t.Errorf("skipped ranges at %v, want at %d and %d", offs, lost.off, whole.off)
+	}
+	// The first one's state vouches for itself, its body does not: the
+	// state is salvaged, and the scan quarantines it without a body.
+	if g := rec.warned("salvaged from damaged bytes"); !slices.Equal(g, []string{lost.id, whole.id}) {
+		t.Errorf("salvaged %v, want %s and %s", g, lost.id, whole.id)
+	}
+	if c := files(t, dir, corruptSub); !slices.Equal(c, []string{"journal-" + strings.TrimSuffix(filepath.Base(gen), ".log") + ".log", lost.id + extState}) {
+		t.Errorf("corrupt/ = %v, want the segment and %s's state", c, lost.id)
+	}
+	var claimed []string
+	rec.mu.Lock()
+	for _, r := range rec.records {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "claimed_id" {
+				claimed = append(claimed, a.Value.String())
+			}
+			return true
+		})
+	}
+	rec.mu.Unlock()
+	if !slices.Equal(claimed, []string{lost.id, whole.id}) {
+		t.Errorf("claimed IDs of the skipped ranges %v, want %s and %s", claimed, lost.id, whole.id)
+	}
 }

@@ -193,6 +193,20 @@ func TestReplayResync(t *testing.T) {
 		uncertain: []string{"a", "b", "c"},
 		known:     []string{"d"},
 	}, {
+		// The header is skipped and the first record salvaged: its frame
+		// is damaged, its state and body are whole.
+		name: "the segment header and the first record's checksum",
+		damage: func(s []byte) []byte {
+			s[1] ^= 0x02
+			s[at[rA1][0]+4] ^= 0x01
+			return s
+		},
+		want:      []*Message{a2, b1, d1},
+		skips:     []skip{{0, at[rA1][1]}},
+		uncertain: []string{},
+		known:     []string{"a", "b", "d"},
+		salvaged:  []string{"a"},
+	}, {
 		name: "the segment header",
 		damage: func(s []byte) []byte {
 			s[2] ^= 0x20

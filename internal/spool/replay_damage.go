@@ -54,6 +54,13 @@ import (
 // from a range no valid record follows, which may be an append a crash cut
 // short.
 //
+// A crash can leave the same picture: a round whose later sectors reached
+// the disk and whose earlier ones did not. Its records after the hole were
+// never acknowledged (like a whole round written before the crash kept its
+// fdatasync from returning, they are replayed), and the hole is reported
+// as damage: the replay cannot tell a hole a crash left from a zeroed
+// sector, and says so rather than stay quiet about a loss.
+//
 // The operator gets what is needed to check by hand: the segment copied
 // to corrupt/, one line at Warn per skipped range (offset, length, and the
 // ID its first header seems to name), one per salvaged record, and one per
@@ -91,8 +98,8 @@ func (s *Store) salvageSkips(path string, data []byte, recs []record, skips []sp
 	found := salvageRecords(data, skips)
 	unknownEnd := -1
 	for _, sk := range skips {
-		i := slices.IndexFunc(found, func(r record) bool { return r.off == sk.off })
-		if i < 0 || frameLen(found[i]) < sk.n {
+		i := slices.IndexFunc(found, func(r record) bool { return r.off >= sk.off && r.off < sk.off+sk.n })
+		if i < 0 || found[i].off+frameLen(found[i]) < sk.off+sk.n {
 			unknownEnd = sk.off + sk.n
 		}
 	}
@@ -122,8 +129,13 @@ func salvageRecords(data []byte, skips []span) []record {
 		if sk.last {
 			continue
 		}
-		if r, ok := salvage(data[sk.off : sk.off+sk.n]); ok {
-			r.off = sk.off
+		at := sk.off
+		if at == 0 && sk.n > len(segmentMagic) {
+			// A damaged header: the first record, if any, starts after it.
+			at = len(segmentMagic)
+		}
+		if r, ok := salvage(data[at : sk.off+sk.n]); ok {
+			r.off = at
 			found = append(found, r)
 		}
 	}

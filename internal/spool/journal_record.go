@@ -84,7 +84,8 @@ var (
 // a valid one follows somewhere after it, the bytes between are skipped as
 // damage and parsing goes on from the valid one (see journal_resync.go). It
 // returns the records found, each with its offset, where the last of them
-// ends (the header's end when there is none), and nil when nothing was
+// ends (when there is none: the header's end, or 0 when the header is
+// bad), and nil when nothing was
 // skipped and the segment ends at the end of data or where only zeros
 // (preallocated space) follow. Otherwise the error wraps errDamaged, as a
 // *damageError listing every range skipped, and/or errTorn when the

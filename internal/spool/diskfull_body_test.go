@@ -27,18 +27,7 @@ import (
 //     the room the reserve held, and drops the generation;
 //   - every body is intact, before and after a reopen.
 func TestDiskFullJournalBodies(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k,mode=0700"); err != nil {
-		t.Skipf("cannot mount a tmpfs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
+	dir := smallTmpfs(t, "the reserve steps of the fault tables still run")
 	ctx := context.Background()
 	spool := dir + "/spool"
 	writes := 0

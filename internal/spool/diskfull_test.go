@@ -22,18 +22,7 @@ import (
 // that were reported stored, each whole, and space freed by a delivery
 // must be usable again.
 func TestDiskFull(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root; the injected ENOSPC of TestInjectedWriteError still runs")
-	}
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k,mode=0700"); err != nil {
-		t.Skipf("cannot mount a tmpfs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
+	dir := smallTmpfs(t, "the injected ENOSPC of TestInjectedWriteError still runs")
 	ctx := context.Background()
 	spool := dir + "/spool"
 	var mu sync.Mutex

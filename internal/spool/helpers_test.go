@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -71,6 +72,22 @@ func listT(t testing.TB, s *Store) []*Message {
 		t.Fatalf("List: %v", err)
 	}
 	return l
+}
+
+// holdsExactly fails t at once unless s lists exactly want (compared
+// field by field, in List's order); what says when, as "after replay".
+func holdsExactly(t testing.TB, what string, s *Store, want []*Message) {
+	t.Helper()
+	got := listT(t, s)
+	if got == nil {
+		got = []*Message{}
+	}
+	if want == nil {
+		want = []*Message{}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s:\n%s\nwant\n%s", what, dump(got), dump(want))
+	}
 }
 
 func ids(ms []*Message) []string {

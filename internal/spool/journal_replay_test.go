@@ -233,17 +233,7 @@ func TestReplay(t *testing.T) {
 			}
 			log, rec := newLog()
 			s := openT(t, dir, Options{Logger: log})
-			want := []*Message{}
-			for _, m := range tc.want {
-				want = append(want, clone(m))
-			}
-			got := listT(t, s)
-			if len(got) == 0 {
-				got = []*Message{}
-			}
-			if !reflect.DeepEqual(got, want) {
-				t.Fatalf("after replay:\n%s\nwant\n%s", dump(got), dump(want))
-			}
+			holdsExactly(t, "after replay", s, tc.want)
 			for id, b := range tc.bodies {
 				if !bytes.Equal(bodyT(t, s, id), b) {
 					t.Errorf("body of %s differs", id)
@@ -273,13 +263,7 @@ func TestReplay(t *testing.T) {
 			// Replayed for good: a second Open finds the same and repairs nothing.
 			log, rec = newLog()
 			s2 := openT(t, dir, Options{Logger: log})
-			got2 := listT(t, s2)
-			if len(got2) == 0 {
-				got2 = []*Message{}
-			}
-			if !reflect.DeepEqual(got2, want) {
-				t.Errorf("second Open: %s", dump(got2))
-			}
+			holdsExactly(t, "second Open", s2, tc.want)
 			if w := rec.levelled(slog.LevelWarn, ""); len(w) != 0 {
 				t.Errorf("second Open warned: %v", w)
 			}

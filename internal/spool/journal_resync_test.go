@@ -280,17 +280,7 @@ func TestReplayResync(t *testing.T) {
 			log, rec := newLog()
 			s := openT(t, dir, Options{Logger: log})
 			defer s.Close()
-			want := []*Message{}
-			for _, m := range tc.want {
-				want = append(want, clone(m))
-			}
-			got := listT(t, s)
-			if len(got) == 0 {
-				got = []*Message{}
-			}
-			if !reflect.DeepEqual(got, want) {
-				t.Fatalf("after replay:\n%s\nwant\n%s", dump(got), dump(want))
-			}
+			holdsExactly(t, "after replay", s, tc.want)
 			for _, m := range tc.want {
 				if b := bodyT(t, s, m.ID); !bytes.Equal(b, bodies[m.ID]) {
 					t.Errorf("body of %s differs", m.ID)
@@ -343,9 +333,7 @@ func TestReplayResync(t *testing.T) {
 			log, rec = newLog()
 			s2 := openT(t, dir, Options{Logger: log})
 			defer s2.Close()
-			if got2 := listT(t, s2); !reflect.DeepEqual(nonNilMsgs(got2), want) {
-				t.Errorf("second Open: %s", dump(got2))
-			}
+			holdsExactly(t, "second Open", s2, tc.want)
 			if w := rec.levelled(slog.LevelWarn, ""); len(w) != 0 {
 				t.Errorf("second Open warned: %v", w)
 			}
@@ -394,13 +382,6 @@ func TestReplayResyncGenerations(t *testing.T) {
 func nonNil(s []string) []string {
 	if s == nil {
 		return []string{}
-	}
-	return s
-}
-
-func nonNilMsgs(s []*Message) []*Message {
-	if s == nil {
-		return []*Message{}
 	}
 	return s
 }

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -56,6 +57,22 @@ func openT(t testing.TB, dir string, opts Options) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// openKillable opens a store, and returns with it a kill that closes it
+// the way a killed process leaves it: every file-system step fails from
+// then on, so Close writes no checkpoint and the journal and queue/ stay
+// as the last commit left them.
+func openKillable(t testing.TB, dir string) (s *Store, kill func()) {
+	t.Helper()
+	var dead atomic.Bool
+	s = openT(t, dir, Options{Fault: func(Op, string) error {
+		if dead.Load() {
+			return errInjected
+		}
+		return nil
+	}})
+	return s, func() { dead.Store(true); s.Close() }
 }
 
 func enqueueT(t testing.TB, s *Store, m *Message, body []byte) {

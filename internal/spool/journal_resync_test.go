@@ -395,13 +395,7 @@ func nonNil(s []string) []string {
 // corrupt/.
 func TestReplayResyncStore(t *testing.T) {
 	dir := t.TempDir()
-	dead := false
-	s := openT(t, dir, Options{Fault: func(Op, string) error {
-		if dead {
-			return errInjected
-		}
-		return nil
-	}})
+	s, kill := openKillable(t, dir)
 	const n = 30
 	bodies := map[string][]byte{}
 	var msgs []*Message
@@ -413,8 +407,7 @@ func TestReplayResyncStore(t *testing.T) {
 		msgs = append(msgs, m)
 	}
 	gen := func() string { s.j.mu.Lock(); defer s.j.mu.Unlock(); return s.j.seg.path }()
-	dead = true
-	s.Close() // killed: no checkpoint, every message only in the journal
+	kill() // no checkpoint: every message only in the journal
 
 	data, err := os.ReadFile(gen)
 	if err != nil {

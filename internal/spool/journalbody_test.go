@@ -166,13 +166,7 @@ func TestJournalBodyQuarantine(t *testing.T) {
 		t.Run(fmt.Sprintf("killed=%v", killed), func(t *testing.T) {
 			ctx := context.Background()
 			dir := t.TempDir()
-			dead := false
-			s := openT(t, dir, Options{Fault: func(Op, string) error {
-				if dead {
-					return errInjected
-				}
-				return nil
-			}})
+			s, kill := openKillable(t, dir)
 			bodies := map[string][]byte{"before": testBody(3000, 1), "after": testBody(3000, 2)}
 			enqueueT(t, s, testMessage("before", t0, "a@example.com"), bodies["before"])
 			enqueueT(t, s, testMessage("m", t0, "a@example.com"), testBody(3000, 3))
@@ -196,8 +190,11 @@ func TestJournalBodyQuarantine(t *testing.T) {
 					t.Errorf("Body(%s) differs", id)
 				}
 			}
-			dead = killed
-			s.Close() // killed: no checkpoint
+			if killed {
+				kill() // no checkpoint
+			} else {
+				s.Close()
+			}
 			log, rec := newLog()
 			s2 := openT(t, dir, Options{Logger: log})
 			if got := ids(listT(t, s2)); !slices.Equal(got, []string{"after", "before"}) {

@@ -293,18 +293,11 @@ func TestQuarantineUnwrittenState(t *testing.T) {
 // message whole.
 func TestOpenKeepsJournalOnlyBody(t *testing.T) {
 	dir := t.TempDir()
-	dead := false
-	s := openT(t, dir, Options{Fault: func(Op, string) error {
-		if dead {
-			return errInjected
-		}
-		return nil
-	}})
+	s, kill := openKillable(t, dir)
 	m := testMessage("m", t0, "a@example.com")
 	body := testBody(3000, 9)
 	enqueueT(t, s, m, body)
-	dead = true
-	s.Close() // killed: no checkpoint
+	kill() // no checkpoint
 	if q := files(t, dir, queueSub); len(q) != 0 {
 		t.Fatalf("queue/ = %v, want nothing: body and state only in the journal", q)
 	}

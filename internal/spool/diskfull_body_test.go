@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"syscall"
 	"testing"
 )
@@ -59,17 +58,7 @@ func TestDiskFullJournalBodies(t *testing.T) {
 	}
 	t.Logf("%d messages fit before ENOSPC: %v", len(bodies), err)
 
-	filler, err := os.Create(dir + "/filler")
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := make([]byte, 4096)
-	for {
-		if _, err := filler.Write(page); err != nil {
-			break
-		}
-	}
-	filler.Close()
+	fillUp(t, dir)
 
 	// Deliveries on the full disk: a tombstone each, nothing else, and
 	// their reserve back; then a message of the same size fits.

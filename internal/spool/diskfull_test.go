@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -75,17 +74,7 @@ func TestDiskFull(t *testing.T) {
 	// committed, having written nothing (no file, no journal commit), so
 	// there is nothing to take back. A one-page body fits in what the
 	// delivery gave back.
-	filler, err := os.Create(dir + "/filler")
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := make([]byte, 4096)
-	for {
-		if _, err := filler.Write(page); err != nil {
-			break
-		}
-	}
-	filler.Close()
+	fillUp(t, dir)
 	if len(bodies["m0000"]) > 4096 {
 		t.Fatal("m0000 should take one page")
 	}

@@ -28,3 +28,20 @@ func smallTmpfs(t *testing.T, why string) string {
 	})
 	return dir
 }
+
+// fillUp uses up every page left on the file system of dir with a file
+// of its own (dir/filler), so that only what the spool frees is free.
+func fillUp(t *testing.T, dir string) {
+	t.Helper()
+	filler, err := os.Create(dir + "/filler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer filler.Close()
+	page := make([]byte, 4096)
+	for {
+		if _, err := filler.Write(page); err != nil {
+			return
+		}
+	}
+}
